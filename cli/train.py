@@ -1,0 +1,96 @@
+"""`keras-lstm train` and `keras-lstm evaluate`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from cli.common import one_line_errors, print_json, print_skip
+
+ReplaysOption = Annotated[
+    Optional[Path],
+    typer.Option(help="Folder of .slp replays (searched recursively). Default: $KERAS_LSTM_REPLAYS, then ~/Slippi."),
+]
+
+
+def _replays_or_default(replays: Optional[Path]) -> Path:
+    from keras_lstm.replays import default_replays_dir
+
+    return replays if replays is not None else default_replays_dir()
+
+
+@one_line_errors
+def train(
+    replays: ReplaysOption = None,
+    output: Annotated[Path, typer.Option(help="Run folder: model, checkpoints, logs, metrics. Re-using it resumes a killed run.")] = Path("runs/latest"),
+    temporal: Annotated[bool, typer.Option(help="Train on windows of consecutive frames (the only mode; accepted for compatibility).")] = True,
+    backbone: Annotated[str, typer.Option(help="Recurrent backbone: lstm or gru.")] = "lstm",
+    hidden_size: Annotated[int, typer.Option(help="Units per recurrent layer.")] = 256,
+    num_layers: Annotated[int, typer.Option(help="Stacked recurrent layers.")] = 2,
+    embed_size: Annotated[int, typer.Option(help="Width of each encoded frame fed to the backbone.")] = 128,
+    dropout: Annotated[float, typer.Option(help="Dropout after each recurrent layer.")] = 0.1,
+    window_size: Annotated[int, typer.Option(help="Frames per training window.")] = 60,
+    truncate_bptt: Annotated[Optional[int], typer.Option(help="Backpropagate through the last K frames only (default: the whole window).")] = None,
+    stride: Annotated[int, typer.Option(help="Frames between consecutive window starts.")] = 4,
+    delay: Annotated[int, typer.Option(help="Frames of reaction delay: the game state seen is from t-1-delay.")] = 0,
+    epochs: Annotated[int, typer.Option(help="Training epochs.")] = 3,
+    batch_size: Annotated[int, typer.Option(help="Windows per batch.")] = 64,
+    learning_rate: Annotated[float, typer.Option(help="Adam learning rate.")] = 1e-3,
+    val_fraction: Annotated[float, typer.Option(help="Fraction of replay files held out for validation.")] = 0.15,
+    seed: Annotated[int, typer.Option(help="Seed for the split, initialisation and shuffling.")] = 0,
+    max_replays: Annotated[Optional[int], typer.Option(help="Use at most this many replay files (quick runs).")] = None,
+    max_frames: Annotated[Optional[int], typer.Option(help="Load at most this many frames (quick runs).")] = None,
+    json_output: Annotated[bool, typer.Option("--json", help="Print the final summary as one JSON object.")] = False,
+):
+    """Train a behavioural-cloning policy on a folder of Slippi replays."""
+    from keras_lstm.report import format_summary
+    from keras_lstm.train import TrainConfig
+    from keras_lstm.train import train as run_training
+
+    if not temporal:
+        raise ValueError("--no-temporal is not supported: the policy is recurrent and trains on windows")
+    config = TrainConfig(
+        replays=str(_replays_or_default(replays)),
+        output=str(output),
+        backbone=backbone.lower(),
+        embed_size=embed_size,
+        hidden_size=hidden_size,
+        num_layers=num_layers,
+        dropout=dropout,
+        window_size=window_size,
+        truncate_bptt=truncate_bptt,
+        stride=stride,
+        delay=delay,
+        epochs=epochs,
+        batch_size=batch_size,
+        learning_rate=learning_rate,
+        val_fraction=val_fraction,
+        seed=seed,
+        max_replays=max_replays,
+        max_frames=max_frames,
+    )
+    summary = run_training(config, on_skip=print_skip, verbose=2 if json_output else "auto")
+    if json_output:
+        print_json(summary)
+    else:
+        typer.echo(format_summary(summary))
+
+
+@one_line_errors
+def evaluate(
+    model: Annotated[Path, typer.Option(help="Run folder written by `keras-lstm train` (or its model.keras).")],
+    replays: ReplaysOption = None,
+    batch_size: Annotated[int, typer.Option(help="Windows per forward pass.")] = 256,
+    json_output: Annotated[bool, typer.Option("--json", help="Print the summary as one JSON object.")] = False,
+):
+    """Evaluate a trained policy, beside both baselines, on any folder of replays."""
+    from keras_lstm.report import format_summary
+    from keras_lstm.train import evaluate_folder
+
+    summary = evaluate_folder(model, _replays_or_default(replays), on_skip=print_skip, batch_size=batch_size)
+    if json_output:
+        print_json(summary)
+    else:
+        typer.echo(format_summary(summary))

@@ -4,7 +4,6 @@ always on the same predicted frames."""
 from __future__ import annotations
 
 import numpy as np
-import tensorflow as tf
 
 from keras_lstm import baselines, controller
 from keras_lstm.baselines import BaselineStats
@@ -33,12 +32,11 @@ def frame_losses(logits: dict, targets: dict) -> dict:
 
 def predict_logits(policy, windows: Windows, batch_size: int = 256) -> dict:
     """Logits for every window's last frame, in window order."""
-    forward = tf.function(lambda x: policy(x, training=False), reduce_retracing=True)
     chunks = {h: [] for h in controller.HEADS}
     for start in range(0, len(windows), batch_size):
         x, _ = windows.gather(windows.ends[start : start + batch_size])
-        for head, value in forward(x).items():
-            chunks[head].append(value.numpy())
+        for head, value in policy.predict_on_batch(x).items():
+            chunks[head].append(np.asarray(value))
     return {h: np.concatenate(v) if v else np.zeros((0,)) for h, v in chunks.items()}
 
 

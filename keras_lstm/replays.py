@@ -91,7 +91,7 @@ def read_game(path: str | os.PathLike):
 
 
 def last_record_index(frame_ids: np.ndarray) -> np.ndarray:
-    """Indices that keep the last record of each frame id, in frame order.
+    """Indices that keep the last record of each frame id, ordered by frame id.
 
     Netplay replays repeat a frame id after every rollback; the last record is
     the one the game actually kept.
@@ -99,7 +99,9 @@ def last_record_index(frame_ids: np.ndarray) -> np.ndarray:
     frame_ids = np.asarray(frame_ids)
     reversed_ids = frame_ids[::-1]
     _, first_in_reversed = np.unique(reversed_ids, return_index=True)
-    return np.sort(len(frame_ids) - 1 - first_in_reversed)
+    # np.unique sorts by id, so the result is in frame order even if a
+    # record of an earlier frame was written after a later one.
+    return len(frame_ids) - 1 - first_in_reversed
 
 
 @dataclasses.dataclass

@@ -1,13 +1,28 @@
-"""keras-lstm: behavioural cloning of Melee from Slippi replays with an LSTM backbone."""
+"""keras-lstm: behavioural cloning of Melee from Slippi replays with an LSTM backbone.
 
-from keras_lstm.backbone import GRUBackbone, LSTMBackbone, RecurrentBackbone, build_backbone
-from keras_lstm.policy import BehaviorCloningPolicy, build_policy
+Names are imported on first use, so that reading replays (and `--help`) does
+not pay TensorFlow's start-up time.
+"""
 
-__all__ = [
-    "BehaviorCloningPolicy",
-    "GRUBackbone",
-    "LSTMBackbone",
-    "RecurrentBackbone",
-    "build_backbone",
-    "build_policy",
-]
+import importlib
+
+_EXPORTS = {
+    "RecurrentBackbone": "keras_lstm.backbone",
+    "LSTMBackbone": "keras_lstm.backbone",
+    "GRUBackbone": "keras_lstm.backbone",
+    "build_backbone": "keras_lstm.backbone",
+    "BehaviorCloningPolicy": "keras_lstm.policy",
+    "build_policy": "keras_lstm.policy",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name):
+    if name in _EXPORTS:
+        return getattr(importlib.import_module(_EXPORTS[name]), name)
+    raise AttributeError(f"module 'keras_lstm' has no attribute {name!r}")
+
+
+def __dir__():
+    return __all__

@@ -42,17 +42,21 @@ def train(
     seed: Annotated[int, typer.Option(help="Seed for the split, initialisation and shuffling.")] = 0,
     max_replays: Annotated[Optional[int], typer.Option(help="Use at most this many replay files (quick runs).")] = None,
     max_frames: Annotated[Optional[int], typer.Option(help="Load at most this many frames (quick runs).")] = None,
+    data_dir: Annotated[Optional[Path], typer.Option(help="Train from a dataset made by `keras-lstm prepare` (instead of --replays).")] = None,
+    strategy: Annotated[str, typer.Option(help="Distribution: default, mirrored (local GPUs) or multi-worker (TF_CONFIG; see docs/DATA.md).")] = "default",
     json_output: Annotated[bool, typer.Option("--json", help="Print the final summary as one JSON object.")] = False,
 ):
-    """Train a behavioural-cloning policy on a folder of Slippi replays."""
+    """Train a behavioural-cloning policy on a folder of Slippi replays (or a prepared dataset)."""
     from keras_lstm.report import format_summary
     from keras_lstm.train import TrainConfig
     from keras_lstm.train import train as run_training
 
     if not temporal:
         raise ValueError("--no-temporal is not supported: the policy is recurrent and trains on windows")
+    if data_dir is not None and replays is not None:
+        raise ValueError("give --replays or --data-dir, not both (the prepared dataset remembers its replay folder)")
     config = TrainConfig(
-        replays=str(_replays_or_default(replays)),
+        replays=str(_replays_or_default(replays)) if data_dir is None else "",
         output=str(output),
         backbone=backbone.lower(),
         embed_size=embed_size,
@@ -70,6 +74,8 @@ def train(
         seed=seed,
         max_replays=max_replays,
         max_frames=max_frames,
+        data_dir=str(data_dir) if data_dir is not None else None,
+        strategy=strategy.lower(),
     )
     summary = run_training(config, on_skip=print_skip, verbose=2 if json_output else "auto")
     if json_output:
@@ -83,13 +89,16 @@ def evaluate(
     model: Annotated[Path, typer.Option(help="Run folder written by `keras-lstm train` (or its model.keras).")],
     replays: ReplaysOption = None,
     batch_size: Annotated[int, typer.Option(help="Windows per forward pass.")] = 256,
+    stride: Annotated[Optional[int], typer.Option(help="Predict every N-th frame (1: every frame). Default: the stride the model trained with.")] = None,
     json_output: Annotated[bool, typer.Option("--json", help="Print the summary as one JSON object.")] = False,
 ):
     """Evaluate a trained policy, beside both baselines, on any folder of replays."""
     from keras_lstm.report import format_summary
     from keras_lstm.train import evaluate_folder
 
-    summary = evaluate_folder(model, _replays_or_default(replays), on_skip=print_skip, batch_size=batch_size)
+    if stride is not None and stride < 1:
+        raise ValueError(f"stride must be positive, got {stride}")
+    summary = evaluate_folder(model, _replays_or_default(replays), on_skip=print_skip, batch_size=batch_size, stride=stride)
     if json_output:
         print_json(summary)
     else:

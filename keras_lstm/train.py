@@ -11,6 +11,13 @@ The run folder (`--output`) holds everything a run makes:
     backup/          BackupAndRestore state while a run is going (removed at the end)
 
 Starting again with the same `--output` after a crash resumes from `backup/`.
+
+The data comes from a replay folder (`replays`, parsed at each run) or from a
+dataset prepared once (`data_dir`, see `keras_lstm.tfds_dataset`; streamed by
+`keras_lstm.pipeline`). `strategy` picks the `tf.distribute` strategy
+(`keras_lstm.distribute`): under `multi-worker` only the chief writes the run
+folder; the other workers write to temporary folders, and each keeps its own
+`backup-<task>` so a restarted cluster resumes.
 """
 
 from __future__ import annotations
@@ -25,10 +32,11 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from keras_lstm import baselines, features
+from keras_lstm import baselines, distribute, features
 from keras_lstm.backbone import CELL_TYPES, check_positive
 from keras_lstm.data import Windows, make_windows, split_by_game
 from keras_lstm.evaluate import evaluate_policy
+from keras_lstm.pipeline import TrainInputs, prepared_inputs
 from keras_lstm.policy import build_policy
 from keras_lstm.replays import LoadReport, find_replays, load_trajectories
 
@@ -60,6 +68,8 @@ class TrainConfig:
     max_replays: int | None = None
     max_frames: int | None = None
     backup_every_steps: int = 200
+    data_dir: str | None = None  # a dataset from `keras-lstm prepare`, instead of `replays`
+    strategy: str = "default"  # "default" | "mirrored" | "multi-worker"
 
     def validate(self) -> None:
         """Raise ValueError naming the first bad option."""
@@ -83,6 +93,8 @@ class TrainConfig:
             value = getattr(self, name)
             if value is not None:
                 check_positive(**{name.replace("_", "-"): value})
+        if self.strategy not in distribute.STRATEGIES:
+            raise ValueError(f"strategy must be one of {distribute.STRATEGIES}, got {self.strategy!r}")
 
 
 @dataclasses.dataclass
@@ -126,6 +138,23 @@ def load_split(config: TrainConfig, on_skip: Callable[[str, str], None] | None =
     return PreparedData(train, val, train_report, val_report, train_files, val_files)
 
 
+def replay_inputs(config: TrainConfig, on_skip: Callable[[str, str], None] | None = None) -> TrainInputs:
+    """`TrainInputs` from a replay folder, all in memory (`load_split`)."""
+    data = load_split(config, on_skip)
+    return TrainInputs(
+        make_train_dataset=lambda: data.train.dataset(config.batch_size, shuffle=True, seed=config.seed, drop_remainder=True),
+        steps_per_epoch=None,
+        train_windows=len(data.train),
+        val=data.val,
+        stats=baselines.fit_baselines(data.train.predicted_targets(), data.train.previous_targets()),
+        train_files=data.train_files,
+        val_files=data.val_files,
+        train_counts=data.train_report.counts(),
+        counts=_combined_counts(data.train_report, data.val_report),
+        skipped=data.train_report.skipped + data.val_report.skipped,
+    )
+
+
 def _combined_counts(*reports: LoadReport) -> dict:
     total = {}
     for report in reports:
@@ -166,25 +195,31 @@ def train(
     """Train, save the run folder, and return the final summary (also written
     to `metrics.json`)."""
     config.validate()
+    # First: a multi-worker strategy must exist before any other TF op runs.
+    strategy = distribute.select_strategy(config.strategy)
     keras.utils.set_random_seed(config.seed)
     out = Path(config.output).expanduser()
     out.mkdir(parents=True, exist_ok=True)
+    chief = distribute.is_chief(strategy)
+    write_dir = distribute.write_dir(out, strategy)  # the run folder, or a temporary one for a non-chief worker
 
-    data = load_split(config, on_skip)
-    stats = baselines.fit_baselines(data.train.predicted_targets(), data.train.previous_targets())
-    policy = build_policy(
-        config.backbone, config.embed_size, config.hidden_size, config.num_layers, config.dropout, config.truncate_bptt
-    )
-    policy.compile(optimizer=keras.optimizers.Adam(config.learning_rate))
+    data = prepared_inputs(config, strategy) if config.data_dir else replay_inputs(config, on_skip)
+    stats = data.stats
+    with strategy.scope():
+        policy = build_policy(
+            config.backbone, config.embed_size, config.hidden_size, config.num_layers, config.dropout, config.truncate_bptt
+        )
+        policy.compile(optimizer=keras.optimizers.Adam(config.learning_rate))
+    distribute.prepare_for_fit(policy, strategy)
 
-    train_ds = data.train.dataset(config.batch_size, shuffle=True, seed=config.seed, drop_remainder=True)
+    train_ds = data.make_train_dataset()
     val_ds = data.val.dataset(config.batch_size * 4, shuffle=False) if len(data.val) else None
     timer = _EpochTimer()
     monitor = "val_loss" if val_ds is not None else "loss"
     fit_callbacks = [
-        keras.callbacks.BackupAndRestore(str(out / "backup"), save_freq=config.backup_every_steps),
-        keras.callbacks.ModelCheckpoint(str(out / BEST_FILE), monitor=monitor, save_best_only=True),
-        keras.callbacks.TensorBoard(str(out / "logs")),
+        keras.callbacks.BackupAndRestore(str(distribute.backup_dir(out, strategy)), save_freq=config.backup_every_steps),
+        keras.callbacks.ModelCheckpoint(str(write_dir / BEST_FILE), monitor=monitor, save_best_only=True),
+        keras.callbacks.TensorBoard(str(write_dir / "logs")),
         keras.callbacks.TerminateOnNaN(),
         timer,
         *(callbacks or []),
@@ -196,13 +231,21 @@ def train(
         "val_files": data.val_files,
         "baseline_stats": stats.to_json(),
     }
-    (out / RUN_FILE).write_text(json.dumps(run_info, indent=1))
+    (write_dir / RUN_FILE).write_text(json.dumps(run_info, indent=1))
 
-    history = policy.fit(train_ds, validation_data=val_ds, epochs=config.epochs, callbacks=fit_callbacks, verbose=verbose, shuffle=False)
-    policy.save(out / MODEL_FILE)
-    (out / HISTORY_FILE).write_text(json.dumps({k: [float(x) for x in v] for k, v in history.history.items()}, indent=1))
+    history = policy.fit(
+        train_ds,
+        validation_data=val_ds,
+        epochs=config.epochs,
+        steps_per_epoch=data.steps_per_epoch,
+        callbacks=fit_callbacks,
+        verbose=verbose,
+        shuffle=False,
+    )
+    policy.save(write_dir / MODEL_FILE)  # every worker saves (saving may all-reduce); only the chief's is kept
+    (write_dir / HISTORY_FILE).write_text(json.dumps({k: [float(x) for x in v] for k, v in history.history.items()}, indent=1))
 
-    steps = len(data.train) // config.batch_size
+    steps = data.train_windows // config.batch_size
     trained_windows = steps * config.batch_size * timer.epochs_run
     summary = {
         "config": dataclasses.asdict(config),
@@ -212,20 +255,22 @@ def train(
         "train_seconds": timer.train_seconds,
         "train_windows_per_s": trained_windows / timer.train_seconds if timer.train_seconds else None,
         "train_frames_per_s": trained_windows * config.window_size / timer.train_seconds if timer.train_seconds else None,
-        "train_windows": len(data.train),
+        "train_windows": data.train_windows,
         "val_windows": len(data.val),
-        **{f"train_{k}": v for k, v in data.train_report.counts().items()},
-        **_combined_counts(data.train_report, data.val_report),
-        "skipped": data.train_report.skipped + data.val_report.skipped,
+        **{f"train_{k}": v for k, v in data.train_counts.items()},
+        **data.counts,
+        "skipped": data.skipped,
         "output": str(out),
         "model_path": str(out / MODEL_FILE),
         "logs_path": str(out / "logs"),
     }
-    if len(data.val):
-        summary.update(evaluate_policy(policy, data.val, stats))
+    if len(data.val) and chief:
+        summary.update(evaluate_policy(distribute.local_model(policy), data.val, stats))
     else:
         summary["val_loss"] = None
-    (out / METRICS_FILE).write_text(json.dumps(summary, indent=1))
+    summary["strategy"] = {"name": config.strategy, "replicas": strategy.num_replicas_in_sync, "chief": chief}
+    (write_dir / METRICS_FILE).write_text(json.dumps(summary, indent=1))
+    distribute.cleanup(write_dir, out)
     return summary
 
 
@@ -242,14 +287,18 @@ def load_run(model_dir: str | Path):
     return policy, json.loads(run_file.read_text())
 
 
-def evaluate_folder(model_dir: str | Path, replays: str | Path, on_skip=None, batch_size: int = 256) -> dict:
-    """Evaluate a trained run on every usable replay in a folder."""
+def evaluate_folder(
+    model_dir: str | Path, replays: str | Path, on_skip=None, batch_size: int = 256, stride: int | None = None
+) -> dict:
+    """Evaluate a trained run on every usable replay in a folder, predicting
+    every `stride`-th frame (default: the stride the run trained with)."""
     policy, run = load_run(model_dir)
     cfg = run["config"]
     report = load_trajectories(find_replays(replays), on_skip=on_skip)
     if not report.trajectories:
         raise ValueError(f"{replays}: no usable replay ({report.replays_skipped} skipped)")
-    windows = make_windows([features.align(t, cfg["delay"]) for t in report.trajectories], cfg["window_size"], cfg["stride"])
+    stride = cfg["stride"] if stride is None else stride
+    windows = make_windows([features.align(t, cfg["delay"]) for t in report.trajectories], cfg["window_size"], stride)
     stats = baselines.BaselineStats.from_json(run["baseline_stats"])
     summary = evaluate_policy(policy, windows, stats, batch_size)
     summary.update(report.counts())

@@ -95,6 +95,8 @@ class TrainConfig:
                 check_positive(**{name.replace("_", "-"): value})
         if self.strategy not in distribute.STRATEGIES:
             raise ValueError(f"strategy must be one of {distribute.STRATEGIES}, got {self.strategy!r}")
+        if self.strategy == "multi-worker" and not self.data_dir:
+            raise ValueError("--strategy multi-worker needs --data-dir: each worker streams its own shard of a prepared dataset")
 
 
 @dataclasses.dataclass
@@ -186,6 +188,25 @@ class _EpochTimer(keras.callbacks.Callback):
         self.epochs_run += 1
 
 
+# Options that may differ when a killed run is started again.
+_RESUME_MAY_CHANGE = {"epochs", "output", "backup_every_steps"}
+
+
+def _check_resumable(out: Path, config: TrainConfig) -> None:
+    """Refuse to resume a backup made with other options: its weights would
+    not fit, or would silently continue a different experiment."""
+    if not (out / "backup").exists() or not (out / RUN_FILE).exists():
+        return
+    before = json.loads((out / RUN_FILE).read_text()).get("config", {})
+    now = dataclasses.asdict(config)
+    changed = sorted(k for k in now if k not in _RESUME_MAY_CHANGE and before.get(k) != now[k])
+    if changed:
+        raise ValueError(
+            f"{out} holds an unfinished run with other options ({', '.join(changed)}); "
+            f"use the same options to resume, another --output, or delete {out / 'backup'}"
+        )
+
+
 def train(
     config: TrainConfig,
     on_skip: Callable[[str, str], None] | None = None,
@@ -200,6 +221,7 @@ def train(
     keras.utils.set_random_seed(config.seed)
     out = Path(config.output).expanduser()
     out.mkdir(parents=True, exist_ok=True)
+    _check_resumable(out, config)
     chief = distribute.is_chief(strategy)
     write_dir = distribute.write_dir(out, strategy)  # the run folder, or a temporary one for a non-chief worker
 

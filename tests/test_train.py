@@ -70,6 +70,9 @@ def test_killed_run_resumes_from_backup(tmp_path):
     assert backup.is_dir()
     saved = json.loads((backup / "training_metadata.json").read_text())
     assert saved["epoch"] == 1
+    other = TrainConfig(**{**config.__dict__, "hidden_size": 8})
+    with pytest.raises(ValueError, match="unfinished run with other options \\(hidden_size\\)"):
+        train(other, verbose=0)
     train(config, verbose=0)
     history = json.loads((tmp_path / "history.json").read_text())
     # the restarted run picks up at epoch 1 instead of starting over

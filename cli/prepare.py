@@ -1,0 +1,71 @@
+"""`keras-lstm prepare`: a replay folder -> a TensorFlow Datasets dataset, once."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from cli.common import one_line_errors, print_json, print_skip
+
+
+@one_line_errors
+def prepare(
+    replays: Annotated[Optional[Path], typer.Option(help="Folder of .slp replays (searched recursively). Default: $KERAS_LSTM_REPLAYS, then ~/Slippi.")] = None,
+    data_dir: Annotated[Path, typer.Option(help="TFDS data folder to write `slippi_replays` into (then `keras-lstm train --data-dir` it).")] = Path("~/tensorflow_datasets"),
+    val_fraction: Annotated[float, typer.Option(help="Fraction of replay files held out for validation (split by game).")] = 0.15,
+    seed: Annotated[int, typer.Option(help="Seed of the train/validation file split.")] = 0,
+    progress: Annotated[bool, typer.Option(help="Show a progress bar.")] = True,
+    json_output: Annotated[bool, typer.Option("--json", help="Print the summary as one JSON object.")] = False,
+):
+    """Parse a replay folder once into a TFDS dataset (train/validation by game).
+
+    Unusable files are skipped and named; preparing an unchanged folder again does nothing.
+    """
+    import tensorflow_datasets as tfds
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    from keras_lstm.replays import default_replays_dir
+    from keras_lstm.tfds_dataset import prepare as prepare_dataset
+
+    tfds.disable_progress_bar()  # ours counts files, TFDS's would count examples without a total
+    folder = replays if replays is not None else default_replays_dir()
+    bar = Progress(
+        TextColumn("preparing"), BarColumn(), MofNCompleteColumn(), TextColumn("files"), TimeRemainingColumn(),
+        transient=True, disable=not progress,
+    )
+    task = None
+
+    def on_start(n_files: int) -> None:
+        nonlocal task
+        bar.start()
+        task = bar.add_task("prepare", total=n_files)
+
+    def on_file(name: str, reason: str | None) -> None:
+        if reason is not None:
+            bar.console.print(f"[yellow]skipped {name}: {reason}[/yellow]", highlight=False) if progress else print_skip(name, reason)
+        if task is not None:
+            bar.advance(task)
+
+    try:
+        summary = prepare_dataset(folder, data_dir.expanduser(), val_fraction, seed, on_file=on_file, on_start=on_start)
+    finally:
+        bar.stop()
+    if json_output:
+        print_json(summary)
+        return
+    if summary["status"] == "up to date":
+        typer.echo(f"up to date: {summary['data_path']} already holds {folder} as it is now (nothing to do)")
+    examples = ", ".join(f"{k} {v}" for k, v in summary["examples"].items())
+    typer.echo(
+        f"{summary['dataset']} at {summary['data_path']}\n"
+        f"files {summary['files']}: used {summary['replays_used']}, skipped {summary['replays_skipped']} "
+        f"(unreadable {summary['replays_unreadable']}, not 1v1 {summary['replays_not_1v1']}); "
+        f"CPU players not imitated {summary['cpu_players_not_imitated']}\n"
+        f"trajectories: {examples}; frames {summary['frames_loaded']:,}; {summary['size_bytes'] / 1e6:.1f} MB on disk"
+        + (f"; {summary['seconds']:.1f} s" if summary["status"] == "prepared" else "")
+    )
+    if summary["status"] == "up to date":  # when prepared, each was named as it was read
+        for name, reason in summary["skipped"]:
+            typer.echo(f"  skipped {name}: {reason}")

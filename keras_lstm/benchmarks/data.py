@@ -1,0 +1,200 @@
+"""The data benchmark behind `keras-lstm bench data`.
+
+On one replay folder (by default `../shared/replays/games`), in one process:
+
+1. replay parsing and feature extraction (`replays.load_trajectories` on every
+   file, skips included) in game frames per second, beside peppi-py's parse
+   alone on the same files. A game frame is one distinct playable frame of a
+   used game (rollback duplicates removed); one 1v1 human game gives two
+   trajectory frames per game frame. Target: >= 300k game frames/s.
+2. `tfds_dataset.prepare` of the folder into a temporary data dir: its time
+   and its size on disk per hour of play (60 game frames per second).
+3. the prepared dataset's read throughput: the training stream
+   (`pipeline.window_dataset`, shuffled and repeated, batched and
+   prefetched), in windows per second.
+4. training consumption: windows per second that `model.fit` consumes at the
+   default model (2 x 256 LSTM, embed 128, window 60, batch 64, full BPTT) on
+   batches already in memory; the ratio (3) / (4). Target: >= 10 (training
+   never waits for data).
+
+Every figure is the median of `repeats` measurements; the machine is shared,
+so they are noisy. (3) and (4) are measured one after the other, not while
+competing for the same cores.
+"""
+
+from __future__ import annotations
+
+import statistics
+import tempfile
+import time
+from pathlib import Path
+from typing import Callable
+
+FRAMES_PER_S = 60
+PARSE_TARGET_FRAMES_PER_S = 300_000
+RATIO_TARGET = 10.0
+
+
+def default_replays() -> Path:
+    """`../shared/replays/games` beside the repository."""
+    return Path(__file__).resolve().parents[3] / "shared" / "replays" / "games"
+
+
+def _median_time(fn: Callable[[], object], repeats: int) -> tuple[float, object]:
+    times, result = [], None
+    for _ in range(repeats):
+        start = time.perf_counter()
+        result = fn()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times), result
+
+
+def _game_frames(report) -> int:
+    """Distinct game frames of the games that gave trajectories."""
+    per_game = {}
+    for traj in report.trajectories:
+        per_game[traj.source] = len(traj)
+    return sum(per_game.values())
+
+
+def bench_parse(replays: str | Path, repeats: int = 5) -> dict:
+    from keras_lstm.replays import find_replays, iter_games, load_trajectories
+
+    paths = find_replays(replays)
+    seconds, report = _median_time(lambda: load_trajectories(paths), repeats)
+    peppi_seconds, _ = _median_time(lambda: [g for _, g, _ in iter_games(paths)], repeats)
+    game_frames = _game_frames(report)
+    return {
+        "files": len(paths),
+        "game_frames": game_frames,
+        "trajectory_frames": report.frames,
+        "parse_features_s": seconds,
+        "parse_features_game_frames_per_s": game_frames / seconds,
+        "parse_features_trajectory_frames_per_s": report.frames / seconds,
+        "peppi_only_s": peppi_seconds,
+        "peppi_only_game_frames_per_s": game_frames / peppi_seconds,
+    }
+
+
+def bench_prepare(replays: str | Path, data_dir: str | Path, game_frames: int) -> dict:
+    from keras_lstm import tfds_dataset
+
+    start = time.perf_counter()
+    summary = tfds_dataset.prepare(replays, data_dir)
+    seconds = time.perf_counter() - start
+    hours = game_frames / FRAMES_PER_S / 3600
+    return {
+        "prepare_s": seconds,
+        "prepare_game_frames_per_s": game_frames / seconds,
+        "dataset_bytes": summary["size_bytes"],
+        "hours_of_play": hours,
+        "dataset_mb_per_hour_of_play": summary["size_bytes"] / 1e6 / hours,
+        "examples": summary["examples"],
+    }
+
+
+def bench_read(data_dir: str | Path, window_size: int, stride: int, batch_size: int, repeats: int, batches: int) -> dict:
+    from keras_lstm import pipeline, tfds_dataset
+
+    builder = tfds_dataset.load_builder(data_dir)
+    stream = pipeline.batched(
+        pipeline.window_dataset(builder, tfds_dataset.TRAIN, window_size, stride, shuffle=True, repeat=True), batch_size
+    )
+    iterator = iter(stream)
+    for _ in range(20):  # warm up: buffers filled, functions traced
+        next(iterator)
+
+    def read():
+        for _ in range(batches):
+            next(iterator)
+
+    seconds, _ = _median_time(read, repeats)
+    return {"read_windows_per_s": batches * batch_size / seconds, "read_batches": batches}
+
+
+def bench_training(data_dir: str | Path, window_size: int, batch_size: int, repeats: int, steps: int) -> dict:
+    import keras
+
+    from keras_lstm import pipeline, tfds_dataset
+    from keras_lstm.policy import build_policy
+
+    builder = tfds_dataset.load_builder(data_dir)
+    batches = pipeline.batched(pipeline.window_dataset(builder, tfds_dataset.TRAIN, window_size, 4, shuffle=True), batch_size)
+    in_memory = batches.take(8).cache().repeat()
+    policy = build_policy()  # the defaults: LSTM 2 x 256, embed 128
+    policy.compile(optimizer=keras.optimizers.Adam(1e-3))
+
+    class EpochSeconds(keras.callbacks.Callback):
+        def on_epoch_begin(self, epoch, logs=None):
+            self.start = time.perf_counter()
+
+        def on_epoch_end(self, epoch, logs=None):
+            times.append(time.perf_counter() - self.start)
+
+    times = []
+    policy.fit(in_memory, steps_per_epoch=steps, epochs=repeats + 1, callbacks=[EpochSeconds()], verbose=0, shuffle=False)
+    seconds = statistics.median(times[1:])  # the first epoch traces the step
+    return {
+        "train_windows_per_s": steps * batch_size / seconds,
+        "train_frames_per_s": steps * batch_size * window_size / seconds,
+        "train_steps": steps,
+        "model_parameters": int(policy.count_params()),
+    }
+
+
+def run(
+    replays: str | Path | None = None,
+    data_dir: str | Path | None = None,
+    repeats: int = 5,
+    window_size: int = 60,
+    stride: int = 4,
+    batch_size: int = 64,
+    read_batches: int = 100,
+    train_steps: int = 15,
+    log: Callable[[str], None] = lambda line: None,
+) -> dict:
+    """All four measurements; `data_dir` defaults to a temporary folder."""
+    replays = Path(replays) if replays is not None else default_replays()
+    results = {"replays": str(replays), "repeats": repeats, "window_size": window_size, "stride": stride, "batch_size": batch_size}
+    log("parsing + features ...")
+    results.update(bench_parse(replays, repeats))
+    with tempfile.TemporaryDirectory(prefix="keras-lstm-bench-") as tmp:
+        data_dir = Path(data_dir) if data_dir is not None else Path(tmp)
+        log("prepare ...")
+        results.update(bench_prepare(replays, data_dir, results["game_frames"]))
+        log("reading the prepared dataset ...")
+        results.update(bench_read(data_dir, window_size, stride, batch_size, repeats, read_batches))
+        log("training consumption at the default model ...")
+        results.update(bench_training(data_dir, window_size, batch_size, repeats, train_steps))
+    results["pipeline_to_training_ratio"] = results["read_windows_per_s"] / results["train_windows_per_s"]
+    results["targets"] = {
+        "parse_features_game_frames_per_s": {
+            "target": PARSE_TARGET_FRAMES_PER_S,
+            "met": results["parse_features_game_frames_per_s"] >= PARSE_TARGET_FRAMES_PER_S,
+        },
+        "pipeline_to_training_ratio": {"target": RATIO_TARGET, "met": results["pipeline_to_training_ratio"] >= RATIO_TARGET},
+    }
+    return results
+
+
+def format_report(r: dict) -> str:
+    def met(key):
+        return "met" if r["targets"][key]["met"] else "MISSED"
+
+    return "\n".join(
+        [
+            f"data benchmark on {r['replays']} ({r['files']} files, {r['game_frames']:,} game frames = "
+            f"{r['hours_of_play'] * 60:.1f} min of play; medians of {r['repeats']}, shared machine: noisy)",
+            f"parsing + features : {r['parse_features_game_frames_per_s']:>12,.0f} game frames/s "
+            f"({r['parse_features_trajectory_frames_per_s']:,.0f} trajectory frames/s)   target >= {PARSE_TARGET_FRAMES_PER_S:,}: "
+            f"{met('parse_features_game_frames_per_s')}",
+            f"peppi-py alone     : {r['peppi_only_game_frames_per_s']:>12,.0f} game frames/s",
+            f"prepare (once)     : {r['prepare_s']:>12.1f} s   ({r['prepare_game_frames_per_s']:,.0f} game frames/s)",
+            f"dataset on disk    : {r['dataset_bytes'] / 1e6:>12.1f} MB = {r['dataset_mb_per_hour_of_play']:.1f} MB per hour of play",
+            f"read (train stream): {r['read_windows_per_s']:>12,.0f} windows/s  (window {r['window_size']}, stride {r['stride']}, "
+            f"batch {r['batch_size']}, shuffled)",
+            f"training consumes  : {r['train_windows_per_s']:>12,.0f} windows/s  (default model, {r['model_parameters']:,} parameters, "
+            f"{r['train_frames_per_s']:,.0f} frames/s)",
+            f"pipeline / training: {r['pipeline_to_training_ratio']:>12.1f} x   target >= {RATIO_TARGET:g}: {met('pipeline_to_training_ratio')}",
+        ]
+    )

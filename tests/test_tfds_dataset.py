@@ -1,0 +1,185 @@
+"""The prepared TFDS dataset: splits by game, exact round trip of the
+trajectories, deterministic keys and bytes, skipped files in the metadata,
+no-op rebuilds, plain-Python `tfds.builder`, and `keras-lstm prepare`."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import numpy as np
+import pytest
+import tensorflow_datasets as tfds
+from typer.testing import CliRunner
+
+from cli.main import app
+from keras_lstm import tfds_dataset
+from keras_lstm.data import split_by_game
+from keras_lstm.replays import ReplayError, find_replays, load_trajectories
+
+from conftest import BAD, GAMES
+
+tfds.disable_progress_bar()
+
+# Short games: two human 1v1s on odd ports, one vs a CPU, a teams game; two
+# unreadable files in a subfolder. Symlinks only: the replays are never copied.
+SMALL = {
+    "peppi_transform.slp": GAMES,
+    "slippi-js_v2_test.slp": GAMES,
+    "slippi-js_test.slp": GAMES,
+    "libmelee_test_game_2.slp": GAMES,
+    "slippi-js_teams_time.slp": GAMES,
+    "bad/libmelee_corrupt_game_1.slp": BAD.parent,
+    "bad/peppi_corrupt.slp": BAD.parent,
+}
+VAL_FRACTION = 0.25  # puts peppi_transform.slp and the teams game in validation
+
+
+def _link_folder(folder: Path, names=SMALL) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    for name, base in names.items():
+        (folder / name).parent.mkdir(parents=True, exist_ok=True)
+        (folder / name).symlink_to(base / name)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def small(tmp_path_factory, replays_dir):
+    folder = _link_folder(tmp_path_factory.mktemp("replays"))
+    data_dir = tmp_path_factory.mktemp("data")
+    summary = tfds_dataset.prepare(folder, data_dir, val_fraction=VAL_FRACTION)
+    return folder, data_dir, summary
+
+
+def _file_digests(path: Path) -> dict:
+    return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(path.glob("*.tfrecord*"))}
+
+
+def test_splits_are_by_game_and_match_split_by_game(small):
+    folder, data_dir, summary = small
+    builder = tfds_dataset.load_builder(data_dir, VAL_FRACTION)
+    meta = builder.info.metadata
+    paths = [str(p) for p in find_replays(folder)]
+    train, val = split_by_game(paths, VAL_FRACTION, 0)
+    assert meta["train_files"] == [Path(p).relative_to(folder).as_posix() for p in train]
+    assert meta["val_files"] == [Path(p).relative_to(folder).as_posix() for p in val]
+    assert set(meta["train_files"]).isdisjoint(meta["val_files"])
+    # Every example's game is on its split's side.
+    for split, files in ((tfds_dataset.TRAIN, meta["train_files"]), (tfds_dataset.VALIDATION, meta["val_files"])):
+        sources = {ex["source"].decode() for ex in tfds.as_numpy(builder.as_dataset(split=split))}
+        assert sources <= set(files)
+    assert summary["status"] == "prepared"
+    assert builder.version == f"{tfds_dataset.features.FEATURE_VERSION}.0.0"
+
+
+def test_trajectories_round_trip_exactly_in_load_order(small):
+    folder, data_dir, _ = small
+    builder = tfds_dataset.load_builder(data_dir, VAL_FRACTION)
+    meta = builder.info.metadata
+    for split, key in ((tfds_dataset.TRAIN, "train_files"), (tfds_dataset.VALIDATION, "val_files")):
+        expected = load_trajectories([folder / f for f in meta[key]]).trajectories
+        got = tfds_dataset.read_trajectories(builder, split)
+        assert [(Path(t.source).name, t.port) for t in got] == [(Path(t.source).name, t.port) for t in expected]
+        for a, b in zip(got, expected):
+            np.testing.assert_array_equal(a.state_numeric, b.state_numeric)
+            np.testing.assert_array_equal(a.state_categorical, b.state_categorical)
+            assert a.state_numeric.dtype == b.state_numeric.dtype and a.state_categorical.dtype == b.state_categorical.dtype
+            for head in b.targets:
+                np.testing.assert_array_equal(a.targets[head], b.targets[head])
+                assert a.targets[head].dtype == b.targets[head].dtype, head
+
+
+def test_skipped_files_are_named_and_counted_in_the_metadata(small):
+    _, data_dir, summary = small
+    meta = tfds_dataset.load_builder(data_dir, VAL_FRACTION).info.metadata
+    skipped = dict(meta["skipped"])
+    assert set(skipped) == {"bad/libmelee_corrupt_game_1.slp", "bad/peppi_corrupt.slp", "slippi-js_teams_time.slp"}
+    assert skipped["slippi-js_teams_time.slp"].startswith("not a 1v1 game")
+    assert all("unreadable" in skipped[n] for n in skipped if n.startswith("bad/"))
+    counts = meta["counts"]
+    assert summary["replays_skipped"] == 3 and summary["replays_unreadable"] == 2 and summary["replays_not_1v1"] == 1
+    assert summary["replays_used"] == 4 and summary["cpu_players_not_imitated"] == 1
+    assert summary["trajectories"] == 7 == sum(summary["examples"].values())
+    assert counts["train"]["trajectories"] == summary["examples"]["train"]
+
+
+def test_keys_and_bytes_are_deterministic(small, tmp_path):
+    folder, data_dir, _ = small
+    again = tfds_dataset.prepare(folder, tmp_path, val_fraction=VAL_FRACTION)
+    first = tfds_dataset.load_builder(data_dir, VAL_FRACTION)
+    second = tfds_dataset.load_builder(tmp_path, VAL_FRACTION)
+    assert _file_digests(Path(first.data_path)) == _file_digests(Path(second.data_path))
+    assert again["examples"] == small[2]["examples"]
+    ids = [ex["tfds_id"] for ex in tfds.as_numpy(first.as_dataset(split="train", read_config=tfds.ReadConfig(add_tfds_id=True)))]
+    assert len(set(ids)) == len(ids)
+
+
+def test_rebuilding_an_unchanged_folder_is_a_no_op_and_a_changed_one_rebuilds(small, tmp_path):
+    folder = _link_folder(tmp_path / "replays", {k: v for k, v in SMALL.items() if not k.startswith("bad/")})
+    data_dir = tmp_path / "data"
+    first = tfds_dataset.prepare(folder, data_dir, val_fraction=VAL_FRACTION)
+    builder = tfds_dataset.load_builder(data_dir, VAL_FRACTION)
+    stamps = {p: p.stat().st_mtime_ns for p in Path(builder.data_path).iterdir()}
+    calls = []
+    again = tfds_dataset.prepare(folder, data_dir, val_fraction=VAL_FRACTION, on_file=lambda *a: calls.append(a))
+    assert again["status"] == "up to date" and calls == []
+    assert {p: p.stat().st_mtime_ns for p in Path(builder.data_path).iterdir()} == stamps
+    assert again["examples"] == first["examples"]
+    # A new game in the folder: prepared afresh, with it.
+    (folder / "slippi-js_id_2_to_21.slp").symlink_to(GAMES / "slippi-js_id_2_to_21.slp")
+    changed = tfds_dataset.prepare(folder, data_dir, val_fraction=VAL_FRACTION)
+    assert changed["status"] == "prepared" and changed["files"] == first["files"] + 1
+    assert sum(changed["examples"].values()) == sum(first["examples"].values()) + 2
+
+
+def test_plain_tfds_builder_reads_the_default_config(tmp_path, replays_dir):
+    folder = _link_folder(tmp_path / "replays",
+                          {n: GAMES for n in ("peppi_transform.slp", "slippi-js_v2_test.slp", "libmelee_test_game_2.slp")})
+    tfds_dataset.prepare(folder, tmp_path / "data")
+    builder = tfds.builder("slippi_replays", data_dir=str(tmp_path / "data"))
+    assert builder.builder_config.name == "default"
+    ex = next(iter(tfds.as_numpy(builder.as_dataset(split="train"))))
+    assert ex["state_numeric"].shape[1] == tfds_dataset.features.STATE_NUMERIC_SIZE
+    assert ex["targets"]["buttons"].shape[1] == 8
+    from_dir = tfds.builder_from_directory(builder.data_path)
+    assert from_dir.info.splits["train"].num_examples == builder.info.splits["train"].num_examples
+
+
+def test_all_held_out_games_unusable_gives_no_validation_split(tmp_path, replays_dir):
+    # With the default split the held-out file here is the teams game.
+    names = {n: GAMES for n in ("peppi_transform.slp", "slippi-js_v2_test.slp", "slippi-js_test.slp", "slippi-js_teams_time.slp")}
+    assert split_by_game(list(names), 0.15, 0)[1] == ["slippi-js_teams_time.slp"]
+    folder = _link_folder(tmp_path / "replays", names)
+    summary = tfds_dataset.prepare(folder, tmp_path / "data")
+    assert set(summary["examples"]) == {"train"}
+    assert dict(summary["skipped"]) == {"slippi-js_teams_time.slp": "not a 1v1 game (teams)"}
+    builder = tfds_dataset.load_builder(tmp_path / "data")
+    assert tfds_dataset.read_trajectories(builder, tfds_dataset.VALIDATION) == []
+
+
+def test_bad_input_is_a_clear_error(tmp_path):
+    with pytest.raises(ReplayError, match="no such folder"):
+        tfds_dataset.prepare(tmp_path / "missing", tmp_path / "data")
+    with pytest.raises(ReplayError, match="holds no .slp"):
+        tfds_dataset.prepare(tmp_path, tmp_path / "data")
+    with pytest.raises(FileNotFoundError, match="keras-lstm prepare"):
+        tfds_dataset.load_builder(tmp_path / "nothing")
+    only_bad = _link_folder(tmp_path / "bad",
+                            {"peppi_corrupt.slp": BAD, "libmelee_corrupt_game_1.slp": BAD})
+    with pytest.raises(ValueError, match="no usable replay for training"):
+        tfds_dataset.prepare(only_bad, tmp_path / "data2")
+
+
+def test_prepare_command(tmp_path, replays_dir):
+    folder = _link_folder(tmp_path / "replays",
+                          {n: GAMES for n in ("peppi_transform.slp", "slippi-js_v2_test.slp", "slippi-js_teams_time.slp")})
+    runner = CliRunner()
+    args = ["prepare", "--replays", str(folder), "--data-dir", str(tmp_path / "data"), "--val-fraction", "0.4", "--no-progress"]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0, result.output
+    assert "slippi_replays/val0.4-seed0:1.0.0" in result.output and "skipped slippi-js_teams_time.slp" in result.output
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0 and "up to date" in result.output
+    result = runner.invoke(app, ["prepare", "--replays", str(tmp_path / "nope"), "--data-dir", str(tmp_path / "data")])
+    assert result.exit_code == 2
+    assert result.output.strip().count("\n") == 0 and "no such folder" in result.output

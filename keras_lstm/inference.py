@@ -19,16 +19,27 @@ Three ways to step, all reading the same trained weights:
   Keras layers (max difference < 1e-5).
 - `stateful_twin(backbone)`: the Keras way, a `stateful=True` copy of the
   backbone at batch 1 that takes one frame per call (`reset_twin` zeroes it).
-- `keras_lstm.export`: a SavedModel whose graph reuses
-  `keras_lstm.recurrent.backbone_unroll`, for TF Serving or any TF runtime.
+- `keras_lstm.export`: a SavedModel (its own lean TF graph of one step over
+  the Keras variables, also held equal by tests), for TF Serving or any TF
+  runtime.
 
 The numpy paths snapshot the weights when they are built (`step` caches one
 snapshot per model): after changing a model's weights, call
 `refresh(model)` or build a new `NumpyBackbone` / `PolicyStepper`.
+
+Run a frame loop inside `with frame_loop():` (the play loop and the
+benchmark do): multi-threaded BLAS on a shared CPU turns a 0.1 ms step into
+many milliseconds, and a full garbage collection can take tens.
 """
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
+import functools
+import gc
+import glob
+import os
 import weakref
 
 import keras
@@ -36,6 +47,65 @@ import numpy as np
 
 from keras_lstm import controller, features
 from keras_lstm.backbone import CELL_TYPES, LastTimestep
+
+# ---------------------------------------------------------------------------
+# BLAS threads
+#
+# A batch-1 step is a few small matrix-vector products. numpy's OpenBLAS
+# splits them over every core; on a busy machine a step then waits for a
+# descheduled helper thread, and we measured a median of 16 ms instead of
+# 0.2 ms. A frame loop should run its numpy math on one thread.
+
+
+@functools.lru_cache(maxsize=1)
+def _openblas():
+    """`(get, set)` thread-count functions of numpy's OpenBLAS, or None."""
+    folders = [os.path.dirname(np.__file__) + ".libs", os.path.join(os.path.dirname(np.__file__), ".libs")]
+    for folder in folders:
+        for path in sorted(glob.glob(os.path.join(folder, "*openblas*"))):
+            try:
+                lib = ctypes.CDLL(path)
+            except OSError:
+                continue
+            for prefix, suffix in (("scipy_openblas", "64_"), ("scipy_openblas", ""), ("openblas", "64_"), ("openblas", "")):
+                getter = getattr(lib, f"{prefix}_get_num_threads{suffix}", None)
+                setter = getattr(lib, f"{prefix}_set_num_threads{suffix}", None)
+                if getter is not None and setter is not None:
+                    return getter, setter
+    return None
+
+
+@contextlib.contextmanager
+def blas_threads(n: int = 1):
+    """Run numpy's matrix products on `n` threads inside the block (a no-op
+    when numpy's BLAS is not an OpenBLAS we can find)."""
+    lib = _openblas()
+    if lib is None:
+        yield
+        return
+    getter, setter = lib
+    before = int(getter())
+    setter(int(n))
+    try:
+        yield
+    finally:
+        setter(before)
+
+
+@contextlib.contextmanager
+def frame_loop():
+    """What a frame loop in Python needs to keep its worst frame short: numpy
+    on one BLAS thread (`blas_threads(1)`), and the garbage collector's old
+    objects frozen (`gc.freeze`), so that a full collection over the many
+    objects TensorFlow and Keras create (tens of ms) never lands in a frame."""
+    gc.collect()
+    gc.freeze()
+    try:
+        with blas_threads(1):
+            yield
+    finally:
+        gc.unfreeze()
+
 
 # ---------------------------------------------------------------------------
 # State
@@ -175,10 +245,10 @@ _SNAPSHOTS: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
 
 
 def _snapshot(model) -> NumpyBackbone:
+    if not hasattr(model, "recurrent_layers"):
+        raise ValueError(f"step needs a RecurrentBackbone (or a NumpyBackbone), got {type(model).__name__}")
     fast = _SNAPSHOTS.get(model)
     if fast is None:
-        if not hasattr(model, "recurrent_layers"):
-            raise ValueError(f"step needs a RecurrentBackbone (or a NumpyBackbone), got {type(model).__name__}")
         fast = _SNAPSHOTS[model] = NumpyBackbone(model)
     return fast
 

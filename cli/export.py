@@ -1,0 +1,27 @@
+"""`keras-lstm export`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from cli.common import one_line_errors
+
+
+@one_line_errors
+def export(
+    model: Annotated[Path, typer.Option(help="Run folder written by `keras-lstm train` (or its model.keras).")],
+    name: Annotated[Optional[str], typer.Option(help="Model name: the folder under --base-dir. Default: the run folder's name.")] = None,
+    version: Annotated[Optional[int], typer.Option(help="Version number (a new folder; never overwritten). Default: the next free one.")] = None,
+    base_dir: Annotated[Path, typer.Option(help="TF Serving model base folder.")] = Path("savedmodels"),
+):
+    """Export a trained policy as a SavedModel for TF Serving: savedmodels/<name>/<version>/."""
+    from keras_lstm.export import SIGNATURES, export_run
+
+    if version is not None and version <= 0:
+        raise ValueError(f"--version must be a positive integer, got {version}")
+    path = export_run(model, base_dir=base_dir, name=name, version=version)
+    typer.echo(f"exported {path}")
+    typer.echo(f"signatures: {', '.join(SIGNATURES)} (saved_model_cli show --dir {path} --all)")

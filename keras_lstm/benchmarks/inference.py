@@ -1,0 +1,259 @@
+"""Per-frame inference latency, every way of stepping side by side in one run.
+
+`keras-lstm bench inference` (batch 1; default hidden 256, 2 layers, embed
+128) times, in one process one after the other:
+
+- `step` (numpy, fused gates) on the backbone;
+- the Keras `stateful=True` twin, called through a `tf.function`;
+- the exported SavedModel, loaded with `tf.saved_model.load`: each signature;
+- the whole policy per frame: libmelee `GameState` -> features -> encoder ->
+  backbone step -> heads -> decoded controller (numpy `PolicyStepper`);
+- the naive approach: re-running the windowed backbone on the last 60 frames
+  every frame (`tf.function`);
+
+and reports median and p99 in milliseconds, the window/step ratio and the
+targets. Latency does not depend on the weights' values, so by default the
+policy is freshly initialised; `--model` times a trained run instead. The
+machine is shared, so numbers are noisy: compare medians within one run.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import tempfile
+import time
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+TARGETS_MS = {
+    "step (numpy)": ("median", 0.15),
+    "whole policy per frame": ("p99", 2.0),
+    "SavedModel serving_default": ("median", 0.5),
+}
+MIN_WINDOW_OVER_STEP = 30.0
+
+
+@dataclasses.dataclass
+class BenchConfig:
+    cell_type: str = "lstm"
+    hidden_size: int = 256
+    num_layers: int = 2
+    embed_size: int = 128
+    window_size: int = 60
+    iterations: int = 2000
+    window_iterations: int = 200
+    warmup: int = 50
+    replay: str | None = None
+    model: str | None = None
+    seed: int = 0
+    tf_threads: int = 0  # TF intra- and inter-op threads; 0 leaves TensorFlow's default
+
+
+def time_calls(fn: Callable[[], object], iterations: int, warmup: int) -> tuple[np.ndarray, np.ndarray]:
+    """Wall-clock and CPU time (all of this process's threads) of each of
+    `iterations` calls, in ms, after `warmup` calls. On a shared machine the
+    wall-clock tail is mostly time spent descheduled; the CPU time is what
+    the code itself costs."""
+    for _ in range(warmup):
+        fn()
+    wall, cpu = np.empty(iterations), np.empty(iterations)
+    clock, cpu_clock = time.perf_counter, time.process_time
+    for i in range(iterations):
+        start, cpu_start = clock(), cpu_clock()
+        fn()
+        wall[i], cpu[i] = clock() - start, cpu_clock() - cpu_start
+    return wall * 1e3, cpu * 1e3
+
+
+def _row(name: str, times_ms: tuple[np.ndarray, np.ndarray], note: str = "") -> dict:
+    wall, cpu = times_ms
+    row = {
+        "name": name,
+        "median_ms": float(np.median(wall)),
+        "p99_ms": float(np.percentile(wall, 99)),
+        "cpu_median_ms": float(np.median(cpu)),
+        "cpu_p99_ms": float(np.percentile(cpu, 99)),
+        "calls": int(wall.size),
+        "note": note,
+    }
+    if name in TARGETS_MS:
+        stat, limit = TARGETS_MS[name]
+        row["target"] = f"{stat} <= {limit} ms"
+        row["meets_target"] = row[f"{stat}_ms"] <= limit
+    return row
+
+
+def _gamestates(replay: Path, n: int) -> list:
+    import melee
+
+    from keras_lstm.replays import FIRST_PLAYABLE_FRAME
+
+    console = melee.Console(is_dolphin=False, path=str(replay), allow_old_version=True)
+    console.connect()
+    states = []
+    while len(states) < n:
+        gamestate = console.step()
+        if gamestate is None:
+            break
+        if gamestate.frame >= FIRST_PLAYABLE_FRAME and len(gamestate.players) == 2:
+            states.append(gamestate)
+    return states
+
+
+def _default_replay() -> Path | None:
+    from keras_lstm.replays import default_replays_dir
+
+    root = default_replays_dir()
+    if not root.is_dir():
+        return None
+    return next(iter(sorted(root.rglob("*.slp"))), None)
+
+
+def run(config: BenchConfig, on_row: Callable[[dict], None] | None = None) -> dict:
+    """Time every path; returns `{"config", "rows", "window_over_step", ...}`."""
+    import keras
+    import tensorflow as tf
+
+    from keras_lstm import export, features, inference
+    from keras_lstm.melee_state import FrameFeaturizer
+    from keras_lstm.policy import build_policy
+
+    if config.tf_threads:
+        # Must happen before TensorFlow runs its first op in this process.
+        tf.config.threading.set_intra_op_parallelism_threads(config.tf_threads)
+        tf.config.threading.set_inter_op_parallelism_threads(config.tf_threads)
+    rows = []
+
+    def add(row):
+        rows.append(row)
+        if on_row is not None:
+            on_row(row)
+
+    if config.model:
+        from keras_lstm.train import load_run
+
+        policy, _ = load_run(config.model)
+    else:
+        keras.utils.set_random_seed(config.seed)
+        policy = build_policy(config.cell_type, config.embed_size, config.hidden_size, config.num_layers)
+    backbone = policy.backbone
+    E, U, L = backbone.embed_size, backbone.hidden_size, backbone.num_layers
+    rng = np.random.default_rng(config.seed)
+    frame_1xE = rng.normal(size=(1, E)).astype(np.float32)
+    n, w = config.iterations, config.warmup
+
+    # 1. step: numpy, fused gates.
+    with inference.frame_loop():
+        hidden = [inference.initial_hidden(1, U, L, backbone.cell_type)]
+
+        def numpy_step():
+            _, hidden[0] = inference.step(backbone, frame_1xE, hidden[0])
+
+        add(_row("step (numpy)", time_calls(numpy_step, n, w), "keras_lstm.inference.step"))
+
+    # 2. the stateful=True twin, through a tf.function (never eager or predict()).
+    twin = inference.stateful_twin(backbone)
+    twin_fn = tf.function(lambda x: twin(x, training=False), input_signature=[tf.TensorSpec([1, 1, E], tf.float32)])
+    x_1x1xE = tf.constant(frame_1xE[:, None, :])
+    add(_row("stateful twin (tf.function)", time_calls(lambda: twin_fn(x_1x1xE), n, w), "Keras LSTM(stateful=True)"))
+
+    # 3. the SavedModel, loaded as a server would.
+    with tempfile.TemporaryDirectory() as tmp:
+        path = export.export_policy(policy, tmp, "bench", 1)
+        loaded = tf.saved_model.load(str(path))
+        sig = loaded.signatures
+        numeric_1xF = tf.constant(rng.normal(size=(1, features.NUMERIC_SIZE)).astype(np.float32))
+        categorical_1xC = tf.constant(np.zeros((1, features.CATEGORICAL_SIZE), np.int32))
+        serving = sig["serving_default"]
+        add(_row("SavedModel serving_default", time_calls(lambda: serving(numeric=numeric_1xF, categorical=categorical_1xC), n, w), "whole policy, state held in the model"))
+        state = {k: tf.constant(v) for k, v in export.zeros_state(export.read_metadata(path)).items()}
+        stateless = sig["step"]
+
+        def saved_step():
+            out = stateless(numeric=numeric_1xF, categorical=categorical_1xC, **state)
+            for k in state:
+                state[k] = out[k]
+
+        add(_row("SavedModel step (explicit h/c)", time_calls(saved_step, n, w), "whole policy, stateless"))
+        reset = sig["reset"]
+        add(_row("SavedModel reset", time_calls(lambda: reset(), n, w), "once per game"))
+        T = config.window_size
+        win_numeric = tf.constant(rng.normal(size=(1, T, features.NUMERIC_SIZE)).astype(np.float32))
+        win_categorical = tf.constant(np.zeros((1, T, features.CATEGORICAL_SIZE), np.int32))
+        window_sig = sig["window"]
+        add(_row(f"SavedModel window ({T} frames)", time_calls(lambda: window_sig(numeric=win_numeric, categorical=win_categorical), config.window_iterations, 5), "whole policy re-run on the window"))
+        del loaded, sig, serving, stateless, reset, window_sig
+
+    # 4. the whole policy per frame, from a libmelee GameState.
+    replay = Path(config.replay).expanduser() if config.replay else _default_replay()
+    if replay is not None and replay.is_file():
+        states = _gamestates(replay, n + w)
+        ports = sorted(states[0].players)
+        featurizer = FrameFeaturizer(ports[0])
+        stepper = inference.PolicyStepper(policy)
+        it = iter(states * 2)
+
+        def whole_frame():
+            numeric, categorical, _ = featurizer.row(next(it))
+            stepper.act(numeric, categorical)
+
+        with inference.frame_loop():
+            add(_row("whole policy per frame", time_calls(whole_frame, min(n, len(states) - w), w), f"features + encoder + backbone + heads + decode ({replay.name})"))
+            it2 = iter(states * 2)
+            add(_row("features only (libmelee GameState)", time_calls(lambda: featurizer.row(next(it2)), min(n, len(states) - w), w), "keras_lstm.melee_state"))
+    else:
+        add({"name": "whole policy per frame", "median_ms": None, "p99_ms": None, "cpu_median_ms": None, "cpu_p99_ms": None,
+             "calls": 0, "note": "skipped: no replay (--replay FILE.slp)"})
+
+    # 5. the naive way: re-run the windowed backbone on the last window every frame.
+    window_fn = tf.function(lambda x: backbone(x, training=False), input_signature=[tf.TensorSpec([1, config.window_size, E], tf.float32)])
+    window_x = tf.constant(rng.normal(size=(1, config.window_size, E)).astype(np.float32))
+    add(_row(f"window re-run ({config.window_size} frames, tf.function)", time_calls(lambda: window_fn(window_x), config.window_iterations, 5), "backbone only, what step replaces"))
+
+    by_name = {r["name"]: r for r in rows}
+    step_ms = by_name["step (numpy)"]["median_ms"]
+    window_ms = by_name[f"window re-run ({config.window_size} frames, tf.function)"]["median_ms"]
+    ratio = window_ms / step_ms if step_ms else None
+    return {
+        "config": dataclasses.asdict(config),
+        "load_average_1min": round(os.getloadavg()[0], 2) if hasattr(os, "getloadavg") else None,
+        "cpu_count": os.cpu_count(),
+        "rows": rows,
+        "window_over_step": ratio,
+        "window_over_step_target": MIN_WINDOW_OVER_STEP,
+        "window_over_step_meets_target": ratio is not None and ratio >= MIN_WINDOW_OVER_STEP,
+        "parameters": int(policy.count_params()),
+        "backbone_parameters": int(backbone.count_params()),
+    }
+
+
+def format_table(result: dict) -> str:
+    """The rows as a Markdown table, then the ratio line."""
+    c = result["config"]
+    lines = [
+        f"batch 1, {c['cell_type']} {c['num_layers']} x {c['hidden_size']}, embed {c['embed_size']}, "
+        f"{result['parameters']:,} parameters; {c['iterations']} calls per row ({c['window_iterations']} for windows); "
+        f"TF threads: {c['tf_threads'] or 'default'}",
+        f"{result['cpu_count']} CPUs, 1-minute load average at the end: {result['load_average_1min']}",
+        "",
+        "| path | median ms | p99 ms | CPU median ms | CPU p99 ms | target | |",
+        "|---|---:|---:|---:|---:|---|---|",
+    ]
+
+    def ms(value):
+        return "-" if value is None else f"{value:.3f}"
+
+    for r in result["rows"]:
+        ok = "" if "meets_target" not in r else ("met" if r["meets_target"] else "MISSED")
+        lines.append(
+            f"| {r['name']} | {ms(r['median_ms'])} | {ms(r['p99_ms'])} | {ms(r['cpu_median_ms'])} | {ms(r['cpu_p99_ms'])} "
+            f"| {r.get('target', '')} | {ok} |"
+        )
+    ratio = result["window_over_step"]
+    ok = "met" if result["window_over_step_meets_target"] else "MISSED"
+    lines.append("")
+    lines.append(f"window re-run / step (medians): {ratio:.0f}x (target >= {MIN_WINDOW_OVER_STEP:.0f}x: {ok})")
+    return "\n".join(lines)

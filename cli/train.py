@@ -44,6 +44,7 @@ def train(
     max_frames: Annotated[Optional[int], typer.Option(help="Load at most this many frames (quick runs).")] = None,
     data_dir: Annotated[Optional[Path], typer.Option(help="Train from a dataset made by `keras-lstm prepare` (instead of --replays).")] = None,
     strategy: Annotated[str, typer.Option(help="Distribution: default, mirrored (local GPUs) or multi-worker (TF_CONFIG; see docs/DATA.md).")] = "default",
+    matmul_dtype: Annotated[str, typer.Option(help="Recurrent matmuls in float32, or bfloat16 (faster on CPUs with AVX512_BF16; see docs/TRAINING_SPEED.md).")] = "float32",
     json_output: Annotated[bool, typer.Option("--json", help="Print the final summary as one JSON object.")] = False,
 ):
     """Train a behavioural-cloning policy on a folder of Slippi replays (or a prepared dataset)."""
@@ -76,6 +77,7 @@ def train(
         max_frames=max_frames,
         data_dir=str(data_dir) if data_dir is not None else None,
         strategy=strategy.lower(),
+        matmul_dtype=None if matmul_dtype.lower() == "float32" else matmul_dtype.lower(),
     )
     summary = run_training(config, on_skip=print_skip, verbose=2 if json_output else "auto")
     if json_output:

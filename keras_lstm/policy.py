@@ -9,7 +9,9 @@ The loss is the sum of the 8 button cross-entropies and the 5 class
 cross-entropies, in nats, averaged over predicted frames.
 
 `train_step` implements truncated BPTT (`keras_lstm.tbptt`) inside
-`model.fit`, so every Keras callback works.
+`model.fit`, so every Keras callback works, and runs the backbone through
+`keras_lstm.recurrent.backbone_last_hidden` (hand-written backward pass over
+the Keras layers' own variables; docs/TRAINING_SPEED.md has the speed).
 """
 
 from __future__ import annotations
@@ -19,8 +21,8 @@ import tensorflow as tf
 
 from keras_lstm import controller, features
 from keras_lstm.backbone import RecurrentBackbone, check_positive
-from keras_lstm.recurrent import zero_state
-from keras_lstm.tbptt import carry_state, chunk_bounds, truncated_last_hidden
+from keras_lstm.recurrent import backbone_last_hidden, zero_state
+from keras_lstm.tbptt import carry_state, last_chunk_start
 
 ACTION_EMBED = 32
 CHARACTER_EMBED = 8
@@ -112,6 +114,9 @@ class BehaviorCloningPolicy(keras.Model):
         backbone: a `RecurrentBackbone` (LSTM or GRU).
         truncate_bptt: chunk length K for truncated BPTT in `train_step`, or
             None for full BPTT over the window.
+        matmul_dtype: None (float32) or "bfloat16": the recurrent matmuls in
+            `train_step` take bfloat16 inputs (faster on CPUs with
+            AVX512_BF16; weights, states and evaluation stay float32).
 
     Example:
     >>> policy = BehaviorCloningPolicy(build_backbone("lstm", 128))
@@ -119,9 +124,13 @@ class BehaviorCloningPolicy(keras.Model):
     >>> policy.fit(dataset, epochs=3)
     """
 
-    def __init__(self, backbone: RecurrentBackbone, truncate_bptt: int | None = None, **kwargs):
+    def __init__(
+        self, backbone: RecurrentBackbone, truncate_bptt: int | None = None, matmul_dtype: str | None = None, **kwargs
+    ):
         if truncate_bptt is not None:
             check_positive(truncate_bptt=truncate_bptt)
+        if matmul_dtype not in (None, "float32", "bfloat16"):
+            raise ValueError(f"matmul_dtype must be None, 'float32' or 'bfloat16', got {matmul_dtype!r}")
         name = kwargs.pop("name", "policy")
 
         # === Layers ===
@@ -141,6 +150,7 @@ class BehaviorCloningPolicy(keras.Model):
         # === Config ===
         self.backbone = backbone
         self.truncate_bptt = truncate_bptt
+        self.matmul_dtype = matmul_dtype
         self.encoder = encoder
         self.head_layers = head_layers
 
@@ -169,29 +179,37 @@ class BehaviorCloningPolicy(keras.Model):
 
     def train_step(self, data):
         x, targets = data[0], data[1]
-        window = x["numeric"].shape[1]
-        last_start = chunk_bounds(window, self.truncate_bptt)[-1][0]
-        batch = tf.shape(x["numeric"])[0]
-        state = zero_state(self.backbone, batch)
+        last_start = last_chunk_start(x["numeric"].shape[1], self.truncate_bptt)
+        state = zero_state(self.backbone, tf.shape(x["numeric"])[0])
         if last_start > 0:
             # Everything before the last chunk only sets up the state: run it
             # before the tape opens, so it costs no memory or backward pass.
             prefix = {k: v[:, :last_start] for k, v in x.items()}
-            state = carry_state(self.backbone, self.encode(prefix, training=True), state, self.truncate_bptt, True)
+            state = carry_state(
+                self.backbone, self.encode(prefix, training=True), state, self.truncate_bptt, True, self.matmul_dtype
+            )
         last_chunk = {k: v[:, last_start:] for k, v in x.items()}
         with tf.GradientTape() as tape:
-            frames = self.encode(last_chunk, training=True)
-            hidden = truncated_last_hidden(self.backbone, frames, state, None, training=True)
+            frames_TxBxE = tf.transpose(self.encode(last_chunk, training=True), [1, 0, 2])
+            hidden, _ = backbone_last_hidden(self.backbone, frames_TxBxE, state, True, self.matmul_dtype)
             logits = self.apply_heads(hidden)
             loss, _ = policy_loss(targets, logits)
             total = loss + tf.add_n(self.losses) if self.losses else loss
+            # Under a distribution strategy the optimizer sums the replicas'
+            # gradients: scale so that the sum is the global batch's mean.
+            replica = tf.distribute.get_replica_context()
+            if replica is not None and replica.num_replicas_in_sync > 1:
+                total = total / replica.num_replicas_in_sync
         grads = tape.gradient(total, self.trainable_variables)
         self.optimizer.apply(grads, self.trainable_variables)
         return self._record(loss, targets, logits)
 
     def test_step(self, data):
         x, targets = data[0], data[1]
-        logits = self(x, training=False)
+        frames_TxBxE = tf.transpose(self.encode(x, training=False), [1, 0, 2])
+        state = zero_state(self.backbone, tf.shape(frames_TxBxE)[1])
+        hidden, _ = backbone_last_hidden(self.backbone, frames_TxBxE, state, training=False)
+        logits = self.apply_heads(hidden)
         loss, _ = policy_loss(targets, logits)
         return self._record(loss, targets, logits)
 
@@ -201,6 +219,7 @@ class BehaviorCloningPolicy(keras.Model):
         return {
             "backbone": keras.saving.serialize_keras_object(self.backbone),
             "truncate_bptt": self.truncate_bptt,
+            "matmul_dtype": self.matmul_dtype,
             "name": self.name,
         }
 
@@ -218,9 +237,12 @@ def build_policy(
     num_layers: int = 2,
     dropout: float = 0.1,
     truncate_bptt: int | None = None,
+    matmul_dtype: str | None = None,
 ) -> BehaviorCloningPolicy:
     from keras_lstm.backbone import build_backbone
 
     return BehaviorCloningPolicy(
-        build_backbone(backbone, embed_size, hidden_size, num_layers, dropout), truncate_bptt=truncate_bptt
+        build_backbone(backbone, embed_size, hidden_size, num_layers, dropout),
+        truncate_bptt=truncate_bptt,
+        matmul_dtype=matmul_dtype,
     )

@@ -90,6 +90,7 @@ def test_cli_errors_are_one_line(tmp_path):
         (["train", "--replays", str(BAD)], "no usable replay"),
         (["train", "--replays", str(GAMES), "--hidden-size", "0"], "hidden-size must be positive"),
         (["train", "--replays", str(GAMES), "--window-size", "10", "--truncate-bptt", "20"], "must not exceed window-size"),
+        (["train", "--replays", str(GAMES), "--matmul-dtype", "int8"], "matmul-dtype must be float32 or bfloat16"),
         (["evaluate", "--model", str(tmp_path), "--replays", str(CLIPS)], "no trained model"),
     ]
     for args, message in cases:

@@ -2,7 +2,14 @@
 
 import typer
 
+from cli import bench_train
+from cli import bench_train_speed
+from cli import bench_inference
+from cli import export as export_commands
+from cli import play as play_commands
 from cli import train as train_commands
+from cli import prepare as prepare_commands
+from cli import bench_data
 
 app = typer.Typer(
     help="Behavioural cloning of Melee from Slippi replays with an LSTM backbone.",
@@ -15,6 +22,13 @@ app.add_typer(bench_app, name="bench")
 
 app.command("train")(train_commands.train)
 app.command("evaluate")(train_commands.evaluate)
+app.command("prepare")(prepare_commands.prepare)
+bench_app.command("data")(bench_data.data)
+bench_app.command("train")(bench_train.train)
+app.command("export")(export_commands.export)
+app.command("play")(play_commands.play)
+bench_app.command("inference")(bench_inference.inference)
+bench_app.command("train-speed")(bench_train_speed.train_speed)
 
 
 if __name__ == "__main__":

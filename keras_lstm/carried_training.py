@@ -1,0 +1,286 @@
+"""Training with the recurrent state carried across consecutive segments of a game.
+
+Windowed training (`keras_lstm.train`) starts every window from the zero
+state and puts the loss on its last frame; in play the state is carried from
+the first frame of the game for thousands of frames. This mode trains the way
+the policy is deployed:
+
+- each of `streams` batch rows walks through whole games, one `segment_frames`
+  slice per training step, in order;
+- the state left by one step is the initial state of the row's next step
+  (the gradient is stopped there: truncated BPTT over one segment);
+- the state is reset to zero where a row starts a new piece of a game;
+- the loss is on every frame of the segment, averaged over frames.
+
+Games are cut into pieces of at most `piece_frames` frames (about a minute)
+so that the rows stay busy; each piece starts from the zero state, like a
+game does. A row that finishes a piece takes the next one from a queue that
+is reshuffled (with the seed) every time it runs out, so no row ever waits
+or pads.
+
+It runs under `model.fit` (`CarriedStatePolicy.train_step`), so Keras
+callbacks work. The saved model is a plain `BehaviorCloningPolicy`: the
+carried-state machinery only exists while training. Gradients come from
+autodiff through `keras_lstm.recurrent.backbone_unroll` (every frame's output
+is needed), not from the hand-written backward pass of the windowed path.
+
+When to use it: when a policy's deployed loss is clearly above its windowed
+loss (`keras_lstm.deploy_eval`; `keras-lstm bench train` runs this mode
+when the gap exceeds 5 %). docs/BENCHMARKS.md found no gap on the sample
+replays, so windowed training stays the default.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import time
+from pathlib import Path
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from keras_lstm import baselines, features
+from keras_lstm.features import PolicyArrays
+from keras_lstm.policy import BehaviorCloningPolicy, build_policy, policy_loss
+from keras_lstm.recurrent import backbone_unroll, zero_state
+
+DEFAULT_PIECE_FRAMES = 3600
+
+
+class _StateBox:
+    """Holds the carried state variables out of Keras' weight tracking, so
+    they are neither trained nor saved."""
+
+    def __init__(self, variables):
+        self.variables = variables
+
+
+class CarriedStatePolicy(BehaviorCloningPolicy):
+    """A `BehaviorCloningPolicy` whose `train_step` carries the state from
+    one batch to the next, row by row (see the module docstring).
+
+    Batches are `(x, targets, reset)`: `x` as for the policy but
+    `[streams, segment_frames, ...]`, targets per frame
+    `{head: [streams, segment_frames, ...]}`, and `reset [streams]` (1.0
+    where the row starts a new piece and must start from the zero state).
+
+    Args:
+        backbone: a `RecurrentBackbone`.
+        streams: batch rows (fixed: the carried state has this batch size).
+
+    Example:
+    >>> policy = CarriedStatePolicy(build_backbone("lstm", 128), streams=32)
+    >>> policy.compile(optimizer="adam")
+    >>> policy.fit(segment_dataset(arrays, 60, 32), steps_per_epoch=steps_per_epoch(arrays, 60, 32))
+    >>> plain = policy.to_policy()   # a BehaviorCloningPolicy with the same weights
+    """
+
+    def __init__(self, backbone, streams: int, **kwargs):
+        kwargs.pop("truncate_bptt", None)
+        super().__init__(backbone, truncate_bptt=None, **kwargs)
+        self.streams = streams
+        self._carried = _StateBox(
+            tf.nest.map_structure(lambda z: tf.Variable(z, trainable=False), zero_state(backbone, streams))
+        )
+
+    def reset_carried(self) -> None:
+        for v in tf.nest.flatten(self._carried.variables):
+            v.assign(tf.zeros_like(v))
+
+    def train_step(self, data):
+        x, targets, reset_B = data[0], data[1], data[2]
+        keep_Bx1 = 1.0 - tf.cast(reset_B, tf.float32)[:, None]
+        state = tf.nest.map_structure(lambda v: v * keep_Bx1, self._carried.variables)
+        with tf.GradientTape() as tape:
+            frames_BxTxE = self.encode(x, training=True)
+            hidden_BxTxU, new_state = backbone_unroll(self.backbone, frames_BxTxE, state, training=True)
+            logits = self.apply_heads(hidden_BxTxU)
+            flat_logits = {h: _flatten_time(v) for h, v in logits.items()}
+            flat_targets = {h: _flatten_time(v) for h, v in targets.items()}
+            loss, _ = policy_loss(flat_targets, flat_logits)
+            total = loss + tf.add_n(self.losses) if self.losses else loss
+        grads = tape.gradient(total, self.trainable_variables)
+        self.optimizer.apply(grads, self.trainable_variables)
+        for var, value in zip(tf.nest.flatten(self._carried.variables), tf.nest.flatten(new_state)):
+            var.assign(tf.stop_gradient(value))
+        return self._record(loss, flat_targets, flat_logits)
+
+    def to_policy(self) -> BehaviorCloningPolicy:
+        """A plain `BehaviorCloningPolicy` holding these weights."""
+        b = self.backbone
+        plain = build_policy(
+            backbone=b.cell_type, embed_size=b.embed_size, hidden_size=b.hidden_size, num_layers=b.num_layers, dropout=b.dropout
+        )
+        plain.set_weights(self.get_weights())
+        return plain
+
+    def get_config(self):
+        return {**super().get_config(), "streams": self.streams}
+
+
+def _flatten_time(v):
+    """`[B, T, ...] -> [B*T, ...]`."""
+    shape = tf.shape(v)
+    return tf.reshape(v, tf.concat([[shape[0] * shape[1]], shape[2:]], axis=0))
+
+
+def cut_pieces(arrays: list[PolicyArrays], segment_frames: int, piece_frames: int) -> list[tuple[int, int, int]]:
+    """`[(trajectory, start, segments)]`: each trajectory cut into pieces of
+    whole segments, at most `piece_frames` long (the tail shorter than one
+    segment is dropped)."""
+    per_piece = max(1, piece_frames // segment_frames)
+    pieces = []
+    for i, a in enumerate(arrays):
+        segments = len(a) // segment_frames
+        for first in range(0, segments, per_piece):
+            pieces.append((i, first * segment_frames, min(per_piece, segments - first)))
+    return pieces
+
+
+def segment_batches(arrays: list[PolicyArrays], segment_frames: int, streams: int, piece_frames: int = DEFAULT_PIECE_FRAMES, seed: int = 0):
+    """An endless generator of `(x, targets, reset)` numpy batches (see
+    `CarriedStatePolicy`): `streams` rows, each walking through pieces of
+    games in order, a new piece from a seeded shuffled queue when one ends."""
+    pieces = cut_pieces(arrays, segment_frames, piece_frames)
+    if not pieces:
+        raise ValueError(f"no game has {segment_frames} frames to train on")
+    rng = np.random.default_rng(seed)
+    queue: list = []
+
+    def next_piece():
+        if not queue:
+            queue.extend(pieces[k] for k in rng.permutation(len(pieces)))
+        return queue.pop()
+
+    # Per row: (trajectory, next start frame, segments left).
+    rows = [list(next_piece()) for _ in range(streams)]
+    fresh = [True] * streams
+    heads = list(arrays[0].targets)
+    while True:
+        numeric = np.empty((streams, segment_frames, features.NUMERIC_SIZE), np.float32)
+        categorical = np.empty((streams, segment_frames, features.CATEGORICAL_SIZE), np.int32)
+        targets = {h: np.empty((streams, segment_frames) + arrays[0].targets[h].shape[1:], arrays[0].targets[h].dtype) for h in heads}
+        reset = np.asarray(fresh, np.float32)
+        for r, (traj, start, left) in enumerate(rows):
+            a, end = arrays[traj], start + segment_frames
+            numeric[r] = a.numeric[start:end]
+            categorical[r] = a.categorical[start:end]
+            for h in heads:
+                targets[h][r] = a.targets[h][start:end]
+            if left > 1:
+                rows[r], fresh[r] = [traj, end, left - 1], False
+            else:
+                rows[r], fresh[r] = list(next_piece()), True
+        yield {"numeric": numeric, "categorical": categorical}, targets, reset
+
+
+def segment_dataset(arrays: list[PolicyArrays], segment_frames: int, streams: int, piece_frames: int = DEFAULT_PIECE_FRAMES, seed: int = 0) -> tf.data.Dataset:
+    """`segment_batches` as an endless, ordered `tf.data.Dataset` (never
+    shuffle or interleave it: the rows' order is what carries the state)."""
+    sample = arrays[0]
+    signature = (
+        {
+            "numeric": tf.TensorSpec([streams, segment_frames, features.NUMERIC_SIZE], tf.float32),
+            "categorical": tf.TensorSpec([streams, segment_frames, features.CATEGORICAL_SIZE], tf.int32),
+        },
+        {h: tf.TensorSpec([streams, segment_frames] + list(v.shape[1:]), tf.as_dtype(v.dtype)) for h, v in sample.targets.items()},
+        tf.TensorSpec([streams], tf.float32),
+    )
+    return tf.data.Dataset.from_generator(
+        lambda: segment_batches(arrays, segment_frames, streams, piece_frames, seed), output_signature=signature
+    ).prefetch(2)
+
+
+def steps_per_epoch(arrays: list[PolicyArrays], segment_frames: int, streams: int, piece_frames: int = DEFAULT_PIECE_FRAMES) -> int:
+    """Steps that show every whole segment of the training games once."""
+    segments = sum(p[2] for p in cut_pieces(arrays, segment_frames, piece_frames))
+    return max(1, -(-segments // streams))
+
+
+def train_carried(
+    config,
+    streams: int = 32,
+    segment_frames: int | None = None,
+    piece_frames: int = DEFAULT_PIECE_FRAMES,
+    callbacks: list | None = None,
+    verbose: int | str = 0,
+) -> dict:
+    """Train a policy with carried state (same `TrainConfig`, split, seed and
+    epochs as `keras_lstm.train.train`; `segment_frames` defaults to the
+    window size), write `model.keras`, `run.json` and `metrics.json` to
+    `config.output` like `train`, and return the summary (windowed
+    validation loss and accuracies beside the baselines, as `train` does)."""
+    from keras_lstm.evaluate import evaluate_policy
+    from keras_lstm.train import METRICS_FILE, MODEL_FILE, RUN_FILE, load_split
+
+    config.validate()
+    segment_frames = segment_frames or config.window_size
+    keras.utils.set_random_seed(config.seed)
+    out = Path(config.output).expanduser()
+    out.mkdir(parents=True, exist_ok=True)
+
+    data = load_split(config)
+    arrays = [features.align(t, config.delay) for t in data.train_report.trajectories]
+    stats = baselines.fit_baselines(data.train.predicted_targets(), data.train.previous_targets())
+    from keras_lstm.backbone import build_backbone
+
+    backbone = build_backbone(config.backbone, config.embed_size, config.hidden_size, config.num_layers, config.dropout)
+    policy = CarriedStatePolicy(backbone, streams=streams)
+    policy.compile(optimizer=keras.optimizers.Adam(config.learning_rate))
+    steps = steps_per_epoch(arrays, segment_frames, streams, piece_frames)
+    dataset = segment_dataset(arrays, segment_frames, streams, piece_frames, config.seed)
+    run_info = {
+        "config": dataclasses.asdict(config),
+        "mode": {"carried_state": True, "streams": streams, "segment_frames": segment_frames, "piece_frames": piece_frames},
+        "feature_version": features.FEATURE_VERSION,
+        "train_files": data.train_files,
+        "val_files": data.val_files,
+        "baseline_stats": stats.to_json(),
+    }
+    (out / RUN_FILE).write_text(json.dumps(run_info, indent=1))
+
+    start = time.perf_counter()
+    history = policy.fit(
+        dataset,
+        epochs=config.epochs,
+        steps_per_epoch=steps,
+        callbacks=[keras.callbacks.TerminateOnNaN(), *(callbacks or [])],
+        verbose=verbose,
+        shuffle=False,  # the order is what carries the state
+    )
+    train_seconds = time.perf_counter() - start
+    plain = policy.to_policy()
+    plain.save(out / MODEL_FILE)
+    frames = steps * streams * segment_frames * len(history.history.get("loss", []))
+    summary = {
+        "config": dataclasses.asdict(config),
+        "mode": run_info["mode"],
+        "parameters": int(plain.count_params()),
+        "backbone_parameters": int(plain.backbone.count_params()),
+        "epochs_run": len(history.history.get("loss", [])),
+        "train_seconds": train_seconds,
+        "train_frames_per_s": frames / train_seconds if train_seconds else None,
+        "train_steps_per_epoch": steps,
+        "train_windows": len(data.train),
+        "val_windows": len(data.val),
+        "output": str(out),
+        "model_path": str(out / MODEL_FILE),
+    }
+    if len(data.val):
+        summary.update(evaluate_policy(plain, data.val, stats))
+    else:
+        summary["val_loss"] = None
+    (out / METRICS_FILE).write_text(json.dumps(summary, indent=1))
+    return summary
+
+
+__all__ = [
+    "CarriedStatePolicy",
+    "cut_pieces",
+    "segment_batches",
+    "segment_dataset",
+    "steps_per_epoch",
+    "train_carried",
+]

@@ -156,7 +156,7 @@ class FrameFeaturizer:
     def opponent_port(self, gamestate) -> int:
         ports = sorted(p for p in gamestate.players if p != self.port)
         if self.port not in gamestate.players:
-            raise ValueError(f"no player on port {self.port} (ports in this game: {sorted(gamestate.players)})")
+            raise ValueError(f"no player on port {self.port} (ports in this game: {sorted(int(p) for p in gamestate.players)})")
         if len(ports) != 1:
             raise ValueError(f"not a 1v1 game ({len(gamestate.players)} players on ports {sorted(gamestate.players)})")
         return ports[0]

@@ -314,8 +314,14 @@ def load_run(model_dir: str | Path):
         raise FileNotFoundError(f"{model_file}: no trained model here (expected {MODEL_FILE} from keras-lstm train)")
     if not run_file.exists():
         raise FileNotFoundError(f"{run_file}: missing (written by keras-lstm train next to the model)")
+    run_info = json.loads(run_file.read_text())
+    if run_info.get("feature_version") != features.FEATURE_VERSION:
+        raise ValueError(
+            f"{run_file}: model trained on features version {run_info.get('feature_version')}, "
+            f"this keras-lstm computes version {features.FEATURE_VERSION}; retrain it"
+        )
     policy = keras.models.load_model(model_file)
-    return policy, json.loads(run_file.read_text())
+    return policy, run_info
 
 
 def evaluate_folder(

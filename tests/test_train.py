@@ -54,6 +54,17 @@ def test_evaluate_on_unseen_replays(tiny_run):
         assert 0.0 <= acc <= 1.0, head
 
 
+def test_model_from_other_features_is_refused(tiny_run, tmp_path):
+    out, _ = tiny_run
+    stale = tmp_path / "stale"
+    stale.mkdir()
+    (stale / "model.keras").write_bytes((out / "model.keras").read_bytes())
+    run = json.loads((out / "run.json").read_text())
+    (stale / "run.json").write_text(json.dumps({**run, "feature_version": 0}))
+    with pytest.raises(ValueError, match="features version 0"):
+        evaluate_folder(stale, CLIPS)
+
+
 class _Crash(keras.callbacks.Callback):
     def on_train_batch_end(self, batch, logs=None):
         # die a few steps into the second epoch, after a backup was written

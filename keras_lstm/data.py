@@ -56,11 +56,6 @@ class Windows:
     def __len__(self) -> int:
         return len(self.ends)
 
-    @property
-    def frames(self) -> int:
-        """Frames predicted (one per window)."""
-        return len(self.ends)
-
     def previous_targets(self) -> dict:
         """The controller one frame before each predicted frame (for the
         repeat-previous baseline); always inside the same trajectory."""

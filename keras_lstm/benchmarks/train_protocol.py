@@ -734,6 +734,15 @@ def _loadavg(values) -> str:
 # Plots
 
 
+
+def _save_figure(fig, path: Path) -> str:
+    import matplotlib.pyplot as plt
+
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return str(path)
+
 def write_plots(results: dict, out_dir: Path) -> list[str]:
     """`backbones.png`, `truncation.png`, `deploy_gap.png` in `out_dir`."""
     import matplotlib
@@ -764,11 +773,7 @@ def write_plots(results: dict, out_dir: Path) -> list[str]:
         if "baseline_repeat_loss" in pair[0]:
             axes[3].axhline(pair[0]["baseline_repeat_loss"], color="gray", ls="--", lw=1, label="repeat previous")
             axes[3].legend(fontsize=7)
-        fig.tight_layout()
-        path = out_dir / "backbones.png"
-        fig.savefig(path, dpi=100)
-        plt.close(fig)
-        written.append(str(path))
+        written.append(_save_figure(fig, out_dir / "backbones.png"))
 
     trunc = [r for r in results["runs"] if r["mode"] == "windows" and r["backbone"] == "lstm" and _ok(r)]
     if trunc:
@@ -785,11 +790,7 @@ def write_plots(results: dict, out_dir: Path) -> list[str]:
         axes[2].set_title("mean head accuracy", fontsize=9)
         lo = min(_mean_accuracy(r) for r in trunc)
         axes[2].set_ylim(lo * 0.98, max(_mean_accuracy(r) for r in trunc) * 1.01)
-        fig.tight_layout()
-        path = out_dir / "truncation.png"
-        fig.savefig(path, dpi=100)
-        plt.close(fig)
-        written.append(str(path))
+        written.append(_save_figure(fig, out_dir / "truncation.png"))
 
     deployed = [r for r in results["runs"] if _ok(r) and r.get("deploy")]
     if deployed:
@@ -819,11 +820,7 @@ def write_plots(results: dict, out_dir: Path) -> list[str]:
         axes[1].set_xlabel("frames since the start of the game (bin centre)", fontsize=8)
         axes[1].set_title("deployed / windowed loss by time in game (1 = no gap)", fontsize=9)
         axes[1].legend(fontsize=7)
-        fig.tight_layout()
-        path = out_dir / "deploy_gap.png"
-        fig.savefig(path, dpi=100)
-        plt.close(fig)
-        written.append(str(path))
+        written.append(_save_figure(fig, out_dir / "deploy_gap.png"))
     return written
 
 

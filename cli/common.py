@@ -9,11 +9,12 @@ from typing import Callable
 
 import typer
 
+from keras_lstm.folder_lock import FolderBusyError
 from keras_lstm.replays import ReplayError
 from keras_lstm.stderr import quiet_stderr
 
 # Errors a user can fix from the message alone: print one line, exit 2.
-USER_ERRORS = (ValueError, ReplayError, FileNotFoundError, NotADirectoryError, PermissionError)
+USER_ERRORS = (ValueError, ReplayError, FileNotFoundError, FileExistsError, NotADirectoryError, PermissionError, FolderBusyError)
 
 
 def fail(message: str, code: int = 2) -> None:
@@ -40,6 +41,10 @@ def one_line_errors(fn: Callable) -> Callable:
 
 def print_skip(path: str, reason: str) -> None:
     typer.secho(f"skipped {path}: {reason}", fg=typer.colors.YELLOW, err=True)
+
+
+def print_warning(message: str) -> None:
+    typer.secho(f"warning: {message}", fg=typer.colors.YELLOW, err=True)
 
 
 def print_json(data: dict) -> None:

@@ -7,7 +7,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from cli.common import one_line_errors, print_json, print_skip
+from cli.common import one_line_errors, print_json, print_skip, print_warning
 
 ReplaysOption = Annotated[
     Optional[Path],
@@ -42,6 +42,7 @@ def train(
     seed: Annotated[int, typer.Option(help="Seed for the split, initialisation and shuffling.")] = 0,
     max_replays: Annotated[Optional[int], typer.Option(help="Use at most this many replay files (quick runs).")] = None,
     max_frames: Annotated[Optional[int], typer.Option(help="Load at most this many frames (quick runs).")] = None,
+    backup_every_steps: Annotated[int, typer.Option(help="Batches between backups a killed run resumes from (also at every epoch's end).")] = 200,
     data_dir: Annotated[Optional[Path], typer.Option(help="Train from a dataset made by `keras-lstm prepare` (instead of --replays).")] = None,
     strategy: Annotated[str, typer.Option(help="Distribution: default, mirrored (local GPUs) or multi-worker (TF_CONFIG; see docs/DATA.md).")] = "default",
     matmul_dtype: Annotated[str, typer.Option(help="Recurrent matmuls in float32, or bfloat16 (faster on CPUs with AVX512_BF16; see docs/TRAINING_SPEED.md).")] = "float32",
@@ -75,11 +76,12 @@ def train(
         seed=seed,
         max_replays=max_replays,
         max_frames=max_frames,
+        backup_every_steps=backup_every_steps,
         data_dir=str(data_dir) if data_dir is not None else None,
         strategy=strategy.lower(),
         matmul_dtype=None if matmul_dtype.lower() == "float32" else matmul_dtype.lower(),
     )
-    summary = run_training(config, on_skip=print_skip, verbose=2 if json_output else "auto")
+    summary = run_training(config, on_skip=print_skip, verbose=2 if json_output else "auto", on_warning=print_warning)
     if json_output:
         print_json(summary)
     else:
@@ -98,8 +100,6 @@ def evaluate(
     from keras_lstm.report import format_summary
     from keras_lstm.train import evaluate_folder
 
-    if stride is not None and stride < 1:
-        raise ValueError(f"stride must be positive, got {stride}")
     summary = evaluate_folder(model, _replays_or_default(replays), on_skip=print_skip, batch_size=batch_size, stride=stride)
     if json_output:
         print_json(summary)

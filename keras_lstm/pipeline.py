@@ -165,11 +165,20 @@ def batched(windows: tf.data.Dataset, batch_size: int, drop_remainder: bool = Tr
 
 
 def dataset_fn(
-    builder, split: str, global_batch_size: int, window_size: int, stride: int, delay: int, seed: int, **window_options
+    builder,
+    split: str,
+    global_batch_size: int,
+    window_size: int,
+    stride: int,
+    delay: int,
+    seed: int,
+    skip_steps: int = 0,
+    **window_options,
 ) -> Callable[[tf.distribute.InputContext], tf.data.Dataset]:
     """For `strategy.distribute_datasets_from_function`: each input pipeline
     (one per worker) reads its own shard, shuffles and repeats it, and batches
-    at the per-replica batch size."""
+    at the per-replica batch size. The stream's order is fixed by `seed`;
+    `skip_steps` drops the batches a resumed run has already trained on."""
 
     def make(context: tf.distribute.InputContext) -> tf.data.Dataset:
         windows = window_dataset(
@@ -185,7 +194,8 @@ def dataset_fn(
             num_shards=context.num_input_pipelines,
             **window_options,
         )
-        return batched(windows, context.get_per_replica_batch_size(global_batch_size), drop_remainder=True)
+        batches = batched(windows, context.get_per_replica_batch_size(global_batch_size), drop_remainder=True)
+        return batches.skip(skip_steps) if skip_steps else batches
 
     return make
 
@@ -283,12 +293,14 @@ def scan_split(builder, split: str, window_size: int, stride: int, delay: int, f
 class TrainInputs:
     """Everything `train.train` takes from its data, whichever the source.
 
-    `make_train_dataset()` is called once, after the model is built, under
-    the strategy; `steps_per_epoch` is None for a finite dataset.
+    `make_train_dataset(skip_steps)` is called after the model is built,
+    under the strategy: the training batches of every epoch in a fixed order
+    (the same for the same seed), less the first `skip_steps` (batches a
+    resumed run already trained on); `steps_per_epoch` batches make an epoch.
     """
 
-    make_train_dataset: Callable[[], object]
-    steps_per_epoch: int | None
+    make_train_dataset: Callable[[int], object]
+    steps_per_epoch: int
     train_windows: int
     val: object  # data.Windows, in memory (evaluation gathers from it)
     stats: BaselineStats
@@ -341,10 +353,13 @@ def prepared_inputs(config, strategy: tf.distribute.Strategy | None = None, **wi
 
     val_trajectories = tfds_dataset.read_trajectories(builder, tfds_dataset.VALIDATION)
     val = make_windows([features.align(t, delay) for t in val_trajectories], W, stride)
-    train_fn = dataset_fn(builder, tfds_dataset.TRAIN, config.batch_size, W, stride, delay, config.seed, **window_options)
+    def make_train_dataset(skip_steps: int = 0):
+        train_fn = dataset_fn(builder, tfds_dataset.TRAIN, config.batch_size, W, stride, delay, config.seed, skip_steps, **window_options)
+        return strategy.distribute_datasets_from_function(train_fn)
+
     counts = meta["counts"]
     return TrainInputs(
-        make_train_dataset=lambda: strategy.distribute_datasets_from_function(train_fn),
+        make_train_dataset=make_train_dataset,
         steps_per_epoch=scan.windows // config.batch_size,
         train_windows=scan.windows,
         val=val,

@@ -8,9 +8,14 @@ The run folder (`--output`) holds everything a run makes:
     metrics.json     the final summary (validation loss, accuracies, baselines, speed)
     history.json     per-epoch losses and accuracies
     logs/            TensorBoard logs
-    backup/          BackupAndRestore state while a run is going (removed at the end)
+    backup/          backups while a run is going (`keras_lstm.run_backup`; removed at the end)
+    .lock            held by the process training in this folder (`keras_lstm.folder_lock`)
 
-Starting again with the same `--output` after a crash resumes from `backup/`.
+Every file is written under a temporary name and renamed into place
+(`keras_lstm.atomic_files`), so each is whole or absent; `backup/` is removed
+only after all of them are in place. Starting again with the same `--output`
+after a kill resumes from the newest complete backup, at the batch where it
+was taken, in the same batch order: the run ends as if never stopped.
 
 The data comes from a replay folder (`replays`, parsed at each run) or from a
 dataset prepared once (`data_dir`, see `keras_lstm.tfds_dataset`; streamed by
@@ -23,8 +28,8 @@ folder; the other workers write to temporary folders, and each keeps its own
 from __future__ import annotations
 
 import dataclasses
-import json
-import time
+import math
+import shutil
 from pathlib import Path
 from typing import Callable
 
@@ -32,9 +37,10 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from keras_lstm import baselines, distribute, features
+from keras_lstm import atomic_files, baselines, distribute, features, run_backup
 from keras_lstm.backbone import CELL_TYPES, check_positive
 from keras_lstm.data import Windows, make_windows, split_by_game
+from keras_lstm.folder_lock import FolderLock
 from keras_lstm.evaluate import evaluate_policy
 from keras_lstm.pipeline import TrainInputs, prepared_inputs
 from keras_lstm.policy import build_policy
@@ -76,6 +82,10 @@ class TrainConfig:
         """Raise ValueError naming the first bad option."""
         for name in ("embed_size", "hidden_size", "num_layers", "window_size", "stride", "epochs", "batch_size", "learning_rate"):
             check_positive(**{name.replace("_", "-"): getattr(self, name)})
+        if not math.isfinite(self.learning_rate):
+            raise ValueError(f"learning-rate must be a finite positive number, got {self.learning_rate}")
+        check_seed(self.seed)
+        check_positive(**{"backup-every-steps": self.backup_every_steps})
         if self.backbone not in CELL_TYPES:
             raise ValueError(f"backbone must be one of {CELL_TYPES}, got {self.backbone!r}")
         if self.matmul_dtype not in (None, "float32", "bfloat16"):
@@ -100,6 +110,19 @@ class TrainConfig:
             raise ValueError(f"strategy must be one of {distribute.STRATEGIES}, got {self.strategy!r}")
         if self.strategy == "multi-worker" and not self.data_dir:
             raise ValueError("--strategy multi-worker needs --data-dir: each worker streams its own shard of a prepared dataset")
+
+
+MAX_SEED = 2**32 - 1
+
+
+def check_seed(seed: int) -> None:
+    """Seeds feed numpy and TensorFlow, which take [0, 2**32 - 1]."""
+    if not 0 <= seed <= MAX_SEED:
+        raise ValueError(f"--seed must be between 0 and {MAX_SEED}, got {seed}")
+
+
+class TrainingDiverged(ValueError):
+    """The loss became NaN or infinite and `TerminateOnNaN` stopped the run."""
 
 
 @dataclasses.dataclass
@@ -146,9 +169,10 @@ def load_split(config: TrainConfig, on_skip: Callable[[str, str], None] | None =
 def replay_inputs(config: TrainConfig, on_skip: Callable[[str, str], None] | None = None) -> TrainInputs:
     """`TrainInputs` from a replay folder, all in memory (`load_split`)."""
     data = load_split(config, on_skip)
+    steps = len(data.train) // config.batch_size
     return TrainInputs(
-        make_train_dataset=lambda: data.train.dataset(config.batch_size, shuffle=True, seed=config.seed, drop_remainder=True),
-        steps_per_epoch=None,
+        make_train_dataset=lambda skip_steps=0: training_batches(data.train, config, steps, skip_steps),
+        steps_per_epoch=steps,
         train_windows=len(data.train),
         val=data.val,
         stats=baselines.fit_baselines(data.train.predicted_targets(), data.train.previous_targets()),
@@ -160,6 +184,21 @@ def replay_inputs(config: TrainConfig, on_skip: Callable[[str, str], None] | Non
     )
 
 
+def training_batches(windows: Windows, config: TrainConfig, steps_per_epoch: int, skip_steps: int = 0) -> tf.data.Dataset:
+    """Every epoch's batches in a fixed order, less the first `skip_steps`.
+
+    Epoch `e` takes the windows in the order of a permutation seeded by
+    `(seed, e)` and drops the last partial batch; so the batch a resumed run
+    starts at is the one the uninterrupted run would have trained next.
+    """
+    used = steps_per_epoch * config.batch_size
+    order = np.concatenate(
+        [np.random.default_rng([config.seed, epoch]).permutation(len(windows))[:used] for epoch in range(config.epochs)]
+    )
+    ordered = dataclasses.replace(windows, ends=windows.ends[order[skip_steps * config.batch_size :]])
+    return ordered.dataset(config.batch_size, shuffle=False, drop_remainder=True)
+
+
 def _combined_counts(*reports: LoadReport) -> dict:
     total = {}
     for report in reports:
@@ -168,45 +207,22 @@ def _combined_counts(*reports: LoadReport) -> dict:
     return total
 
 
-class _EpochTimer(keras.callbacks.Callback):
-    """Wall time spent in training epochs (validation excluded)."""
-
-    def __init__(self):
-        super().__init__()
-        self.train_seconds = 0.0
-        self.epochs_run = 0
-
-    def on_epoch_begin(self, epoch, logs=None):
-        self._start = time.perf_counter()
-
-    def on_test_begin(self, logs=None):
-        if hasattr(self, "_start"):
-            self.train_seconds += time.perf_counter() - self._start
-            del self._start
-
-    def on_epoch_end(self, epoch, logs=None):
-        if hasattr(self, "_start"):
-            self.train_seconds += time.perf_counter() - self._start
-            del self._start
-        self.epochs_run += 1
-
-
 # Options that may differ when a killed run is started again.
 _RESUME_MAY_CHANGE = {"epochs", "output", "backup_every_steps"}
 
 
-def _check_resumable(out: Path, config: TrainConfig) -> None:
+def _check_resumable(out: Path, backup: Path, config: TrainConfig) -> None:
     """Refuse to resume a backup made with other options: its weights would
     not fit, or would silently continue a different experiment."""
-    if not (out / "backup").exists() or not (out / RUN_FILE).exists():
+    if not run_backup.exists(backup) or not (out / RUN_FILE).exists():
         return
-    before = json.loads((out / RUN_FILE).read_text()).get("config", {})
+    before = atomic_files.read_json(out / RUN_FILE, "run.json").get("config", {})
     now = dataclasses.asdict(config)
     changed = sorted(k for k in now if k not in _RESUME_MAY_CHANGE and before.get(k) != now[k])
     if changed:
         raise ValueError(
             f"{out} holds an unfinished run with other options ({', '.join(changed)}); "
-            f"use the same options to resume, another --output, or delete {out / 'backup'}"
+            f"use the same options to resume, another --output, or delete {backup}"
         )
 
 
@@ -215,21 +231,38 @@ def train(
     on_skip: Callable[[str, str], None] | None = None,
     callbacks: list | None = None,
     verbose: int | str = "auto",
+    on_warning: Callable[[str], None] | None = None,
+    after_backup: Callable[[Path], None] | None = None,
 ) -> dict:
     """Train, save the run folder, and return the final summary (also written
-    to `metrics.json`)."""
+    to `metrics.json`).
+
+    Resumes from the run folder's newest complete backup when there is one.
+    `on_warning(message)` hears of damaged backups passed over;
+    `after_backup(path)` is called as each backup lands (a test hook). Raises
+    `TrainingDiverged` when the loss became NaN, FolderBusyError when another
+    process trains in the same folder.
+    """
     config.validate()
     # First: a multi-worker strategy must exist before any other TF op runs.
     strategy = distribute.select_strategy(config.strategy)
-    keras.utils.set_random_seed(config.seed)
     out = Path(config.output).expanduser()
-    out.mkdir(parents=True, exist_ok=True)
-    _check_resumable(out, config)
+    chief = distribute.is_chief(strategy)
+    backup = distribute.backup_dir(out, strategy)
+    with FolderLock(out, "run folder", lock_file=".lock" if chief else f".lock-{backup.name}"):
+        return _train_locked(config, strategy, out, backup, on_skip, callbacks, verbose, on_warning, after_backup)
+
+
+def _train_locked(config, strategy, out, backup, on_skip, callbacks, verbose, on_warning, after_backup) -> dict:
+    keras.utils.set_random_seed(config.seed)
+    _check_resumable(out, backup, config)
     chief = distribute.is_chief(strategy)
     write_dir = distribute.write_dir(out, strategy)  # the run folder, or a temporary one for a non-chief worker
+    atomic_files.remove_stale_temporaries(write_dir)
 
     data = prepared_inputs(config, strategy) if config.data_dir else replay_inputs(config, on_skip)
     stats = data.stats
+    steps = data.steps_per_epoch
     with strategy.scope():
         policy = build_policy(
             config.backbone,
@@ -241,18 +274,19 @@ def train(
             config.matmul_dtype,
         )
         policy.compile(optimizer=keras.optimizers.Adam(config.learning_rate))
+        progress = run_backup.load_latest(backup, policy, on_warning) or run_backup.Progress()
+        metric_state = [v.numpy() for m in policy.metrics for v in m.variables] if progress.step else None
     distribute.prepare_for_fit(policy, strategy)
 
-    train_ds = data.make_train_dataset()
     val_ds = data.val.dataset(config.batch_size * 4, shuffle=False) if len(data.val) else None
-    timer = _EpochTimer()
     monitor = "val_loss" if val_ds is not None else "loss"
+    recorder = run_backup.RunProgress(
+        progress, steps, backup, config.backup_every_steps, write_dir / BEST_FILE, monitor, metric_state, after_backup
+    )
     fit_callbacks = [
-        keras.callbacks.BackupAndRestore(str(distribute.backup_dir(out, strategy)), save_freq=config.backup_every_steps),
-        keras.callbacks.ModelCheckpoint(str(write_dir / BEST_FILE), monitor=monitor, save_best_only=True),
+        keras.callbacks.TerminateOnNaN(),  # before the recorder: it never backs up a NaN model
+        recorder,
         keras.callbacks.TensorBoard(str(write_dir / "logs")),
-        keras.callbacks.TerminateOnNaN(),
-        timer,
         *(callbacks or []),
     ]
     run_info = {
@@ -262,30 +296,49 @@ def train(
         "val_files": data.val_files,
         "baseline_stats": stats.to_json(),
     }
-    (write_dir / RUN_FILE).write_text(json.dumps(run_info, indent=1))
+    atomic_files.write_json(write_dir / RUN_FILE, run_info)
 
-    history = policy.fit(
-        train_ds,
-        validation_data=val_ds,
-        epochs=config.epochs,
-        steps_per_epoch=data.steps_per_epoch,
-        callbacks=fit_callbacks,
-        verbose=verbose,
-        shuffle=False,
-    )
-    policy.save(write_dir / MODEL_FILE)  # every worker saves (saving may all-reduce); only the chief's is kept
-    (write_dir / HISTORY_FILE).write_text(json.dumps({k: [float(x) for x in v] for k, v in history.history.items()}, indent=1))
+    def fit(first_epoch: int, last_epoch: int, steps_per_epoch: int) -> None:
+        policy.fit(
+            data.make_train_dataset(progress.global_step(steps)),
+            validation_data=val_ds,
+            initial_epoch=first_epoch,
+            epochs=last_epoch,
+            steps_per_epoch=steps_per_epoch,
+            callbacks=fit_callbacks,
+            verbose=verbose,
+            shuffle=False,
+        )
 
-    steps = data.train_windows // config.batch_size
-    trained_windows = steps * config.batch_size * timer.epochs_run
+    # A run resumed mid-epoch first finishes that epoch (Keras cannot run a
+    # shorter first epoch), then goes on with whole ones.
+    if progress.step and progress.epoch < config.epochs:
+        fit(progress.epoch, progress.epoch + 1, steps - progress.step)
+    if progress.epoch < config.epochs and not policy.stop_training:
+        fit(progress.epoch, config.epochs, steps)
+    losses = progress.history.get("loss", [])
+    if losses and not math.isfinite(losses[-1]):  # TerminateOnNaN stopped it
+        raise TrainingDiverged(
+            f"{out}: training stopped in epoch {len(losses)}: the loss became NaN or infinite "
+            f"(try a lower --learning-rate); {MODEL_FILE} was not written"
+        )
+
+    epochs_run = len(next(iter(progress.history.values()), []))
+    history = {k: list(v) for k, v in progress.history.items()}
+    atomic_files.write_json(write_dir / HISTORY_FILE, history)
+    with atomic_files.atomic_path(write_dir / MODEL_FILE) as tmp:
+        policy.save(tmp)  # every worker saves (saving may all-reduce); only the chief's is kept
+
+    trained_windows = steps * config.batch_size * epochs_run
+    seconds = progress.train_seconds
     summary = {
         "config": dataclasses.asdict(config),
         "parameters": int(policy.count_params()),
         "backbone_parameters": int(policy.backbone.count_params()),
-        "epochs_run": timer.epochs_run,
-        "train_seconds": timer.train_seconds,
-        "train_windows_per_s": trained_windows / timer.train_seconds if timer.train_seconds else None,
-        "train_frames_per_s": trained_windows * config.window_size / timer.train_seconds if timer.train_seconds else None,
+        "epochs_run": epochs_run,
+        "train_seconds": seconds,
+        "train_windows_per_s": trained_windows / seconds if seconds else None,
+        "train_frames_per_s": trained_windows * config.window_size / seconds if seconds else None,
         "train_windows": data.train_windows,
         "val_windows": len(data.val),
         **{f"train_{k}": v for k, v in data.train_counts.items()},
@@ -300,7 +353,9 @@ def train(
     else:
         summary["val_loss"] = None
     summary["strategy"] = {"name": config.strategy, "replicas": strategy.num_replicas_in_sync, "chief": chief}
-    (write_dir / METRICS_FILE).write_text(json.dumps(summary, indent=1))
+    atomic_files.write_json(write_dir / METRICS_FILE, summary)
+    # Last: only now is everything the backup stands for in place.
+    shutil.rmtree(backup, ignore_errors=True)
     distribute.cleanup(write_dir, out)
     return summary
 
@@ -314,13 +369,21 @@ def load_run(model_dir: str | Path):
         raise FileNotFoundError(f"{model_file}: no trained model here (expected {MODEL_FILE} from keras-lstm train)")
     if not run_file.exists():
         raise FileNotFoundError(f"{run_file}: missing (written by keras-lstm train next to the model)")
-    run_info = json.loads(run_file.read_text())
+    run_info = atomic_files.read_json(run_file, "run.json")
+    if not isinstance(run_info, dict) or "config" not in run_info:
+        raise ValueError(f"{run_file}: not a run.json written by keras-lstm train (no config)")
     if run_info.get("feature_version") != features.FEATURE_VERSION:
         raise ValueError(
             f"{run_file}: model trained on features version {run_info.get('feature_version')}, "
             f"this keras-lstm computes version {features.FEATURE_VERSION}; retrain it"
         )
-    policy = keras.models.load_model(model_file)
+    if not model_file.is_file():
+        raise ValueError(f"{model_file}: not a file (expected {MODEL_FILE} from keras-lstm train)")
+    try:
+        policy = keras.models.load_model(model_file)
+    except Exception as err:  # noqa: BLE001 - Keras raises many kinds for a damaged archive
+        reason = " ".join(str(err).split())[:160] or type(err).__name__
+        raise ValueError(f"{model_file}: damaged or not a Keras model ({type(err).__name__}: {reason}); train again or restore it") from None
     return policy, run_info
 
 
@@ -329,6 +392,9 @@ def evaluate_folder(
 ) -> dict:
     """Evaluate a trained run on every usable replay in a folder, predicting
     every `stride`-th frame (default: the stride the run trained with)."""
+    check_positive(**{"batch-size": batch_size})
+    if stride is not None:
+        check_positive(stride=stride)
     policy, run = load_run(model_dir)
     cfg = run["config"]
     report = load_trajectories(find_replays(replays), on_skip=on_skip)

@@ -7,6 +7,7 @@ import pytest
 from typer.testing import CliRunner
 
 from cli.main import app
+from keras_lstm import run_backup
 from keras_lstm.train import TrainConfig, evaluate_folder, train
 
 from conftest import BAD, CLIPS, GAMES
@@ -73,22 +74,18 @@ class _Crash(keras.callbacks.Callback):
 
 
 @pytest.mark.slow
-def test_killed_run_resumes_from_backup(tmp_path):
+def test_resuming_with_other_options_is_refused(tmp_path):
     config = TrainConfig(replays=str(GAMES), output=str(tmp_path), epochs=3, max_frames=6000, backup_every_steps=2, **TINY)
     with pytest.raises(RuntimeError, match="simulated kill"):
         train(config, callbacks=[_Crash()], verbose=0)
-    backup = tmp_path / "backup"
-    assert backup.is_dir()
-    saved = json.loads((backup / "training_metadata.json").read_text())
-    assert saved["epoch"] == 1
+    assert run_backup.exists(tmp_path / "backup")
     other = TrainConfig(**{**config.__dict__, "hidden_size": 8})
     with pytest.raises(ValueError, match="unfinished run with other options \\(hidden_size\\)"):
         train(other, verbose=0)
     train(config, verbose=0)
     history = json.loads((tmp_path / "history.json").read_text())
-    # the restarted run picks up at epoch 1 instead of starting over
-    assert len(history["loss"]) == 2
-    assert not backup.exists()
+    assert len(history["loss"]) == 3  # every epoch once
+    assert not (tmp_path / "backup").exists()
 
 
 runner = CliRunner()

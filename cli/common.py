@@ -10,7 +10,7 @@ from typing import Callable
 import typer
 
 from keras_lstm.folder_lock import FolderBusyError
-from keras_lstm.replays import ReplayError
+from keras_lstm.replays import ReplayError, display_name
 from keras_lstm.stderr import quiet_stderr
 
 # Errors a user can fix from the message alone: print one line, exit 2.
@@ -40,7 +40,7 @@ def one_line_errors(fn: Callable) -> Callable:
 
 
 def print_skip(path: str, reason: str) -> None:
-    typer.secho(f"skipped {path}: {reason}", fg=typer.colors.YELLOW, err=True)
+    typer.secho(f"skipped {display_name(path)}: {reason}", fg=typer.colors.YELLOW, err=True)
 
 
 def print_warning(message: str) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -15,18 +16,22 @@ def prepare(
     replays: Annotated[Optional[Path], typer.Option(help="Folder of .slp replays (searched recursively). Default: $KERAS_LSTM_REPLAYS, then ~/Slippi.")] = None,
     data_dir: Annotated[Path, typer.Option(help="TFDS data folder to write `slippi_replays` into (then `keras-lstm train --data-dir` it).")] = Path("~/tensorflow_datasets"),
     val_fraction: Annotated[float, typer.Option(help="Fraction of replay files held out for validation (split by game).")] = 0.15,
-    seed: Annotated[int, typer.Option(help="Seed of the train/validation file split.")] = 0,
+    seed: Annotated[int, typer.Option(help="Seed of the train/validation file split (0 to 4294967295).")] = 0,
     progress: Annotated[bool, typer.Option(help="Show a progress bar.")] = True,
     json_output: Annotated[bool, typer.Option("--json", help="Print the summary as one JSON object.")] = False,
 ):
     """Parse a replay folder once into a TFDS dataset (train/validation by game).
 
     Unusable files are skipped and named; preparing an unchanged folder again does nothing.
+    A changed folder is prepared beside the old dataset, which stays usable until the new one
+    replaces it; one prepare at a time per data dir.
     """
     import tensorflow_datasets as tfds
+    from rich.console import Console
+    from rich.markup import escape
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-    from keras_lstm.replays import default_replays_dir
+    from keras_lstm.replays import default_replays_dir, display_name
     from keras_lstm.tfds_dataset import prepare as prepare_dataset
 
     tfds.disable_progress_bar()  # ours counts files, TFDS's would count examples without a total
@@ -34,6 +39,10 @@ def prepare(
     bar = Progress(
         TextColumn("preparing"), BarColumn(), MofNCompleteColumn(), TextColumn("files"), TimeRemainingColumn(),
         transient=True, disable=not progress,
+        # Bound now: TFDS's chatter is silenced by sending stdout to /dev/null
+        # while it generates, which would swallow the bar and the skip lines.
+        # stderr, like `print_skip`: stdout keeps only the summary (`--json`).
+        console=Console(file=sys.stderr),
     )
     task = None
 
@@ -44,7 +53,11 @@ def prepare(
 
     def on_file(name: str, reason: str | None) -> None:
         if reason is not None:
-            bar.console.print(f"[yellow]skipped {name}: {reason}[/yellow]", highlight=False) if progress else print_skip(name, reason)
+            name = display_name(name)  # a name that is not UTF-8 prints as \xHH
+            if progress:
+                bar.console.print(f"[yellow]skipped {escape(name)}: {escape(reason)}[/yellow]", highlight=False, soft_wrap=True)
+            else:
+                print_skip(name, reason)
         if task is not None:
             bar.advance(task)
 
@@ -56,10 +69,10 @@ def prepare(
         print_json(summary)
         return
     if summary["status"] == "up to date":
-        typer.echo(f"up to date: {summary['data_path']} already holds {folder} as it is now (nothing to do)")
+        typer.echo(f"up to date: {display_name(summary['data_path'])} already holds {display_name(folder)} as it is now (nothing to do)")
     examples = ", ".join(f"{k} {v}" for k, v in summary["examples"].items())
     typer.echo(
-        f"{summary['dataset']} at {summary['data_path']}\n"
+        f"{summary['dataset']} at {display_name(summary['data_path'])}\n"
         f"files {summary['files']}: used {summary['replays_used']}, skipped {summary['replays_skipped']} "
         f"(unreadable {summary['replays_unreadable']}, not 1v1 {summary['replays_not_1v1']}); "
         f"CPU players not imitated {summary['cpu_players_not_imitated']}\n"
@@ -68,4 +81,4 @@ def prepare(
     )
     if summary["status"] == "up to date":  # when prepared, each was named as it was read
         for name, reason in summary["skipped"]:
-            typer.echo(f"  skipped {name}: {reason}")
+            typer.echo(f"  skipped {display_name(name)}: {reason}")

@@ -30,7 +30,7 @@ def temporary_path(final: str | os.PathLike) -> Path:
     return final.with_name(f"{TMP_PREFIX}{os.getpid()}-{final.name}")
 
 
-def _fsync_dir(folder: Path) -> None:
+def fsync_dir(folder: Path) -> None:
     try:
         fd = os.open(folder, os.O_RDONLY)
     except OSError:
@@ -43,7 +43,7 @@ def _fsync_dir(folder: Path) -> None:
         os.close(fd)
 
 
-def _fsync_tree(path: Path) -> None:
+def fsync_tree(path: Path) -> None:
     """fsync every file below `path` (or `path` itself if it is a file)."""
     files = [path] if path.is_file() else [p for p in path.rglob("*") if p.is_file()]
     for file in files:
@@ -65,7 +65,7 @@ def atomic_path(final: str | os.PathLike) -> Iterator[Path]:
     _remove(tmp)
     try:
         yield tmp
-        _fsync_tree(tmp)
+        fsync_tree(tmp)
         if tmp.is_dir() and final.is_dir():
             old = final.with_name(f"{TMP_PREFIX}{os.getpid()}-old-{final.name}")
             _remove(old)
@@ -74,7 +74,7 @@ def atomic_path(final: str | os.PathLike) -> Iterator[Path]:
             _remove(old)
         else:
             os.replace(tmp, final)
-        _fsync_dir(final.parent)
+        fsync_dir(final.parent)
     except BaseException:
         _remove(tmp)
         raise
@@ -112,7 +112,7 @@ def _remove(path: Path) -> None:
             path.unlink()
 
 
-def _pid_alive(pid: int) -> bool:
+def pid_alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -133,7 +133,7 @@ def remove_stale_temporaries(folder: str | os.PathLike) -> list[Path]:
         if not entry.name.startswith(TMP_PREFIX):
             continue
         pid_text = entry.name[len(TMP_PREFIX):].split("-", 1)[0]
-        if pid_text.isdigit() and int(pid_text) != os.getpid() and _pid_alive(int(pid_text)):
+        if pid_text.isdigit() and int(pid_text) != os.getpid() and pid_alive(int(pid_text)):
             continue
         if pid_text.isdigit() and int(pid_text) == os.getpid():
             continue

@@ -33,7 +33,6 @@ replays, so windowed training stays the default.
 from __future__ import annotations
 
 import dataclasses
-import json
 import time
 from pathlib import Path
 
@@ -41,8 +40,9 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from keras_lstm import baselines, features
+from keras_lstm import atomic_files, baselines, features
 from keras_lstm.features import PolicyArrays
+from keras_lstm.folder_lock import FolderLock
 from keras_lstm.policy import BehaviorCloningPolicy, build_policy, policy_loss
 from keras_lstm.recurrent import backbone_unroll, zero_state
 
@@ -212,20 +212,22 @@ def train_carried(
     window size), write `model.keras`, `run.json` and `metrics.json` to
     `config.output` like `train`, and return the summary (windowed
     validation loss and accuracies beside the baselines, as `train` does)."""
-    from keras_lstm.evaluate import evaluate_policy
-    from keras_lstm.train import METRICS_FILE, MODEL_FILE, RUN_FILE, load_split
-
     config.validate()
     segment_frames = segment_frames or config.window_size
     keras.utils.set_random_seed(config.seed)
     out = Path(config.output).expanduser()
-    out.mkdir(parents=True, exist_ok=True)
+    with FolderLock(out, "run folder"):
+        return _train_carried_locked(config, out, streams, segment_frames, piece_frames, callbacks, verbose)
+
+
+def _train_carried_locked(config, out, streams, segment_frames, piece_frames, callbacks, verbose) -> dict:
+    from keras_lstm.backbone import build_backbone
+    from keras_lstm.evaluate import evaluate_policy
+    from keras_lstm.train import METRICS_FILE, MODEL_FILE, RUN_FILE, load_split
 
     data = load_split(config)
     arrays = [features.align(t, config.delay) for t in data.train_report.trajectories]
     stats = baselines.fit_baselines(data.train.predicted_targets(), data.train.previous_targets())
-    from keras_lstm.backbone import build_backbone
-
     backbone = build_backbone(config.backbone, config.embed_size, config.hidden_size, config.num_layers, config.dropout)
     policy = CarriedStatePolicy(backbone, streams=streams)
     policy.compile(optimizer=keras.optimizers.Adam(config.learning_rate))
@@ -239,7 +241,7 @@ def train_carried(
         "val_files": data.val_files,
         "baseline_stats": stats.to_json(),
     }
-    (out / RUN_FILE).write_text(json.dumps(run_info, indent=1))
+    atomic_files.write_json(out / RUN_FILE, run_info)
 
     start = time.perf_counter()
     history = policy.fit(
@@ -252,7 +254,8 @@ def train_carried(
     )
     train_seconds = time.perf_counter() - start
     plain = policy.to_policy()
-    plain.save(out / MODEL_FILE)
+    with atomic_files.atomic_path(out / MODEL_FILE) as tmp:
+        plain.save(tmp)
     frames = steps * streams * segment_frames * len(history.history.get("loss", []))
     summary = {
         "config": dataclasses.asdict(config),
@@ -272,7 +275,7 @@ def train_carried(
         summary.update(evaluate_policy(plain, data.val, stats))
     else:
         summary["val_loss"] = None
-    (out / METRICS_FILE).write_text(json.dumps(summary, indent=1))
+    atomic_files.write_json(out / METRICS_FILE, summary)
     return summary
 
 

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import numbers
+import os
 
 import numpy as np
 import tensorflow as tf
@@ -17,13 +19,23 @@ from keras_lstm import features
 from keras_lstm.features import PolicyArrays
 
 
+MAX_SEED = 2**32 - 1  # numpy and TensorFlow take seeds in [0, 2**32 - 1]
+
+
+def check_seed(seed: int) -> None:
+    """ValueError naming `--seed` unless it is an integer numpy and TensorFlow take."""
+    if isinstance(seed, bool) or not isinstance(seed, numbers.Integral) or not 0 <= seed <= MAX_SEED:
+        raise ValueError(f"--seed must be between 0 and {MAX_SEED}, got {seed}")
+
+
 def split_by_game(paths: list[str], val_fraction: float, seed: int) -> tuple[list[str], list[str]]:
     """Deterministic train/validation split of replay files.
 
     Windows of one game are near copies of each other, so the split is by
     file. Each file's side depends only on its name and the seed (a hash), so
     adding files to a folder does not move the others. At least one file goes
-    to each side when there are two or more.
+    to each side when there are two or more. A name is hashed as its bytes on
+    disk (`os.fsencode`), so one that is not UTF-8 splits like any other.
     """
     if not 0.0 <= val_fraction < 1.0:
         raise ValueError(f"val_fraction must be in [0, 1), got {val_fraction}")
@@ -33,7 +45,7 @@ def split_by_game(paths: list[str], val_fraction: float, seed: int) -> tuple[lis
 
     def score(path: str) -> float:
         name = path.rsplit("/", 1)[-1]
-        digest = hashlib.sha256(f"{seed}:{name}".encode()).digest()
+        digest = hashlib.sha256(f"{seed}:".encode() + os.fsencode(name)).digest()
         return int.from_bytes(digest[:8], "big") / 2**64
 
     ranked = sorted(paths, key=score)

@@ -22,7 +22,17 @@ user's own files, read from `manual_dir`):
   of `LoadReport.counts()` per split;
 - the metadata holds a fingerprint of the folder (names, sizes, modification
   times) and the options: preparing an unchanged folder again is a no-op, a
-  changed folder is prepared afresh.
+  changed folder is prepared afresh;
+- a kill never loses a dataset: the new one is generated in a temporary data
+  dir beside it (`<data_dir>/.tmp-<pid>-prepare`) and swapped in whole at the
+  end (an atomic exchange of the two version folders where the system has
+  one), so `load_builder` finds the old complete dataset or the new complete
+  one; leftovers of killed runs (our temporaries, TFDS's `incomplete.*`
+  folders) are removed by the next `prepare`;
+- one `prepare` at a time per data dir (`FolderLock` on `<data_dir>/.lock`);
+- file names need not be UTF-8: the metadata's file lists hold the names as
+  they are (JSON escapes them), while example keys and `source` hold a
+  printable form (`replays.display_name`; `name_from_display` reverses it).
 
 The dataset's major version is `features.FEATURE_VERSION`: a feature change
 can never be read as the old features.
@@ -38,21 +48,27 @@ From plain Python:
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import dataclasses
+import errno
 import hashlib
 import logging
 import os
+import re
+import shutil
+import sys
 import time
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterator
 
 import numpy as np
 import tensorflow_datasets as tfds
 
-from keras_lstm import controller, features
-from keras_lstm.data import split_by_game
+from keras_lstm import atomic_files, controller, features
+from keras_lstm.data import check_seed, split_by_game
 from keras_lstm.features import Trajectory
-from keras_lstm.replays import ReplayError, find_replays, load_trajectories
+from keras_lstm.folder_lock import FolderLock
+from keras_lstm.replays import ReplayError, display_name, find_replays, load_trajectories
 
 DATASET_NAME = "slippi_replays"
 DEFAULT_VAL_FRACTION = 0.15
@@ -97,6 +113,8 @@ class SlippiReplaysConfig(tfds.core.BuilderConfig):
     def make(cls, val_fraction: float = DEFAULT_VAL_FRACTION, seed: int = DEFAULT_SEED) -> "SlippiReplaysConfig":
         if not 0.0 <= val_fraction < 1.0:
             raise ValueError(f"val-fraction must be in [0, 1), got {val_fraction}")
+        check_seed(seed)
+        seed = int(seed)
         return cls(
             name=config_name(val_fraction, seed),
             description=f"validation fraction {val_fraction:g} of the files, split seed {seed}",
@@ -212,6 +230,7 @@ class SlippiReplays(tfds.core.GeneratorBasedBuilder):
         self._current_split = split
         for path in paths:
             name = Path(path).relative_to(root).as_posix()
+            shown = display_name(name)  # keys and `source` must be valid text
             report = load_trajectories([Path(path)])
             for key, value in report.counts().items():
                 counts[key] += value
@@ -219,9 +238,10 @@ class SlippiReplays(tfds.core.GeneratorBasedBuilder):
             if reason is not None:
                 meta["skipped"].append([name, reason])
             for traj in report.trajectories:
-                yield f"{name}:{traj.port}", _example(name, traj)
+                yield f"{shown}:{traj.port}", _example(shown, traj)
             if self._on_file is not None:
                 self._on_file(name, reason)
+            _pause_for_test("generate")
 
 
 def _example(name: str, traj: Trajectory) -> dict:
@@ -240,10 +260,13 @@ def trajectory_from_example(example: dict, root: str | os.PathLike | None = None
     """A numpy example (`tfds.as_numpy`) -> the `Trajectory` it was made from.
 
     `root` (the prepared folder) makes `source` the full path, as
-    `load_trajectories` gives it.
+    `load_trajectories` gives it (a name that is not UTF-8 is found again
+    from its printable form, `name_from_display`).
     """
     source = example["source"]
     source = source.decode() if isinstance(source, bytes) else str(source)
+    if root is not None:
+        source = name_from_display(source)
     targets = {h: np.asarray(example["targets"][h]) for h in controller.HEADS}
     targets["buttons"] = targets["buttons"].astype(np.float32)
     return Trajectory(
@@ -255,15 +278,33 @@ def trajectory_from_example(example: dict, root: str | os.PathLike | None = None
     )
 
 
+_ESCAPED_BYTE = re.compile(r"\\x([89a-fA-F][0-9a-fA-F])")
+
+
+def name_from_display(text: str) -> str:
+    """The file name `replays.display_name` printed as `text`: each `\\xHH`
+    (HH >= 80, a byte that was not UTF-8) back to its surrogate escape. (A
+    name holding those four characters literally is not told apart.)"""
+    if "\\x" not in text:
+        return text
+    name = _ESCAPED_BYTE.sub(lambda m: chr(0xDC00 + int(m.group(1), 16)), text)
+    return name if display_name(name) == text else text
+
+
 def folder_fingerprint(root: str | os.PathLike, config: SlippiReplaysConfig) -> str:
     """sha256 over every replay's path, size and modification time, the split
-    options and the feature version: equal fingerprints mean nothing to redo."""
+    options and the feature version: equal fingerprints mean nothing to redo.
+    (Entries `find_replays` lists that cannot be read, such as a dangling
+    link, count with their link's own size and time.)"""
     root = Path(root)
     digest = hashlib.sha256()
     digest.update(f"{features.FEATURE_VERSION}|{config.val_fraction!r}|{config.seed}\n".encode())
     for path in find_replays(root):
-        stat = path.stat()
-        digest.update(f"{path.relative_to(root).as_posix()}|{stat.st_size}|{stat.st_mtime_ns}\n".encode())
+        try:
+            stat = path.stat()
+        except OSError:
+            stat = path.lstat()
+        digest.update(os.fsencode(path.relative_to(root).as_posix()) + f"|{stat.st_size}|{stat.st_mtime_ns}\n".encode())
     return digest.hexdigest()
 
 
@@ -289,6 +330,10 @@ def load_builder(data_dir: str | os.PathLike, val_fraction: float = DEFAULT_VAL_
     builder = make_builder(data_dir, val_fraction, seed)
     with quiet_tfds():
         prepared = builder.is_prepared()
+    if not prepared and _restore_set_aside(Path(builder.data_path).parent):
+        builder = make_builder(data_dir, val_fraction, seed)
+        with quiet_tfds():
+            prepared = builder.is_prepared()
     if not prepared:
         options = "" if config_name(val_fraction, seed) == "default" else f" --val-fraction {val_fraction:g} --seed {seed}"
         raise FileNotFoundError(
@@ -328,42 +373,185 @@ def prepare(
     """Prepare `replays` (a folder) as `slippi_replays` in `data_dir`.
 
     A no-op when the same folder, unchanged, was already prepared with the
-    same options; a changed folder replaces the old dataset. `on_start(n)` is
-    called with the number of replay files about to be read, `on_file` once
-    per file. Returns a summary (status `prepared` or `up to date`, counts,
-    skipped files, examples per split, size on disk).
+    same options; a changed folder replaces the old dataset, which stays
+    whole until the new one is complete. `on_start(n)` is called with the
+    number of replay files about to be read, `on_file` once per file. Holds
+    `data_dir`'s lock throughout (FolderBusyError if another process has it).
+    Returns a summary (status `prepared` or `up to date`, counts, skipped
+    files, examples per split, size on disk).
     """
+    SlippiReplaysConfig.make(val_fraction, seed)  # bad options: the error before anything is read or made
     root = Path(replays).expanduser()
     if root.is_file():
         raise ReplayError(root, "prepare takes a folder of replays, not one file")
     n_files = len(find_replays(root))  # one-line error for a missing or empty folder
     root = root.resolve()
-    builder = make_builder(data_dir, val_fraction, seed, on_file=on_file)
-    fingerprint = folder_fingerprint(root, builder.builder_config)
-    start = time.perf_counter()
-    status = "up to date"
-    with quiet_tfds():
-        existing = builder.is_prepared()
-    if not (existing and (builder.info.metadata or {}).get("fingerprint") == fingerprint):
-        status = "prepared"
+    data_dir = Path(data_dir).expanduser()
+    with FolderLock(data_dir, "data dir"):
+        _remove_leftovers(data_dir)
+        builder = make_builder(data_dir, val_fraction, seed)
+        fingerprint = folder_fingerprint(root, builder.builder_config)
+        start = time.perf_counter()
+        status = "up to date"
+        with quiet_tfds():
+            existing = builder.is_prepared()
+        if not (existing and (builder.info.metadata or {}).get("fingerprint") == fingerprint):
+            status = "prepared"
+            _prepare_beside(root, data_dir, Path(builder.data_path), val_fraction, seed, n_files, on_file, on_start)
+            builder = make_builder(data_dir, val_fraction, seed)  # re-read what is on disk
+        return summarize(builder, status=status, seconds=time.perf_counter() - start)
+
+
+BUILD_FOLDER = "prepare"  # `<data_dir>/.tmp-<pid>-prepare`: the TFDS data dir a new dataset is made in
+PAUSE_ENV = "KERAS_LSTM_TEST_PAUSE"
+
+
+def _pause_for_test(stage: str) -> None:
+    """Test hook: with `KERAS_LSTM_TEST_PAUSE=<stage>:<file>`, write `file`
+    on reaching `stage` and wait there forever (for the test to kill us)."""
+    value = os.environ.get(PAUSE_ENV)
+    if not value or value.partition(":")[0] != stage:
+        return
+    Path(value.partition(":")[2]).write_text(f"{os.getpid()}\n")
+    while True:
+        time.sleep(3600)
+
+
+def _prepare_beside(root, data_dir: Path, final: Path, val_fraction, seed, n_files, on_file, on_start) -> None:
+    """Generate the dataset in a temporary data dir inside `data_dir`, then
+    swap its version folder in for `final` (the variant's `data_path`)."""
+    config = tfds.download.DownloadConfig(manual_dir=str(root), compute_stats=tfds.download.ComputeStatsMode.SKIP)
+    with _build_dir(data_dir) as build:
         if on_start is not None:
             on_start(n_files)
-        mode = tfds.download.GenerateMode.REUSE_CACHE_IF_EXISTS if existing else None
-        config = tfds.download.DownloadConfig(
-            manual_dir=str(root),
-            compute_stats=tfds.download.ComputeStatsMode.SKIP,
-            **({"download_mode": mode} if mode else {}),
-        )
+        builder = make_builder(build, val_fraction, seed, on_file=on_file)
         empty = _generate(builder, config)
         if empty == VALIDATION:
             if on_start is not None:
                 on_start(n_files)  # the held-out files were all unusable: once more, without that split
-            builder = make_builder(data_dir, val_fraction, seed, on_file=on_file, empty_validation=True)
+            builder = make_builder(build, val_fraction, seed, on_file=on_file, empty_validation=True)
             empty = _generate(builder, config)
         if empty is not None:
             raise ValueError(f"{root}: no usable replay for training ({len(builder.info.metadata['skipped'])} of {n_files} files skipped)")
-        builder = make_builder(data_dir, val_fraction, seed)  # re-read what is on disk
-    return summarize(builder, status=status, seconds=time.perf_counter() - start)
+        new = Path(builder.data_path)
+        atomic_files.fsync_tree(new)  # whole on disk before it is the dataset
+        _copy_dataset_files(new.parent.parent, final.parent.parent)
+        _swap_in(new, final)
+
+
+@contextlib.contextmanager
+def _build_dir(data_dir: Path) -> Iterator[Path]:
+    build = atomic_files.temporary_path(data_dir / BUILD_FOLDER)
+    shutil.rmtree(build, ignore_errors=True)
+    build.mkdir(parents=True)
+    try:
+        yield build
+    finally:
+        shutil.rmtree(build, ignore_errors=True)
+
+
+def _copy_dataset_files(new_dataset: Path, dataset: Path) -> None:
+    """TFDS's own files beside the configs (`.config/metadata.json`, the
+    default config's name) to the real data dir, where it has none yet."""
+    for path in sorted((new_dataset / ".config").rglob("*")):
+        target = dataset / path.relative_to(new_dataset)
+        if path.is_file() and not target.exists():
+            target.parent.mkdir(parents=True, exist_ok=True)
+            with atomic_files.atomic_path(target) as tmp:
+                shutil.copyfile(path, tmp)
+
+
+def _exchange(a: Path, b: Path) -> bool:
+    """Swap two paths in one atomic step (Linux `renameat2(RENAME_EXCHANGE)`,
+    macOS `renamex_np(RENAME_SWAP)`); False where the system or the file
+    system has no such call."""
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        if sys.platform.startswith("linux"):
+            call = libc.renameat2
+            call.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p, ctypes.c_uint]
+            at_fdcwd, rename_exchange = -100, 2
+            result = call(at_fdcwd, os.fsencode(a), at_fdcwd, os.fsencode(b), rename_exchange)
+        elif sys.platform == "darwin":
+            call = libc.renamex_np
+            call.argtypes = [ctypes.c_char_p, ctypes.c_char_p, ctypes.c_uint]
+            result = call(os.fsencode(a), os.fsencode(b), 2)  # RENAME_SWAP
+        else:
+            return False
+    except (OSError, AttributeError):
+        return False
+    if result == 0:
+        return True
+    code = ctypes.get_errno()
+    if code in (errno.EINVAL, errno.ENOSYS, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EXDEV):
+        return False
+    raise OSError(code, os.strerror(code), str(b))
+
+
+def _swap_in(new: Path, final: Path) -> None:
+    """Make the complete dataset folder `new` the one at `final`, so that at
+    every instant `final` is the old complete dataset or the new one."""
+    final.parent.mkdir(parents=True, exist_ok=True)
+    if not final.exists():
+        os.rename(new, final)
+    elif _exchange(new, final):
+        shutil.rmtree(new)  # the old dataset, now at the temporary name
+    else:
+        # No atomic exchange here: set the old one aside, then move the new
+        # one in. A kill between the two renames leaves the old one aside;
+        # `load_builder` and the next `prepare` put it back.
+        aside = final.with_name(f"{atomic_files.TMP_PREFIX}{os.getpid()}-old-{final.name}")
+        shutil.rmtree(aside, ignore_errors=True)
+        os.rename(final, aside)
+        try:
+            _pause_for_test("set-aside")
+            os.rename(new, final)
+        except BaseException:
+            os.rename(aside, final)
+            raise
+        shutil.rmtree(aside)
+    atomic_files.fsync_dir(final.parent)
+
+
+def _restore_set_aside(config_dir: Path) -> bool:
+    """Put back each dataset version a killed `_swap_in` set aside in
+    `config_dir` (its process dead) when nothing took its place; True if
+    one was put back."""
+    if not config_dir.is_dir():
+        return False
+    restored = False
+    pattern = re.compile(re.escape(atomic_files.TMP_PREFIX) + r"(\d+)-old-(.+)")
+    for entry in sorted(config_dir.iterdir()):
+        match = pattern.fullmatch(entry.name)
+        if match is None:
+            continue
+        pid, version = int(match.group(1)), match.group(2)
+        if pid != os.getpid() and atomic_files.pid_alive(pid):
+            continue  # a swap in progress
+        if not (config_dir / version).exists():
+            with contextlib.suppress(OSError):
+                os.rename(entry, config_dir / version)
+                restored = True
+    return restored
+
+
+def _remove_leftovers(data_dir: Path) -> list[Path]:
+    """Under the data dir's lock: put back datasets set aside by a killed
+    swap, then remove what killed runs left (our temporary build folders and
+    set-aside datasets, TFDS's `incomplete.*` folders); return what was removed."""
+    removed = atomic_files.remove_stale_temporaries(data_dir)
+    dataset = data_dir / DATASET_NAME
+    if dataset.is_dir():
+        for config_dir in [p for p in dataset.iterdir() if p.is_dir() and not p.is_symlink()]:
+            _restore_set_aside(config_dir)
+            removed += atomic_files.remove_stale_temporaries(config_dir)
+            for entry in config_dir.glob(f"{tfds.core.constants.INCOMPLETE_PREFIX}*"):
+                if entry.is_dir() and not entry.is_symlink():
+                    shutil.rmtree(entry, ignore_errors=True)
+                else:
+                    entry.unlink(missing_ok=True)
+                removed.append(entry)
+    return removed
 
 
 def _generate(builder: SlippiReplays, config) -> str | None:

@@ -39,7 +39,7 @@ import tensorflow as tf
 
 from keras_lstm import atomic_files, baselines, distribute, features, run_backup
 from keras_lstm.backbone import CELL_TYPES, check_positive
-from keras_lstm.data import Windows, make_windows, split_by_game
+from keras_lstm.data import Windows, check_seed, make_windows, split_by_game
 from keras_lstm.folder_lock import FolderLock
 from keras_lstm.evaluate import evaluate_policy
 from keras_lstm.pipeline import TrainInputs, prepared_inputs
@@ -110,15 +110,6 @@ class TrainConfig:
             raise ValueError(f"strategy must be one of {distribute.STRATEGIES}, got {self.strategy!r}")
         if self.strategy == "multi-worker" and not self.data_dir:
             raise ValueError("--strategy multi-worker needs --data-dir: each worker streams its own shard of a prepared dataset")
-
-
-MAX_SEED = 2**32 - 1
-
-
-def check_seed(seed: int) -> None:
-    """Seeds feed numpy and TensorFlow, which take [0, 2**32 - 1]."""
-    if not 0 <= seed <= MAX_SEED:
-        raise ValueError(f"--seed must be between 0 and {MAX_SEED}, got {seed}")
 
 
 class TrainingDiverged(ValueError):

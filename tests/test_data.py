@@ -54,3 +54,15 @@ def test_split_is_by_file_deterministic_and_stable():
     assert split_by_game(files[:1], 0.5, 0) == (files[:1], [])
     with pytest.raises(ValueError, match="val_fraction"):
         split_by_game(files, 1.0, 0)
+
+
+def test_split_takes_names_that_are_not_utf8_and_keeps_the_others_in_place():
+    import os
+
+    files = [f"/r/game_{i}.slp" for i in range(20)]
+    odd = [os.fsdecode(b"/r/g\xff%d.slp" % i) for i in range(5)]  # surrogate escapes, as os.listdir gives them
+    train, val = split_by_game(files + odd, 0.2, seed=0)
+    assert sorted(train + val) == sorted(files + odd) and len(val) == 5
+    # Valid names hash as before (their UTF-8 bytes): adding odd names moves none of them.
+    _, val_plain = split_by_game(files, 0.2, seed=0)
+    assert set(val_plain) == {"/r/game_10.slp", "/r/game_16.slp", "/r/game_5.slp", "/r/game_6.slp"}  # as before this change

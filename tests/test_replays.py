@@ -98,3 +98,46 @@ def test_max_frames_and_default_folder(monkeypatch, tmp_path):
     assert default_replays_dir() == tmp_path
     monkeypatch.delenv("KERAS_LSTM_REPLAYS")
     assert default_replays_dir().name == "Slippi"
+
+
+def _unusable_entries(folder):
+    """A peppi archive, a dangling symbolic link and a symbolic link loop."""
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "archive.slpp").write_bytes(b"not a slippi replay")
+    (folder / "gone.slp").symlink_to(folder / "deleted.slp")
+    (folder / "loop.slp").symlink_to(folder / "loop.slp")
+    return {
+        "archive.slpp": "peppi .slpp archive, not a .slp replay",
+        "gone.slp": "dangling symbolic link",
+        "loop.slp": "symbolic link loop",
+    }
+
+
+def test_unusable_entries_are_named_and_counted_as_skipped(tmp_path):
+    folder = tmp_path / "replays"
+    expected = _unusable_entries(folder)
+    (folder / "good.slp").symlink_to(CLIPS / "peppi_buttons_abxy.slp")
+    paths = find_replays(folder)
+    assert sorted(p.name for p in paths) == sorted([*expected, "good.slp"])
+    seen = []
+    report = load_trajectories(paths, on_skip=lambda p, r: seen.append((p, r)))
+    assert report.replays_used == 1 and report.replays_skipped == 3
+    assert report.counts()["replays_unreadable"] == 3
+    assert seen == report.skipped
+    for path, reason in report.skipped:
+        name = path.rsplit("/", 1)[-1]
+        assert reason.startswith(expected[name]), (name, reason)
+        assert "\n" not in reason
+    assert "slp -f slippi" in dict(seen)[str(folder / "archive.slpp")]
+    with pytest.raises(ReplayError, match="symbolic link loop"):
+        read_game(folder / "loop.slp")
+
+
+def test_a_folder_of_only_unusable_entries_names_each_of_them(tmp_path):
+    expected = _unusable_entries(tmp_path)
+    report = load_trajectories(find_replays(tmp_path))
+    assert report.replays_used == 0
+    assert sorted(p.rsplit("/", 1)[-1] for p, _ in report.skipped) == sorted(expected)
+    # A single .slpp file given as the folder gets the same reason.
+    with pytest.raises(ReplayError, match="peppi .slpp archive"):
+        find_replays(tmp_path / "archive.slpp")

@@ -5,6 +5,12 @@ no-op rebuilds, plain-Python `tfds.builder`, and `keras-lstm prepare`."""
 from __future__ import annotations
 
 import hashlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -15,9 +21,10 @@ from typer.testing import CliRunner
 from cli.main import app
 from keras_lstm import tfds_dataset
 from keras_lstm.data import split_by_game
+from keras_lstm.folder_lock import FolderBusyError, FolderLock
 from keras_lstm.replays import ReplayError, find_replays, load_trajectories
 
-from conftest import BAD, GAMES
+from conftest import BAD, CLIPS, GAMES, REPO
 
 tfds.disable_progress_bar()
 
@@ -183,3 +190,116 @@ def test_prepare_command(tmp_path, replays_dir):
     result = runner.invoke(app, ["prepare", "--replays", str(tmp_path / "nope"), "--data-dir", str(tmp_path / "data")])
     assert result.exit_code == 2
     assert result.output.strip().count("\n") == 0 and "no such folder" in result.output
+
+
+def test_seed_outside_32_bits_is_refused(tmp_path):
+    for seed in (-1, 2**32):
+        with pytest.raises(ValueError, match=f"--seed must be between 0 and 4294967295, got {seed}"):
+            tfds_dataset.SlippiReplaysConfig.make(seed=seed)
+    assert tfds_dataset.SlippiReplaysConfig.make(seed=2**32 - 1).seed == 2**32 - 1
+    folder = _link_folder(tmp_path / "replays", {"peppi_buttons_abxy.slp": CLIPS})
+    with pytest.raises(ValueError, match="--seed must be between"):
+        tfds_dataset.prepare(folder, tmp_path / "data", seed=-1)
+    result = CliRunner().invoke(app, ["prepare", "--replays", str(folder), "--data-dir", str(tmp_path / "data"), "--seed", "-1"])
+    assert result.exit_code == 2
+    assert result.output.strip() == "error: --seed must be between 0 and 4294967295, got -1"
+    assert not (tmp_path / "data").exists()
+
+
+def test_a_data_dir_in_use_is_refused(tmp_path):
+    folder = _link_folder(tmp_path / "replays", {"peppi_buttons_abxy.slp": CLIPS})
+    data_dir = tmp_path / "data"
+    with FolderLock(data_dir, "data dir"):
+        with pytest.raises(FolderBusyError, match=f"data dir is in use by process {os.getpid()}"):
+            tfds_dataset.prepare(folder, data_dir)
+        result = CliRunner().invoke(app, ["prepare", "--replays", str(folder), "--data-dir", str(data_dir)])
+        assert result.exit_code == 2 and result.output.strip().count("\n") == 0
+        assert "data dir is in use by process" in result.output
+    assert not list((data_dir).glob("slippi_replays"))
+
+
+def test_unusable_entries_are_in_the_prepared_metadata(tmp_path):
+    folder = _link_folder(tmp_path / "replays", {"peppi_buttons_abxy.slp": CLIPS, "peppi_dpad_udlr.slp": CLIPS})
+    (folder / "archive.slpp").write_bytes(b"not a slippi replay")
+    (folder / "gone.slp").symlink_to(folder / "deleted.slp")
+    (folder / "loop.slp").symlink_to(folder / "loop.slp")
+    summary = tfds_dataset.prepare(folder, tmp_path / "data", val_fraction=0.0)
+    skipped = dict(summary["skipped"])
+    assert set(skipped) == {"archive.slpp", "gone.slp", "loop.slp"}
+    assert skipped["gone.slp"] == "dangling symbolic link" and skipped["loop.slp"] == "symbolic link loop"
+    assert summary["files"] == 5 and summary["replays_used"] == 2
+    assert summary["replays_skipped"] == summary["replays_unreadable"] == 3
+    meta = tfds_dataset.load_builder(tmp_path / "data", 0.0).info.metadata
+    assert meta["skipped"] == summary["skipped"]
+    # The command names each as it reads it, progress bar on (stderr), and
+    # keeps stdout for the summary.
+    args = ["prepare", "--replays", str(folder), "--data-dir", str(tmp_path / "cli"), "--val-fraction", "0", "--json"]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    assert "skipped archive.slpp: peppi .slpp archive" in result.stderr
+    assert "skipped loop.slp: symbolic link loop" in result.stderr
+    assert json.loads(result.stdout)["skipped"] == summary["skipped"]
+    # Only unusable entries: the one-line "no usable replay" error.
+    for name in ("peppi_buttons_abxy.slp", "peppi_dpad_udlr.slp"):
+        (folder / name).unlink()
+    with pytest.raises(ValueError, match=r"no usable replay for training \(3 of 3 files skipped\)"):
+        tfds_dataset.prepare(folder, tmp_path / "data2", val_fraction=0.0)
+
+
+def _leftovers(data_dir: Path) -> list[Path]:
+    return [p for p in data_dir.rglob("*") if p.name.startswith((".tmp-", "incomplete."))]
+
+
+def _prepare_until_paused(folder: Path, data_dir: Path, stage: str, tmp_path: Path, exchange: bool = True) -> None:
+    """Run prepare in a subprocess that stops at `stage` (the test hook), then
+    kill it there with SIGKILL. `exchange=False`: as on a file system without
+    an atomic exchange of two folders."""
+    signal_file = tmp_path / f"paused-{stage}"
+    env = {**os.environ, tfds_dataset.PAUSE_ENV: f"{stage}:{signal_file}", "TF_CPP_MIN_LOG_LEVEL": "3"}
+    code = "from keras_lstm import tfds_dataset\n"
+    if not exchange:
+        code += "tfds_dataset._exchange = lambda a, b: False\n"
+    code += f"tfds_dataset.prepare({str(folder)!r}, {str(data_dir)!r}, val_fraction=0.0)\n"
+    proc = subprocess.Popen([sys.executable, "-c", code], cwd=REPO, env=env, stderr=subprocess.PIPE)
+    try:
+        deadline = time.monotonic() + 300
+        while not signal_file.exists():
+            if proc.poll() is not None:
+                pytest.fail(f"prepare ended (code {proc.returncode}) before pausing at {stage}: {proc.stderr.read().decode()[-2000:]}")
+            assert time.monotonic() < deadline, f"prepare never reached {stage}"
+            time.sleep(0.05)
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()  # reaped: its process id is dead
+        proc.stderr.close()
+
+
+def _read_all(data_dir: Path) -> tuple[dict, int]:
+    builder = tfds_dataset.load_builder(data_dir, 0.0)
+    trajectories = tfds_dataset.read_trajectories(builder, tfds_dataset.TRAIN)
+    return builder.info.metadata, len(trajectories)
+
+
+@pytest.mark.slow  # a second TensorFlow process: ~5 s each, more on a busy machine
+@pytest.mark.parametrize("stage,exchange", [("generate", True), ("set-aside", False)])
+def test_a_kill_while_preparing_a_changed_folder_keeps_the_old_dataset(tmp_path, replays_dir, stage, exchange):
+    folder = _link_folder(tmp_path / "replays", {"peppi_buttons_abxy.slp": CLIPS, "peppi_dpad_udlr.slp": CLIPS})
+    data_dir = tmp_path / "data"
+    first = tfds_dataset.prepare(folder, data_dir, val_fraction=0.0)
+    (folder / "peppi_cstick_udlr.slp").symlink_to(CLIPS / "peppi_cstick_udlr.slp")
+    # Killed while generating; or, without an atomic exchange, between
+    # setting the old dataset aside and moving the new one in.
+    _prepare_until_paused(folder, data_dir, stage, tmp_path, exchange)
+    # The old dataset, whole (put back by `load_builder` if it was set aside).
+    meta, n = _read_all(data_dir)
+    assert meta["files"] == first["files"] == 2 and n == first["trajectories"] == 2
+    assert meta["fingerprint"] != tfds_dataset.folder_fingerprint(folder.resolve(), tfds_dataset.SlippiReplaysConfig.make(0.0))
+    # A leftover of TFDS's own in-place generation (older versions) is stale too.
+    config_dir = Path(tfds_dataset.load_builder(data_dir, 0.0).data_path).parent
+    (config_dir / "incomplete.ABC123_1.0.0").mkdir()
+    assert _leftovers(data_dir)
+    again = tfds_dataset.prepare(folder, data_dir, val_fraction=0.0)
+    assert again["status"] == "prepared" and again["files"] == 3
+    meta, n = _read_all(data_dir)
+    assert meta["files"] == 3 and n == 3
+    assert _leftovers(data_dir) == []

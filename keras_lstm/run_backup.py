@@ -153,8 +153,6 @@ class RunProgress(keras.callbacks.Callback):
         monitor: the log that decides "best" (lower is better).
         metric_state: the metrics' running sums to put back at the start of
             a resumed epoch (Keras zeroes them at every epoch's start).
-        after_backup: called with each backup's path once it is in place
-            (a hook for tests that kill a run at a known point).
     """
 
     def __init__(
@@ -166,7 +164,6 @@ class RunProgress(keras.callbacks.Callback):
         best_path: str | os.PathLike | None = None,
         monitor: str = "val_loss",
         metric_state: list | None = None,
-        after_backup: Callable[[Path], None] | None = None,
     ):
         super().__init__()
         self.progress = progress
@@ -176,7 +173,6 @@ class RunProgress(keras.callbacks.Callback):
         self.best_path = Path(best_path) if best_path is not None else None
         self.monitor = monitor
         self._metric_state = metric_state
-        self._after_backup = after_backup
         self._since_backup = 0
         self._start = None
 
@@ -230,6 +226,4 @@ class RunProgress(keras.callbacks.Callback):
         self._since_backup = 0
         if self.backup_dir is None:
             return
-        path = save(self.backup_dir, self.model, self.progress, self.steps_per_epoch)
-        if self._after_backup is not None:
-            self._after_backup(path)
+        save(self.backup_dir, self.model, self.progress, self.steps_per_epoch)

@@ -223,14 +223,12 @@ def train(
     callbacks: list | None = None,
     verbose: int | str = "auto",
     on_warning: Callable[[str], None] | None = None,
-    after_backup: Callable[[Path], None] | None = None,
 ) -> dict:
     """Train, save the run folder, and return the final summary (also written
     to `metrics.json`).
 
     Resumes from the run folder's newest complete backup when there is one.
-    `on_warning(message)` hears of damaged backups passed over;
-    `after_backup(path)` is called as each backup lands (a test hook). Raises
+    `on_warning(message)` hears of damaged backups passed over. Raises
     `TrainingDiverged` when the loss became NaN, FolderBusyError when another
     process trains in the same folder.
     """
@@ -241,10 +239,10 @@ def train(
     chief = distribute.is_chief(strategy)
     backup = distribute.backup_dir(out, strategy)
     with FolderLock(out, "run folder", lock_file=".lock" if chief else f".lock-{backup.name}"):
-        return _train_locked(config, strategy, out, backup, on_skip, callbacks, verbose, on_warning, after_backup)
+        return _train_locked(config, strategy, out, backup, on_skip, callbacks, verbose, on_warning)
 
 
-def _train_locked(config, strategy, out, backup, on_skip, callbacks, verbose, on_warning, after_backup) -> dict:
+def _train_locked(config, strategy, out, backup, on_skip, callbacks, verbose, on_warning) -> dict:
     keras.utils.set_random_seed(config.seed)
     _check_resumable(out, backup, config)
     chief = distribute.is_chief(strategy)
@@ -272,7 +270,7 @@ def _train_locked(config, strategy, out, backup, on_skip, callbacks, verbose, on
     val_ds = data.val.dataset(config.batch_size * 4, shuffle=False) if len(data.val) else None
     monitor = "val_loss" if val_ds is not None else "loss"
     recorder = run_backup.RunProgress(
-        progress, steps, backup, config.backup_every_steps, write_dir / BEST_FILE, monitor, metric_state, after_backup
+        progress, steps, backup, config.backup_every_steps, write_dir / BEST_FILE, monitor, metric_state
     )
     fit_callbacks = [
         keras.callbacks.TerminateOnNaN(),  # before the recorder: it never backs up a NaN model

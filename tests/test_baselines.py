@@ -1,6 +1,7 @@
 """Baselines: correct maths on hand-made frames."""
 
 import numpy as np
+import pytest
 
 from keras_lstm import baselines, controller
 
@@ -28,7 +29,11 @@ def test_repeat_baseline_accuracy_and_loss():
     assert prior["per_head_accuracy"]["main_x"] == 0.5
     # a head that never changes and is always the same class costs ~nothing
     assert rep["per_head_loss"]["c_y"] < 1e-3
-    assert rep["loss"] == sum(rep["per_head_loss"].values())
+    # The total is the sum of the 6 per-head losses (positive float64s): any
+    # summation order agrees to ~6 x 1.1e-16 relative. The smallest heads here
+    # (~5e-5 nats of 1.85) are over 1e7 times rel=1e-12 of the total, so a
+    # head left out fails.
+    assert rep["loss"] == pytest.approx(sum(rep["per_head_loss"].values()), rel=1e-12, abs=0)
     assert np.isfinite(rep["loss"]) and np.isfinite(prior["loss"])
 
 

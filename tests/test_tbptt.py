@@ -92,19 +92,56 @@ def test_fit_runs_with_truncation(cell_type):
     assert all(np.any(a != b) for a, b in zip(before, policy.backbone.get_weights()))
 
 
+# One SGD step moves each weight by exactly -lr * gradient, so the weight
+# changes compare the two `train_step`s' gradients. (Not Adam: it divides by
+# the gradient's RMS, so a rounding-level difference in a near-zero gradient
+# element, e.g. 3e-9 in 6e-8, becomes a 1e-5 weight difference, and a
+# comparison after an Adam step depends on the CPU's matmul kernels.)
+# lr is a power of two, so lr * g is exact in float32, and large, so that
+# (w0 - w1) / lr recovers g to within float32 eps * max(|w0| / lr, |g|)
+# ~ eps * |g|: the weights' own rounding does not blur the comparison.
+SGD_LR = 2.0**10
+# Per variable, |g_ours - g_stock| <= GRAD_RTOL * max |g_stock|. Each
+# gradient element is accumulated from the batch x window = 4 x 8 = 32
+# per-frame contributions, each through dot products of up to 127 terms (the
+# encoder projection) and 8 recurrent steps in 2 layers, summed in a
+# different order (and with different kernels) by the two paths: float32
+# rounding over a few hundred accumulated terms is ~300 x 1.2e-7 ~ 4e-5 of
+# the terms' size, which the variable's largest gradient stands for.
+# Observed: <= 5e-7 (with and without oneDNN, oneDNN limited to AVX2). A
+# wrong gate order, a missing term or a misweighted head changes gradients
+# by O(1) relative; one gradient scaled by 1.001 already fails it.
+GRAD_RTOL = 1e-4
+
+
+def _recompile_with_sgd(model):
+    config = model.get_compile_config()  # keeps the stock model's losses and loss weights
+    config["optimizer"] = keras.optimizers.serialize(keras.optimizers.SGD(SGD_LR))
+    model.compile_from_config(config)
+    assert isinstance(model.optimizer, keras.optimizers.SGD)
+
+
 def test_full_bptt_step_matches_stock_keras_step():
-    """One `fit` step of our `train_step` (full BPTT, dropout 0) moves the
-    weights as Keras' own `train_step` does on the same model and batch."""
+    """One `fit` step of our `train_step` (full BPTT, dropout 0) computes the
+    gradient that Keras' own `train_step` computes on the same model and
+    batch (compared through one SGD step, see `SGD_LR`)."""
     from keras_lstm.benchmarks.train_speed import TrainSpeedConfig, build_variant
 
     config = TrainSpeedConfig.quick(cells=("lstm",), window_size=T)
     ours = build_variant("ours_full", "lstm", config, dropout=0.0)
     stock = build_variant("keras_fit", "lstm", config, dropout=0.0)
-    np.testing.assert_array_equal(ours.get_weights()[0], stock.get_weights()[0])
+    assert [v.path for v in ours.weights] == [v.path for v in stock.weights]
+    start = ours.get_weights()
+    for a, b in zip(start, stock.get_weights()):
+        np.testing.assert_array_equal(a, b)
     for model in (ours, stock):
+        _recompile_with_sgd(model)
         model.fit(_batches(batch=config.batch_size, steps=1), epochs=1, verbose=0, shuffle=False)
-    for a, b in zip(ours.get_weights(), stock.get_weights()):
-        np.testing.assert_allclose(a, b, atol=1e-5)
+    for v, w0, a, b in zip(ours.weights, start, ours.get_weights(), stock.get_weights()):
+        grad_ours, grad_stock = (w0 - a) / SGD_LR, (w0 - b) / SGD_LR
+        scale = np.abs(grad_stock).max()
+        assert scale > 0, f"{v.path} got no gradient: the comparison would be vacuous"
+        np.testing.assert_allclose(grad_ours, grad_stock, rtol=0, atol=GRAD_RTOL * scale, err_msg=v.path)
 
 
 def test_evaluate_matches_the_keras_forward_pass():

@@ -24,7 +24,7 @@ def inference(
     tf_threads: Annotated[int, typer.Option(help="TensorFlow intra- and inter-op threads (0: TensorFlow's default). 1 is often faster at batch 1 on a busy CPU.")] = 0,
     json_output: Annotated[bool, typer.Option("--json", help="Print the result as one JSON object.")] = False,
 ):
-    """Per-frame inference latency at batch 1: step, stateful twin, SavedModel signatures, whole policy, window re-run."""
+    """Per-frame inference latency at batch 1: step, stateful twin, SavedModel signatures, whole policy, window re-run; and what the NaN/inf input checks cost (checked vs unchecked, side by side)."""
     from keras_lstm.backbone import CELL_TYPES, check_positive
     from keras_lstm.benchmarks.inference import BenchConfig, format_table, run
 

@@ -32,6 +32,10 @@ def play(
         raise ValueError("give exactly one of --replay FILE.slp or --dolphin PATH")
     if dolphin is not None and iso is None:
         raise ValueError("--dolphin needs --iso (a Melee 1.02 ISO)")
+    if max_frames is not None and max_frames <= 0:
+        raise ValueError(f"--max-frames must be a positive integer, got {max_frames}")
+    if replay is not None:
+        play_lib.check_replay_path(replay)  # before the model loads: a wrong path fails at once
     agent = play_lib.load_agent(model)
     if replay is not None:
         report = play_lib.play_replay(agent, replay, port, max_frames=max_frames)

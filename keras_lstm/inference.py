@@ -130,9 +130,40 @@ def _sigmoid(x):
     return 0.5 * np.tanh(0.5 * x) + 0.5
 
 
+# Whether `check_frame` and `step` reject NaN and inf. Always True, except
+# inside `keras_lstm.benchmarks.inference`, which switches it off for a
+# moment to measure what the checks cost (`unchecked_finite`).
+_CHECK_FINITE = True
+
+
+@contextlib.contextmanager
+def unchecked_finite():
+    """For the benchmark only: the same paths without the NaN/inf checks."""
+    global _CHECK_FINITE
+    before, _CHECK_FINITE = _CHECK_FINITE, False
+    try:
+        yield
+    finally:
+        _CHECK_FINITE = before
+
+
+def _non_finite(arr: np.ndarray, name: str) -> ValueError:
+    """The ValueError for an array holding NaN or inf: how many, and where the first is."""
+    bad = ~np.isfinite(arr)
+    first = np.argwhere(bad)[0]
+    value = arr[tuple(first)]
+    where = ", ".join(str(int(i)) for i in first)
+    return ValueError(
+        f"{name} has {int(bad.sum())} non-finite value(s) (NaN or inf; first: {value} at [{where}]); "
+        "rejected, the recurrent state is unchanged"
+    )
+
+
 def check_frame(frame, width: int, name: str = "frame", dtype=np.float32) -> np.ndarray:
     """`frame` as a C-contiguous `[batch, width]` array of `dtype`, or a
-    ValueError stating the expected shape and dtype."""
+    ValueError stating the expected shape and dtype, or naming the NaN or
+    inf it holds (a float frame must be finite: one NaN would make the
+    recurrent state NaN for every later frame)."""
     expected = f"expected {name} of shape [batch, {width}] and dtype {np.dtype(dtype).name}"
     arr = np.asarray(frame)
     if arr.ndim != 2 or arr.shape[1] != width or arr.shape[0] < 1:
@@ -140,6 +171,10 @@ def check_frame(frame, width: int, name: str = "frame", dtype=np.float32) -> np.
     if np.issubdtype(np.dtype(dtype), np.floating):
         if not np.issubdtype(arr.dtype, np.floating):
             raise ValueError(f"{expected}, got dtype {arr.dtype}")
+        arr = np.ascontiguousarray(arr, dtype=dtype)
+        if _CHECK_FINITE and not np.isfinite(arr).all():
+            raise _non_finite(arr, name)
+        return arr
     elif not np.issubdtype(arr.dtype, np.integer):
         raise ValueError(f"{expected}, got dtype {arr.dtype}")
     return np.ascontiguousarray(arr, dtype=dtype)
@@ -158,6 +193,12 @@ def _check_hidden(hidden, batch: int, hidden_size: int, num_layers: int, per_lay
             f"expected hidden: {num_layers} layer(s) of {kind}, each of shape [{batch}, {hidden_size}] "
             "(see initial_hidden)"
         )
+    if _CHECK_FINITE:
+        parts = ("h", "c")
+        for i, layer in enumerate(hidden):
+            for part, s in zip(parts, layer):
+                if not np.isfinite(s).all():
+                    raise _non_finite(np.asarray(s), f"hidden layer {i} {part}")
 
 
 # ---------------------------------------------------------------------------
@@ -271,6 +312,11 @@ def step(model, frame, hidden) -> tuple[np.ndarray, tuple]:
     Returns:
         `(output [batch, hidden_size] float32, new_hidden)`; `output` is what
         the windowed backbone returns for the window ending at this frame.
+
+    Raises:
+        ValueError: a frame or state of the wrong shape or dtype, or holding
+            NaN or inf (one would make every later state NaN); the message
+            names which, and `hidden` is left as it was.
     """
     fast = model if isinstance(model, NumpyBackbone) else _snapshot(model)
     return fast.step(frame, hidden)
@@ -349,7 +395,9 @@ class PolicyStepper:
         return np.maximum(x, 0.0, out=x)
 
     def logits(self, numeric, categorical) -> dict:
-        """One frame per game -> head logits `{head: [B, ...]}`; advances the state."""
+        """One frame per game -> head logits `{head: [B, ...]}`; advances the state.
+        ValueError for frames of the wrong shape or with NaN or inf in
+        `numeric`: the state is then not advanced."""
         numeric = check_frame(numeric, features.NUMERIC_SIZE, "numeric")
         categorical = check_frame(categorical, features.CATEGORICAL_SIZE, "categorical", np.int64)
         if numeric.shape[0] != self.batch or categorical.shape[0] != self.batch:

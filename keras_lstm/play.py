@@ -68,12 +68,11 @@ class SavedModelAgent:
 
     def __init__(self, path: str | Path):
         import tensorflow as tf
-        from keras_lstm.export import read_metadata
+        from keras_lstm.export import load_saved_model
 
         self.source = str(path)
-        self.meta = read_metadata(path)
+        loaded, self.meta = load_saved_model(path)  # one-line errors naming the damaged file
         self.delay = int(self.meta.get("delay", 0))
-        loaded = tf.saved_model.load(str(path))
         self._loaded = loaded  # keeps the variables alive
         self._serve = loaded.signatures["serving_default"]
         self._reset = loaded.signatures["reset"]
@@ -88,22 +87,51 @@ class SavedModelAgent:
         self._reset()
 
     def act(self, numeric_1xF, categorical_1xC) -> dict:
-        out = self._serve(
-            numeric=self._tf.constant(numeric_1xF, self._tf.float32),
-            categorical=self._tf.constant(categorical_1xC, self._tf.int32),
-        )
+        tf = self._tf
+        try:
+            out = self._serve(numeric=tf.constant(numeric_1xF, tf.float32), categorical=tf.constant(categorical_1xC, tf.int32))
+        except tf.errors.InvalidArgumentError as err:
+            # The model's own input check (NaN or inf in the frame); its held state is unchanged.
+            lines = [line.strip() for line in err.message.splitlines() if line.strip()]
+            reason = next((line for line in lines if "NaN or inf" in line), lines[-1] if lines else type(err).__name__)
+            raise ValueError(f"{self.source}: serving_default rejected the frame ({reason[:200]})") from None
         return {k: v.numpy() for k, v in out.items()}
 
 
 def _saved_model_version(path: Path) -> Path | None:
-    """`path` itself if it holds a SavedModel, else its highest version folder."""
-    if (path / "saved_model.pb").exists():
+    """`path` itself if it is a SavedModel version folder (it holds
+    `saved_model.pb` or `keras_lstm.json`: a damaged one is reported, not
+    skipped), else its highest version folder holding a SavedModel, else None."""
+    from keras_lstm.export import METADATA_FILE
+
+    if path.is_file() and path.name in ("saved_model.pb", METADATA_FILE):
+        return path.parent
+    if not path.is_dir():
+        return None
+    if (path / "saved_model.pb").exists() or (path / METADATA_FILE).exists():
         return path
-    if path.is_dir():
-        versions = sorted((int(p.name), p) for p in path.iterdir() if p.name.isdigit() and (p / "saved_model.pb").exists())
-        if versions:
-            return versions[-1][1]
+    versions = sorted((int(p.name), p) for p in path.iterdir() if p.name.isdigit() and p.is_dir())
+    with_model = [p for _, p in versions if (p / "saved_model.pb").exists()]
+    if with_model:
+        return with_model[-1]
+    if (path / "model.keras").exists():
+        return None  # a run folder
+    if versions:
+        raise FileNotFoundError(
+            f"{path}: no SavedModel in its version folders {[v for v, _ in versions]} (no saved_model.pb); export the model again"
+        )
+    names = sorted(p.name for p in path.iterdir() if p.is_dir() and _saved_model_names(p))
+    if names:
+        raise FileNotFoundError(f"{path}: a SavedModel base folder (models: {', '.join(names)}); give --model {path / names[0]}")
     return None
+
+
+def _saved_model_names(folder: Path) -> bool:
+    """Whether `folder` is a model name folder: a version folder with a SavedModel."""
+    try:
+        return any(p.name.isdigit() and (p / "saved_model.pb").exists() for p in folder.iterdir())
+    except OSError:  # unreadable: not what the user meant
+        return False
 
 
 def load_agent(model: str | Path):
@@ -115,6 +143,11 @@ def load_agent(model: str | Path):
     saved = _saved_model_version(path)
     if saved is not None:
         return SavedModelAgent(saved)
+    if path.is_file() and path.suffix != ".keras":
+        raise ValueError(
+            f"{path}: not a model (--model takes a run folder from keras-lstm train, its model.keras, "
+            "or a SavedModel folder from keras-lstm export)"
+        )
     from keras_lstm.train import load_run
 
     policy, run_info = load_run(path)
@@ -212,6 +245,25 @@ def _replay_stage_id(replay: Path) -> int | None:
     return int(read_game(replay).start.stage)
 
 
+def _check_ports(replay: Path, gamestate, port: int) -> None:
+    """ReplayError naming the file unless `port` plays in a 1v1 game."""
+    ports = sorted(int(p) for p in gamestate.players)  # libmelee's keys are numpy integers
+    if port not in ports:
+        raise ReplayError(replay, f"no player on port {port} (ports in this game: {ports})")
+    if len(ports) != 2:
+        raise ReplayError(replay, f"not a 1v1 game ({len(ports)} players on ports {ports}); play needs a 1v1 replay")
+
+
+def check_replay_path(replay: str | Path) -> Path:
+    """`replay` as a Path, or ReplayError naming it: missing, or a folder."""
+    replay = Path(replay).expanduser()
+    if replay.is_dir():
+        raise ReplayError(replay, "is a folder, not a replay file (expected one .slp file)")
+    if not replay.is_file():
+        raise ReplayError(replay, "no such replay file (expected a .slp file)")
+    return replay
+
+
 def play_replay(agent, replay: str | Path, port: int, max_frames: int | None = None, on_frame=None) -> PlayReport:
     """Drive `agent` frame by frame through libmelee's replay console.
 
@@ -225,9 +277,7 @@ def play_replay(agent, replay: str | Path, port: int, max_frames: int | None = N
     """
     import melee
 
-    replay = Path(replay).expanduser()
-    if not replay.is_file():
-        raise ReplayError(replay, "no such replay file")
+    replay = check_replay_path(replay)
     if max_frames is not None and max_frames <= 0:
         raise ValueError(f"max-frames must be positive, got {max_frames}")
     stage_id = _replay_stage_id(replay)  # also rejects unreadable files with a one-line reason
@@ -244,13 +294,17 @@ def play_replay(agent, replay: str | Path, port: int, max_frames: int | None = N
     checked = False
     with frame_loop():
         while True:
-            gamestate = console.step()
+            try:
+                gamestate = console.step()
+            except Exception as err:  # noqa: BLE001 - libmelee's frame parser fails in many ways on replays it does not support
+                reason = " ".join(str(err).split())[:160]
+                raise ReplayError(replay, f"libmelee cannot read it after {len(latencies_ms)} frame(s) ({type(err).__name__}: {reason})") from None
             if gamestate is None:
                 break
             if gamestate.frame < FIRST_PLAYABLE_FRAME or not gamestate.players:
                 continue
             if not checked:
-                featurizer.opponent_port(gamestate)  # ValueError: no such port / not 1v1
+                _check_ports(replay, gamestate, port)
                 checked = True
             start, cpu_start = time.perf_counter(), time.process_time()
             numeric, categorical, human = featurizer.row(gamestate)

@@ -56,8 +56,8 @@ def test_layout_versions_and_no_leftovers(tmp_path):
         export.export_policy(policy, base, "run", version=2)
     with pytest.raises(ValueError, match="--name"):
         export.export_policy(policy, base, "../escape")
-    # Only version folders: no temporary folder left behind.
-    assert sorted(p.name for p in (base / "run").iterdir()) == ["1", "2", "7"]
+    # Only version folders and the model folder's lock file: no temporary folder left behind.
+    assert sorted(p.name for p in (base / "run").iterdir()) == [".lock", "1", "2", "7"]
 
 
 def test_failed_export_leaves_nothing(tmp_path, monkeypatch):
@@ -154,6 +154,9 @@ def test_cli_export(tmp_path):
     result = runner.invoke(app, ["export", "--model", str(tmp_path / "nothing"), "--base-dir", str(tmp_path / "sm")])
     assert result.exit_code == 2 and "no trained model" in result.output
     assert "Traceback" not in result.output
+    (tmp_path / "file").write_text("")
+    result = runner.invoke(app, ["export", "--model", str(tmp_path / "run"), "--base-dir", str(tmp_path / "file")])
+    assert result.exit_code == 2 and f"{tmp_path / 'file'}: is a file, not a folder (--base-dir" in result.output
 
 
 def test_export_holds_weights_once_without_optimizer_slots(tmp_path):

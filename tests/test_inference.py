@@ -65,6 +65,68 @@ def test_step_rejects_wrong_frames(cell_type):
         inference.step(object(), np.zeros((1, E), np.float32), hidden)
 
 
+def test_step_rejects_non_finite_frames_and_states(cell_type):
+    keras.utils.set_random_seed(0)
+    backbone = build_backbone(cell_type, E, U, L)
+    x = _frames(batch=2)
+    hidden = inference.initial_hidden(2, U, L, cell_type)
+    for t in range(3):
+        _, hidden = inference.step(backbone, x[:, t], hidden)
+    kept = [s.copy() for layer in hidden for s in layer]
+    for value in (np.nan, np.inf, -np.inf):
+        bad = x[:, 3].copy()
+        bad[1, 4] = value
+        with pytest.raises(ValueError, match=r"frame has 1 non-finite value\(s\) \(NaN or inf; first: .* at \[1, 4\]\)"):
+            inference.step(backbone, bad, hidden)
+        with pytest.raises(ValueError, match="frame has 1 non-finite"):
+            inference.NumpyBackbone(backbone).step(bad, hidden)
+    for layer, part in ((0, 0), (1, len(hidden[1]) - 1)):
+        poisoned = [list(states) for states in hidden]
+        poisoned[layer][part] = hidden[layer][part].copy()
+        poisoned[layer][part][0, 2] = np.nan
+        name = f"hidden layer {layer} {'hc'[part]}"
+        with pytest.raises(ValueError, match=f"{name} has 1 non-finite"):
+            inference.step(backbone, x[:, 3], poisoned)
+    for got, want in zip((s for layer in hidden for s in layer), kept):
+        np.testing.assert_array_equal(got, want)
+    out, _ = inference.step(backbone, x[:, 3], hidden)
+    np.testing.assert_allclose(out, backbone(x[:, :4], training=False).numpy(), atol=1e-5)
+
+
+def test_policy_stepper_rejects_non_finite_frames_and_keeps_its_state(cell_type):
+    keras.utils.set_random_seed(1)
+    policy = build_policy(cell_type, embed_size=E, hidden_size=U, num_layers=L)
+    rng = np.random.default_rng(4)
+    numeric = rng.normal(size=(4, 1, features.NUMERIC_SIZE)).astype(np.float32)
+    categorical = np.zeros((4, 1, features.CATEGORICAL_SIZE), np.int32)
+    reference, stepper = inference.PolicyStepper(policy), inference.PolicyStepper(policy)
+    for t in range(3):
+        expected = reference.act(numeric[t], categorical[t])
+        stepper.act(numeric[t], categorical[t])
+    before = stepper.hidden
+    for value in (np.nan, np.inf):
+        bad = numeric[3].copy()
+        bad[0, 10] = value
+        with pytest.raises(ValueError, match=r"numeric has 1 non-finite value\(s\).*state is unchanged"):
+            stepper.act(bad, categorical[3])
+        with pytest.raises(ValueError, match="numeric has 1 non-finite"):
+            stepper.logits(bad, categorical[3])
+        assert stepper.hidden is before
+    expected = reference.act(numeric[3], categorical[3])
+    got = stepper.act(numeric[3], categorical[3])  # as if the bad frames never came
+    for key in expected:
+        np.testing.assert_allclose(got[key], expected[key], atol=1e-6, err_msg=key)
+    assert all(np.isfinite(s).all() for layer in stepper.hidden for s in layer)
+
+
+def test_unchecked_finite_is_only_for_the_benchmark():
+    assert inference._CHECK_FINITE
+    with inference.unchecked_finite():
+        assert not inference._CHECK_FINITE
+        inference.check_frame(np.full((1, E), np.nan, np.float32), E)  # no check: what the benchmark compares with
+    assert inference._CHECK_FINITE
+
+
 def test_step_snapshot_and_refresh():
     backbone = build_backbone("lstm", E, U, L)
     x = _frames(batch=1)[:, 0]
@@ -149,5 +211,10 @@ def test_bench_inference_cli_runs_every_path():
     for name in ("step (numpy)", "stateful twin", "SavedModel serving_default", "SavedModel step", "SavedModel window",
                  "whole policy per frame", "window re-run", "window re-run / step"):
         assert name in result.output, name
+    # The NaN/inf checks' cost, checked vs unchecked side by side, for each checked path.
+    assert "NaN/inf input checks" in result.output
+    table = result.output[result.output.index("NaN/inf input checks"):]
+    for name in ("step (numpy)", "PolicyStepper.act", "SavedModel serving_default", "SavedModel step"):
+        assert f"| {name}" in table, name
     bad = CliRunner().invoke(app, ["bench", "inference", "--backbone", "rnn"])
     assert bad.exit_code == 2 and "backbone must be one of" in bad.output

@@ -108,7 +108,10 @@ def test_cli_play(tmp_path):
         (["--port", "5", "--replay", str(REPLAY)], "--port must be"),
         (["--port", "3", "--replay", str(REPLAY)], "no player on port 3"),
         (["--port", "1", "--replay", str(tmp_path / "missing.slp")], "no such replay"),
-        (["--port", "1", "--replay", str(GAMES / "slippi-js_doubles.slp")], "not a 1v1"),
+        (["--port", "1", "--replay", str(tmp_path)], f"{tmp_path}: is a folder, not a replay file (expected one .slp file)"),
+        (["--port", "1", "--replay", str(GAMES / "slippi-js_doubles.slp")],
+         f"{GAMES / 'slippi-js_doubles.slp'}: not a 1v1 game (4 players on ports [1, 2, 3, 4])"),
+        (["--port", "1", "--replay", str(GAMES / "peppi_v0.1.slp")], f"{GAMES / 'peppi_v0.1.slp'}: libmelee cannot read it"),
         (["--port", "1"], "exactly one of"),
     ]
     for args, message in bad:

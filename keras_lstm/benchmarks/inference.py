@@ -10,11 +10,17 @@
   backbone step -> heads -> decoded controller (numpy `PolicyStepper`);
 - the naive approach: re-running the windowed backbone on the last 60 frames
   every frame (`tf.function`);
+- what the NaN/inf input checks cost: each checked path (numpy `step`,
+  `PolicyStepper.act`, SavedModel `serving_default` and `step`) against the
+  same path without them (`inference.unchecked_finite()`, a SavedModel
+  exported with `check_inputs=False`), called alternately so that both see
+  the same load;
 
-and reports median and p99 in milliseconds, the window/step ratio and the
-targets. Latency does not depend on the weights' values, so by default the
-policy is freshly initialised; `--model` times a trained run instead. The
-machine is shared, so numbers are noisy: compare medians within one run.
+and reports median and p99 in milliseconds, the window/step ratio, the
+checks' overhead and the targets. Latency does not depend on the weights'
+values, so by default the policy is freshly initialised; `--model` times a
+trained run instead. The machine is shared, so numbers are noisy: compare
+medians within one run.
 """
 
 from __future__ import annotations
@@ -34,6 +40,7 @@ TARGETS_MS = {
     "SavedModel serving_default": ("median", 0.5),
 }
 MIN_WINDOW_OVER_STEP = 30.0
+MAX_CHECK_OVERHEAD = 0.10  # the NaN/inf input checks may add at most 10 % to a call
 
 
 @dataclasses.dataclass
@@ -66,6 +73,56 @@ def time_calls(fn: Callable[[], object], iterations: int, warmup: int) -> tuple[
         fn()
         wall[i], cpu[i] = clock() - start, cpu_clock() - cpu_start
     return wall * 1e3, cpu * 1e3
+
+
+def time_alternating(fn_a: Callable[[], object], fn_b: Callable[[], object], iterations: int, warmup: int) -> tuple[np.ndarray, np.ndarray]:
+    """Wall-clock ms of `iterations` calls of each of `fn_a` and `fn_b`,
+    called alternately (a, b, a, b...) so that both see the same load."""
+    for _ in range(warmup):
+        fn_a()
+        fn_b()
+    a, b = np.empty(iterations), np.empty(iterations)
+    clock = time.perf_counter
+    for i in range(iterations):
+        start = clock()
+        fn_a()
+        middle = clock()
+        fn_b()
+        end = clock()
+        a[i], b[i] = middle - start, end - middle
+    return a * 1e3, b * 1e3
+
+
+def _alternate_numpy_checks(inference, fn: Callable[[], object], iterations: int, warmup: int):
+    """`time_alternating` of `fn` with and without the numpy NaN/inf checks
+    (the module flag that `inference.unchecked_finite` sets, set the same way
+    before both calls so that neither pays more for the switch)."""
+
+    def with_checks(on: bool):
+        def call():
+            inference._CHECK_FINITE = on
+            fn()
+
+        return call
+
+    try:
+        return time_alternating(with_checks(True), with_checks(False), iterations, warmup)
+    finally:
+        inference._CHECK_FINITE = True
+
+
+def _overhead_row(name: str, checked_unchecked_ms: tuple[np.ndarray, np.ndarray]) -> dict:
+    checked, unchecked = (float(np.median(t)) for t in checked_unchecked_ms)
+    overhead = checked / unchecked - 1.0 if unchecked > 0 else None
+    return {
+        "name": name,
+        "checked_median_ms": checked,
+        "unchecked_median_ms": unchecked,
+        "overhead": overhead,
+        "target": f"< {MAX_CHECK_OVERHEAD:.0%}",
+        "meets_target": overhead is not None and overhead < MAX_CHECK_OVERHEAD,
+        "calls": int(checked_unchecked_ms[0].size),
+    }
 
 
 def _row(name: str, times_ms: tuple[np.ndarray, np.ndarray], note: str = "") -> dict:
@@ -125,12 +182,17 @@ def run(config: BenchConfig, on_row: Callable[[dict], None] | None = None) -> di
         # Must happen before TensorFlow runs its first op in this process.
         tf.config.threading.set_intra_op_parallelism_threads(config.tf_threads)
         tf.config.threading.set_inter_op_parallelism_threads(config.tf_threads)
-    rows = []
+    rows, check_rows = [], []
 
     def add(row):
         rows.append(row)
         if on_row is not None:
             on_row(row)
+
+    def add_check(row):
+        check_rows.append(row)
+        if on_row is not None:
+            on_row({"name": f"input checks: {row['name']}", "median_ms": row["checked_median_ms"]})
 
     if config.model:
         from keras_lstm.train import load_run
@@ -153,6 +215,8 @@ def run(config: BenchConfig, on_row: Callable[[dict], None] | None = None) -> di
             _, hidden[0] = inference.step(backbone, frame_1xE, hidden[0])
 
         add(_row("step (numpy)", time_calls(numpy_step, n, w), "keras_lstm.inference.step"))
+
+        add_check(_overhead_row("step (numpy)", _alternate_numpy_checks(inference, numpy_step, n, w)))
 
     # 2. the stateful=True twin, through a tf.function (never eager or predict()).
     twin = inference.stateful_twin(backbone)
@@ -180,6 +244,26 @@ def run(config: BenchConfig, on_row: Callable[[dict], None] | None = None) -> di
         add(_row("SavedModel step (explicit h/c)", time_calls(saved_step, n, w), "whole policy, stateless"))
         reset = sig["reset"]
         add(_row("SavedModel reset", time_calls(lambda: reset(), n, w), "once per game"))
+
+        # The same SavedModel without the NaN/inf (and batch) input checks.
+        unchecked_module = export.PolicyServingModule(policy, check_inputs=False)
+        unchecked_path = Path(tmp) / "unchecked"
+        tf.saved_model.save(unchecked_module, str(unchecked_path), signatures=unchecked_module.signatures())
+        unchecked = tf.saved_model.load(str(unchecked_path))
+        serving_unchecked = unchecked.signatures["serving_default"]
+        add_check(_overhead_row("SavedModel serving_default", time_alternating(
+            lambda: serving(numeric=numeric_1xF, categorical=categorical_1xC),
+            lambda: serving_unchecked(numeric=numeric_1xF, categorical=categorical_1xC), n, w)))
+        step_unchecked = unchecked.signatures["step"]
+        state_unchecked = dict(state)
+
+        def saved_step_unchecked():
+            out = step_unchecked(numeric=numeric_1xF, categorical=categorical_1xC, **state_unchecked)
+            for k in state_unchecked:
+                state_unchecked[k] = out[k]
+
+        add_check(_overhead_row("SavedModel step (explicit h/c)", time_alternating(saved_step, saved_step_unchecked, n, w)))
+        del unchecked, unchecked_module, serving_unchecked, step_unchecked
         T = config.window_size
         win_numeric = tf.constant(rng.normal(size=(1, T, features.NUMERIC_SIZE)).astype(np.float32))
         win_categorical = tf.constant(np.zeros((1, T, features.CATEGORICAL_SIZE), np.int32))
@@ -208,6 +292,15 @@ def run(config: BenchConfig, on_row: Callable[[dict], None] | None = None) -> di
         add({"name": "whole policy per frame", "median_ms": None, "p99_ms": None, "cpu_median_ms": None, "cpu_p99_ms": None,
              "calls": 0, "note": "skipped: no replay (--replay FILE.slp)"})
 
+    # The whole policy per frame without features, for the checks' overhead
+    # (random frames: the cost does not depend on the values).
+    act_stepper = inference.PolicyStepper(policy)
+    act_numeric = rng.normal(size=(1, features.NUMERIC_SIZE)).astype(np.float32)
+    act_categorical = np.zeros((1, features.CATEGORICAL_SIZE), np.int32)
+    with inference.frame_loop():
+        add_check(_overhead_row("PolicyStepper.act", _alternate_numpy_checks(
+            inference, lambda: act_stepper.act(act_numeric, act_categorical), n, w)))
+
     # 5. the naive way: re-run the windowed backbone on the last window every frame.
     window_fn = tf.function(lambda x: backbone(x, training=False), input_signature=[tf.TensorSpec([1, config.window_size, E], tf.float32)])
     window_x = tf.constant(rng.normal(size=(1, config.window_size, E)).astype(np.float32))
@@ -222,6 +315,8 @@ def run(config: BenchConfig, on_row: Callable[[dict], None] | None = None) -> di
         "load_average_1min": round(os.getloadavg()[0], 2) if hasattr(os, "getloadavg") else None,
         "cpu_count": os.cpu_count(),
         "rows": rows,
+        "input_checks": check_rows,
+        "input_checks_meet_target": all(r["meets_target"] for r in check_rows),
         "window_over_step": ratio,
         "window_over_step_target": MIN_WINDOW_OVER_STEP,
         "window_over_step_meets_target": ratio is not None and ratio >= MIN_WINDOW_OVER_STEP,
@@ -256,4 +351,17 @@ def format_table(result: dict) -> str:
     ok = "met" if result["window_over_step_meets_target"] else "MISSED"
     lines.append("")
     lines.append(f"window re-run / step (medians): {ratio:.0f}x (target >= {MIN_WINDOW_OVER_STEP:.0f}x: {ok})")
+    lines += [
+        "",
+        "NaN/inf input checks, checked vs unchecked, called alternately:",
+        "",
+        "| path | checked median ms | unchecked median ms | overhead | target | |",
+        "|---|---:|---:|---:|---|---|",
+    ]
+    for r in result.get("input_checks", []):
+        overhead = "-" if r["overhead"] is None else f"{r['overhead']:+.1%}"
+        lines.append(
+            f"| {r['name']} | {ms(r['checked_median_ms'])} | {ms(r['unchecked_median_ms'])} | {overhead} "
+            f"| {r['target']} | {'met' if r['meets_target'] else 'MISSED'} |"
+        )
     return "\n".join(lines)

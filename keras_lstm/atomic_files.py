@@ -44,11 +44,19 @@ def fsync_dir(folder: Path) -> None:
 
 
 def fsync_tree(path: Path) -> None:
-    """fsync every file below `path` (or `path` itself if it is a file)."""
-    files = [path] if path.is_file() else [p for p in path.rglob("*") if p.is_file()]
-    for file in files:
-        with open(file, "rb") as f:
+    """fsync `path` and, for a folder, every file and folder below it (a
+    folder's entries must reach the disk too, or a crash after the rename can
+    leave a version with missing files)."""
+    if path.is_file():
+        with open(path, "rb") as f:
             os.fsync(f.fileno())
+        return
+    for entry in [*path.rglob("*"), path]:
+        if entry.is_dir():
+            fsync_dir(entry)
+        elif entry.is_file():
+            with open(entry, "rb") as f:
+                os.fsync(f.fileno())
 
 
 @contextlib.contextmanager

@@ -60,7 +60,7 @@ import numpy as np
 import tensorflow as tf
 
 from keras_lstm import controller, features
-from keras_lstm.atomic_files import pid_alive, read_json, remove_stale_temporaries, temporary_path
+from keras_lstm.atomic_files import fsync_dir, fsync_tree, pid_alive, read_json, remove_stale_temporaries, temporary_path
 from keras_lstm.folder_lock import FolderBusyError, FolderLock
 
 DEFAULT_BASE_DIR = "savedmodels"
@@ -308,20 +308,6 @@ def remove_stale_exports(model_dir: Path) -> list[Path]:
     return removed
 
 
-def _fsync_export(folder: Path) -> None:
-    """Flush every file below `folder` and the folders themselves (their
-    entries) to disk, so that after the rename a crash cannot leave a version
-    with missing data."""
-    for path in [*(p for p in folder.rglob("*") if p.is_file()), *(p for p in folder.rglob("*") if p.is_dir()), folder]:
-        fd = os.open(path, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        except OSError:
-            pass  # some file systems refuse fsync on a folder
-        finally:
-            os.close(fd)
-
-
 def _lock_model_dir(model_dir: Path) -> FolderLock:
     """The model folder's lock, waiting up to LOCK_WAIT_S for another export."""
     deadline = time.monotonic() + LOCK_WAIT_S
@@ -359,14 +345,7 @@ def _publish(tmp: Path, model_dir: Path, version: int | None) -> Path:
                     raise ValueError(f"{final} already exists (versions are never overwritten; pick another --version or omit it)") from None
                 raise
             break
-        try:
-            fd = os.open(model_dir, os.O_RDONLY)
-            try:
-                os.fsync(fd)
-            finally:
-                os.close(fd)
-        except OSError:
-            pass
+        fsync_dir(model_dir)
     finally:
         lock.release()
     return final
@@ -420,7 +399,7 @@ def export_policy(policy, base_dir: str | os.PathLike, name: str, version: int |
             **(metadata or {}),
         }
         (tmp / METADATA_FILE).write_text(json.dumps(meta, indent=1))  # inside the folder that is renamed whole
-        _fsync_export(tmp)
+        fsync_tree(tmp)
         if _before_publish is not None:
             _before_publish(tmp)
         final = _publish(tmp, model_dir, version)

@@ -155,7 +155,7 @@ def quick_protocol(replays: str, **overrides) -> Protocol:
         epochs=1,
         batch_size=16,
         max_frames=4000,
-        truncations=(None, 20, 10),
+        truncations=(None, 10),
         carried_state="always",
         carried_streams=8,
         latency_steps=20,

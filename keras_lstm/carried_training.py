@@ -223,7 +223,8 @@ def train_carried(
 def _train_carried_locked(config, out, streams, segment_frames, piece_frames, callbacks, verbose) -> dict:
     from keras_lstm.backbone import build_backbone
     from keras_lstm.evaluate import evaluate_policy
-    from keras_lstm.train import METRICS_FILE, MODEL_FILE, RUN_FILE, load_split
+    from keras_lstm.run_folder import METRICS_FILE, MODEL_FILE, RUN_FILE
+    from keras_lstm.train import load_split
 
     data = load_split(config)
     arrays = [features.align(t, config.delay) for t in data.train_report.trajectories]

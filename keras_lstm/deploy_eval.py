@@ -214,7 +214,7 @@ def evaluate_deployed_run(model_dir: str | Path, chunk_frames: int = DEFAULT_CHU
     """`evaluate_deployed` on a run folder's own validation games (from
     `run.json`), read in full, with the run's window size and stride."""
     from keras_lstm.replays import load_trajectories
-    from keras_lstm.train import load_run
+    from keras_lstm.run_folder import load_run
 
     policy, run = load_run(model_dir)
     cfg = run["config"]

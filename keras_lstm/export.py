@@ -411,7 +411,7 @@ def export_policy(policy, base_dir: str | os.PathLike, name: str, version: int |
 
 def export_run(model: str | os.PathLike, base_dir: str | os.PathLike = DEFAULT_BASE_DIR, name: str | None = None, version: int | None = None) -> Path:
     """Export a run folder written by `keras-lstm train` (or its `.keras` file)."""
-    from keras_lstm.train import load_run
+    from keras_lstm.run_folder import load_run
 
     path = Path(model).expanduser()
     if (path / "saved_model.pb").exists() or (path / METADATA_FILE).exists():

@@ -148,7 +148,7 @@ def load_agent(model: str | Path):
             f"{path}: not a model (--model takes a run folder from keras-lstm train, its model.keras, "
             "or a SavedModel folder from keras-lstm export)"
         )
-    from keras_lstm.train import load_run
+    from keras_lstm.run_folder import load_run
 
     policy, run_info = load_run(path)
     agent = StepperAgent(policy, int(run_info.get("config", {}).get("delay", 0)))

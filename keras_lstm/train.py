@@ -1,21 +1,10 @@
 """Training a policy on a folder of replays, under `model.fit`.
 
-The run folder (`--output`) holds everything a run makes:
-
-    model.keras      the trained policy (last epoch)
-    best.keras       the policy with the best validation loss so far
-    run.json         the configuration, the file split and the baselines' statistics
-    metrics.json     the final summary (validation loss, accuracies, baselines, speed)
-    history.json     per-epoch losses and accuracies
-    logs/            TensorBoard logs
-    backup/          backups while a run is going (`keras_lstm.run_backup`; removed at the end)
-    .lock            held by the process training in this folder (`keras_lstm.folder_lock`)
-
-Every file is written under a temporary name and renamed into place
-(`keras_lstm.atomic_files`), so each is whole or absent; `backup/` is removed
-only after all of them are in place. Starting again with the same `--output`
-after a kill resumes from the newest complete backup, at the batch where it
-was taken, in the same batch order: the run ends as if never stopped.
+Everything a run makes goes to its run folder (`--output`; names and reading
+it back: `keras_lstm.run_folder`). Starting again with the same `--output`
+after a kill resumes from the newest complete backup (`keras_lstm.run_backup`),
+at the batch where it was taken, in the same batch order: the run ends as if
+never stopped. `backup/` is removed only after every other file is in place.
 
 The data comes from a replay folder (`replays`, parsed at each run) or from a
 dataset prepared once (`data_dir`, see `keras_lstm.tfds_dataset`; streamed by
@@ -41,16 +30,12 @@ from keras_lstm import atomic_files, baselines, distribute, features, run_backup
 from keras_lstm.backbone import CELL_TYPES, check_positive
 from keras_lstm.data import Windows, check_seed, make_windows, split_by_game
 from keras_lstm.folder_lock import FolderLock
+from keras_lstm.run_folder import BEST_FILE, HISTORY_FILE, METRICS_FILE, MODEL_FILE, RUN_FILE, check_resumable, load_run
 from keras_lstm.evaluate import evaluate_policy
 from keras_lstm.pipeline import TrainInputs, prepared_inputs
 from keras_lstm.policy import build_policy
 from keras_lstm.replays import LoadReport, find_replays, load_trajectories
 
-MODEL_FILE = "model.keras"
-BEST_FILE = "best.keras"
-RUN_FILE = "run.json"
-METRICS_FILE = "metrics.json"
-HISTORY_FILE = "history.json"
 
 
 @dataclasses.dataclass
@@ -198,25 +183,6 @@ def _combined_counts(*reports: LoadReport) -> dict:
     return total
 
 
-# Options that may differ when a killed run is started again.
-_RESUME_MAY_CHANGE = {"epochs", "output", "backup_every_steps"}
-
-
-def _check_resumable(out: Path, backup: Path, config: TrainConfig) -> None:
-    """Refuse to resume a backup made with other options: its weights would
-    not fit, or would silently continue a different experiment."""
-    if not run_backup.exists(backup) or not (out / RUN_FILE).exists():
-        return
-    before = atomic_files.read_json(out / RUN_FILE, "run.json").get("config", {})
-    now = dataclasses.asdict(config)
-    changed = sorted(k for k in now if k not in _RESUME_MAY_CHANGE and before.get(k) != now[k])
-    if changed:
-        raise ValueError(
-            f"{out} holds an unfinished run with other options ({', '.join(changed)}); "
-            f"use the same options to resume, another --output, or delete {backup}"
-        )
-
-
 def train(
     config: TrainConfig,
     on_skip: Callable[[str, str], None] | None = None,
@@ -244,7 +210,7 @@ def train(
 
 def _train_locked(config, strategy, out, backup, on_skip, callbacks, verbose, on_warning) -> dict:
     keras.utils.set_random_seed(config.seed)
-    _check_resumable(out, backup, config)
+    check_resumable(out, backup, dataclasses.asdict(config))
     chief = distribute.is_chief(strategy)
     write_dir = distribute.write_dir(out, strategy)  # the run folder, or a temporary one for a non-chief worker
     atomic_files.remove_stale_temporaries(write_dir)
@@ -347,33 +313,6 @@ def _train_locked(config, strategy, out, backup, on_skip, callbacks, verbose, on
     shutil.rmtree(backup, ignore_errors=True)
     distribute.cleanup(write_dir, out)
     return summary
-
-
-def load_run(model_dir: str | Path):
-    """`(policy, run_info)` from a run folder (or a `.keras` file inside one)."""
-    path = Path(model_dir).expanduser()
-    model_file = path if path.suffix == ".keras" else path / MODEL_FILE
-    run_file = model_file.parent / RUN_FILE
-    if not model_file.exists():
-        raise FileNotFoundError(f"{model_file}: no trained model here (expected {MODEL_FILE} from keras-lstm train)")
-    if not run_file.exists():
-        raise FileNotFoundError(f"{run_file}: missing (written by keras-lstm train next to the model)")
-    run_info = atomic_files.read_json(run_file, "run.json")
-    if not isinstance(run_info, dict) or "config" not in run_info:
-        raise ValueError(f"{run_file}: not a run.json written by keras-lstm train (no config)")
-    if run_info.get("feature_version") != features.FEATURE_VERSION:
-        raise ValueError(
-            f"{run_file}: model trained on features version {run_info.get('feature_version')}, "
-            f"this keras-lstm computes version {features.FEATURE_VERSION}; retrain it"
-        )
-    if not model_file.is_file():
-        raise ValueError(f"{model_file}: not a file (expected {MODEL_FILE} from keras-lstm train)")
-    try:
-        policy = keras.models.load_model(model_file)
-    except Exception as err:  # noqa: BLE001 - Keras raises many kinds for a damaged archive
-        reason = " ".join(str(err).split())[:160] or type(err).__name__
-        raise ValueError(f"{model_file}: damaged or not a Keras model ({type(err).__name__}: {reason}); train again or restore it") from None
-    return policy, run_info
 
 
 def evaluate_folder(

@@ -195,7 +195,7 @@ def run(config: BenchConfig, on_row: Callable[[dict], None] | None = None) -> di
             on_row({"name": f"input checks: {row['name']}", "median_ms": row["checked_median_ms"]})
 
     if config.model:
-        from keras_lstm.train import load_run
+        from keras_lstm.run_folder import load_run
 
         policy, _ = load_run(config.model)
     else:

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import keras
 
+from keras_lstm import recurrent
+
 CELL_TYPES = ("lstm", "gru")
 
 
@@ -105,6 +107,20 @@ class RecurrentBackbone(keras.Model):
     @property
     def states_per_layer(self) -> int:
         return 2 if self.cell_type == "lstm" else 1
+
+    # === Explicit state (shared by training, evaluation, play and export) ===
+
+    def initial_state(self, batch_size) -> tuple:
+        """The zero state: per layer `(h, c)` (LSTM) or `(h,)` (GRU), each `[batch, hidden]`."""
+        return recurrent.zero_state(self, batch_size)
+
+    def unroll(self, frames_BxTxE, state, training: bool = False) -> tuple:
+        """`(outputs [B, T, hidden], new_state)` over a sequence from `state`."""
+        return recurrent.backbone_unroll(self, frames_BxTxE, state, training)
+
+    def step(self, frame_BxE, state) -> tuple:
+        """`(output [B, hidden], new_state)` for one frame per sequence (inference: no dropout)."""
+        return recurrent.tf_step(self.cell_type, [layer.cell for layer in self.recurrent_layers], frame_BxE, state)
 
     def get_config(self):
         return {

@@ -59,7 +59,7 @@ from typing import Callable
 import numpy as np
 import tensorflow as tf
 
-from keras_lstm import controller, features
+from keras_lstm import controller, features, recurrent
 from keras_lstm.atomic_files import fsync_dir, fsync_tree, pid_alive, read_json, remove_stale_temporaries, temporary_path
 from keras_lstm.folder_lock import FolderBusyError, FolderLock
 
@@ -179,25 +179,8 @@ class PolicyServingModule(tf.Module):
         x = tf.concat([numeric_BxF, actions, characters, stage], axis=1)
         x = tf.nn.relu(tf.matmul(x, encoder.projection.kernel) + encoder.projection.bias)
 
-        new_state = []
-        for layer, layer_state in zip(self.backbone.recurrent_layers, state):
-            cell = layer.cell
-            if self.has_c:
-                h, c = layer_state
-                z = tf.matmul(x, cell.kernel) + tf.matmul(h, cell.recurrent_kernel) + cell.bias
-                i, f, g, o = tf.split(z, 4, axis=1)  # Keras' gate order
-                c = tf.sigmoid(f) * c + tf.sigmoid(i) * tf.tanh(g)
-                x = tf.sigmoid(o) * tf.tanh(c)
-                new_state.append((x, c))
-            else:
-                (h,) = layer_state
-                input_bias, recurrent_bias = tf.unstack(cell.bias)
-                x_z, x_r, x_h = tf.split(tf.matmul(x, cell.kernel) + input_bias, 3, axis=1)
-                h_z, h_r, h_h = tf.split(tf.matmul(h, cell.recurrent_kernel) + recurrent_bias, 3, axis=1)
-                update = tf.sigmoid(x_z + h_z)
-                reset = tf.sigmoid(x_r + h_r)
-                x = update * h + (1.0 - update) * tf.tanh(x_h + reset * h_h)
-                new_state.append((x,))
+        cells = [layer.cell for layer in self.backbone.recurrent_layers]
+        x, new_state = recurrent.tf_step(self.cell_type, cells, x, state)
 
         kernel = tf.concat([layer.kernel for layer in self.heads], axis=1)
         bias = tf.concat([layer.bias for layer in self.heads], axis=0)

@@ -1,31 +1,27 @@
-"""Stateful inference: one frame in, one action out, the recurrent state carried.
+"""Stateful inference: one frame in, one action out, the state carried.
 
-A trained backbone reads windows of frames; at play time we feed one frame per
-game frame and carry the recurrent state instead of re-running the window.
+Every network here has the same explicit-state API, so training and play call
+the same code: `initial_state(batch)`, `step(frame, state) -> (output, state)`
+and `unroll(frames, state) -> (outputs, state)`, with one state layout (a
+tuple per layer, `(h, c)` for LSTM and `(h,)` for GRU, each `[batch, hidden]`):
+
+- `RecurrentBackbone` and `BehaviorCloningPolicy` (TF; `step` is the
+  SavedModel's one-frame form, `recurrent.tf_step`);
+- `NumpyBackbone` (numpy over a snapshot of the weights, `recurrent.numpy_step`:
+  no TensorFlow dispatch, the frame loop's fast path) and `PolicyStepper`, the
+  whole policy on it (features -> encoder -> backbone -> heads -> controller);
+- `stateful_twin(backbone)`: the Keras way, a `stateful=True` copy at batch 1
+  (`reset_twin` zeroes it).
+
+The seed's names stay as thin aliases:
 
     hidden = initial_hidden(1, hidden_size=256, cell_type="lstm")
     output_BxU, hidden = step(backbone, frame_BxE, hidden)
 
-Stepping N frames from `initial_hidden` equals the windowed backbone on the
-same N frames (`tests/test_inference.py` holds them equal, LSTM and GRU).
-
-Three ways to step, all reading the same trained weights:
-
-- `step` / `NumpyBackbone` / `PolicyStepper`: plain numpy over a snapshot of
-  the Keras weights, with each layer's gate matrices fused into one
-  `[input + hidden, gates]` matrix, so a step is one matmul per layer. This
-  is the fast path for a frame loop in Python (no TensorFlow dispatch).
-  It is a second copy of the cell math: the tests hold it equal to the
-  Keras layers (max difference < 1e-5).
-- `stateful_twin(backbone)`: the Keras way, a `stateful=True` copy of the
-  backbone at batch 1 that takes one frame per call (`reset_twin` zeroes it).
-- `keras_lstm.export`: a SavedModel (its own lean TF graph of one step over
-  the Keras variables, also held equal by tests), for TF Serving or any TF
-  runtime.
-
+`tests/test_recurrent_forms.py` holds every form equal to the Keras layers.
 The numpy paths snapshot the weights when they are built (`step` caches one
-snapshot per model): after changing a model's weights, call
-`refresh(model)` or build a new `NumpyBackbone` / `PolicyStepper`.
+snapshot per model): after changing a model's weights, call `refresh(model)`
+or build a new `NumpyBackbone` / `PolicyStepper`.
 
 Run a frame loop inside `with frame_loop():` (the play loop and the
 benchmark do): multi-threaded BLAS on a shared CPU turns a 0.1 ms step into
@@ -45,7 +41,8 @@ import weakref
 import keras
 import numpy as np
 
-from keras_lstm import controller, features
+from keras_lstm import controller, features, recurrent
+from keras_lstm.recurrent import np_sigmoid
 from keras_lstm.backbone import CELL_TYPES, LastTimestep
 
 # ---------------------------------------------------------------------------
@@ -125,11 +122,6 @@ def initial_hidden(batch: int, hidden_size: int = 256, num_layers: int = 2, cell
     )
 
 
-def _sigmoid(x):
-    # One transcendental instead of exp + divide; equal to 1 / (1 + e^-x).
-    return 0.5 * np.tanh(0.5 * x) + 0.5
-
-
 # Whether `check_frame` and `step` reject NaN and inf. Always True, except
 # inside `keras_lstm.benchmarks.inference`, which switches it off for a
 # moment to measure what the checks cost (`unchecked_finite`).
@@ -206,13 +198,10 @@ def _check_hidden(hidden, batch: int, hidden_size: int, num_layers: int, per_lay
 
 
 class NumpyBackbone:
-    """A numpy snapshot of a `RecurrentBackbone`'s weights that steps one frame.
-
-    Each layer's kernel and recurrent kernel are stacked into one
-    `[in + hidden, gates]` matrix so that `[x, h] @ W` computes every gate at
-    once. For the GRU (`reset_after=True`) the candidate's recurrent part
-    must stay separate (it is scaled by the reset gate), so its matrix has
-    four blocks: `[z+r from x and h | candidate from x | candidate from h]`.
+    """A numpy snapshot of a `RecurrentBackbone`'s weights that steps one
+    frame: the explicit-state API (`initial_state`, `step`) over
+    `recurrent.numpy_step`, with each layer's gate matrices fused
+    (`recurrent.fuse_numpy`).
 
     Args:
         backbone: a built `RecurrentBackbone` (LSTM or GRU).
@@ -227,28 +216,13 @@ class NumpyBackbone:
         self.embed_size = backbone.embed_size
         self.hidden_size = backbone.hidden_size
         self.num_layers = backbone.num_layers
-        self.layers = [self._fuse(layer) for layer in backbone.recurrent_layers]
+        self.layers = [recurrent.fuse_numpy(self.cell_type, layer.cell) for layer in backbone.recurrent_layers]
 
-    def _fuse(self, layer) -> tuple[np.ndarray, np.ndarray]:
-        cell = layer.cell
-        kernel = np.asarray(cell.kernel.numpy(), np.float32)
-        recurrent = np.asarray(cell.recurrent_kernel.numpy(), np.float32)
-        bias = np.asarray(cell.bias.numpy(), np.float32)
-        if self.cell_type == "lstm":
-            return np.ascontiguousarray(np.concatenate([kernel, recurrent], axis=0)), bias
-        u = self.hidden_size
-        d = kernel.shape[0]
-        input_bias, recurrent_bias = bias[0], bias[1]
-        w = np.zeros((d + u, 4 * u), np.float32)
-        w[:d, : 2 * u] = kernel[:, : 2 * u]
-        w[d:, : 2 * u] = recurrent[:, : 2 * u]
-        w[:d, 2 * u : 3 * u] = kernel[:, 2 * u :]
-        w[d:, 3 * u :] = recurrent[:, 2 * u :]
-        b = np.concatenate([input_bias[: 2 * u] + recurrent_bias[: 2 * u], input_bias[2 * u :], recurrent_bias[2 * u :]])
-        return w, b.astype(np.float32)
-
-    def initial_hidden(self, batch: int) -> tuple:
+    def initial_state(self, batch: int) -> tuple:
+        """The zero state, numpy, in the one layout (see `initial_hidden`)."""
         return initial_hidden(batch, self.hidden_size, self.num_layers, self.cell_type)
+
+    initial_hidden = initial_state  # the seed's name
 
     def step(self, frame_BxE, hidden) -> tuple[np.ndarray, tuple]:
         """One frame `[B, embed_size]` from `hidden` -> `(output [B, hidden_size], new_hidden)`."""
@@ -257,29 +231,7 @@ class NumpyBackbone:
         return self._step(x, hidden)
 
     def _step(self, x, hidden):
-        u = self.hidden_size
-        new_hidden = []
-        if self.cell_type == "lstm":
-            for (w, b), (h, c) in zip(self.layers, hidden):
-                z = np.concatenate([x, h], axis=1) @ w
-                z += b
-                i = _sigmoid(z[:, :u])
-                f = _sigmoid(z[:, u : 2 * u])
-                g = np.tanh(z[:, 2 * u : 3 * u])
-                o = _sigmoid(z[:, 3 * u :])
-                c = f * c + i * g
-                x = o * np.tanh(c)
-                new_hidden.append((x, c))
-        else:
-            for (w, b), (h,) in zip(self.layers, hidden):
-                z = np.concatenate([x, h], axis=1) @ w
-                z += b
-                update = _sigmoid(z[:, :u])
-                reset = _sigmoid(z[:, u : 2 * u])
-                candidate = np.tanh(z[:, 2 * u : 3 * u] + reset * z[:, 3 * u :])
-                x = update * h + (1.0 - update) * candidate
-                new_hidden.append((x,))
-        return x, tuple(new_hidden)
+        return recurrent.numpy_step(self.cell_type, self.layers, x, hidden)
 
 
 _SNAPSHOTS: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
@@ -334,7 +286,7 @@ def decode_controller(logits: dict) -> dict:
     probability exceeds 0.5), `main_x`, `main_y`, `c_x`, `c_y` in [-1, 1] and
     `shoulder` in [0, 1] (`[B]` each, the most likely class's value).
     """
-    out = {"buttons_prob": _sigmoid(logits["buttons"]).astype(np.float32)}
+    out = {"buttons_prob": np_sigmoid(logits["buttons"]).astype(np.float32)}
     out["buttons"] = (out["buttons_prob"] > 0.5).astype(np.float32)
     for head in controller.CLASS_HEADS:
         z = logits[head] - logits[head].max(axis=-1, keepdims=True)
@@ -373,11 +325,20 @@ class PolicyStepper:
         sizes = [len(controller.BUTTONS)] + [controller.HEAD_CLASSES[h] for h in controller.CLASS_HEADS]
         self._splits = np.cumsum(sizes)[:-1]
         self.batch = batch
-        self.hidden = self.backbone.initial_hidden(batch)
+        self.state = self.backbone.initial_state(batch)
+
+    @property
+    def hidden(self) -> tuple:
+        """The carried state (the seed's name for `state`)."""
+        return self.state
+
+    @hidden.setter
+    def hidden(self, value) -> None:
+        self.state = value
 
     def reset(self) -> None:
         """Back to the zero state (call at the start of every game)."""
-        self.hidden = self.backbone.initial_hidden(self.batch)
+        self.state = self.backbone.initial_state(self.batch)
 
     def encode(self, numeric_BxF, categorical_BxC) -> np.ndarray:
         """The frame encoder in numpy: `[B, NUMERIC_SIZE]`, `[B, CATEGORICAL_SIZE]` -> `[B, embed]`."""
@@ -406,8 +367,8 @@ class PolicyStepper:
                 f"[{self.batch}, {features.CATEGORICAL_SIZE}] (this stepper holds {self.batch} game(s)), "
                 f"got {list(numeric.shape)} and {list(categorical.shape)}"
             )
-        hidden_BxU, self.hidden = self.backbone._step(self.encode(numeric, categorical), self.hidden)
-        z = hidden_BxU @ self.heads_w
+        output_BxU, self.state = self.backbone._step(self.encode(numeric, categorical), self.state)
+        z = output_BxU @ self.heads_w
         z += self.heads_b
         return dict(zip(controller.HEADS, np.split(z, self._splits, axis=1)))
 

@@ -21,7 +21,7 @@ import tensorflow as tf
 
 from keras_lstm import controller, features
 from keras_lstm.backbone import RecurrentBackbone, check_positive
-from keras_lstm.recurrent import backbone_last_hidden, zero_state
+from keras_lstm.recurrent import backbone_last_hidden
 from keras_lstm.tbptt import carry_state, last_chunk_start
 
 ACTION_EMBED = 32
@@ -165,6 +165,26 @@ class BehaviorCloningPolicy(keras.Model):
     def apply_heads(self, hidden_BxU) -> dict:
         return {h: layer(hidden_BxU) for h, layer in self.head_layers.items()}
 
+    # -- explicit state: the backbone's, with frames in and logits out --------
+
+    def initial_state(self, batch_size) -> tuple:
+        """The backbone's zero state (see `RecurrentBackbone.initial_state`)."""
+        return self.backbone.initial_state(batch_size)
+
+    def unroll(self, x, state, training: bool = False) -> tuple:
+        """`({head: logits [B, T, ...]}, new_state)`: the controller predicted
+        at every frame of `x = {"numeric": [B, T, F], "categorical": [B, T, C]}`
+        from `state`."""
+        outputs_BxTxU, state = self.backbone.unroll(self.encode(x, training=training), state, training)
+        return self.apply_heads(outputs_BxTxU), state
+
+    def step(self, x, state) -> tuple:
+        """`({head: logits [B, ...]}, new_state)` for one frame per game,
+        `x = {"numeric": [B, F], "categorical": [B, C]}` (inference)."""
+        frames_BxE = self.encode({k: v[:, None] for k, v in x.items()})[:, 0]
+        output_BxU, state = self.backbone.step(frames_BxE, state)
+        return self.apply_heads(output_BxU), state
+
     # -- training ------------------------------------------------------------
 
     @property
@@ -180,7 +200,7 @@ class BehaviorCloningPolicy(keras.Model):
     def train_step(self, data):
         x, targets = data[0], data[1]
         last_start = last_chunk_start(x["numeric"].shape[1], self.truncate_bptt)
-        state = zero_state(self.backbone, tf.shape(x["numeric"])[0])
+        state = self.backbone.initial_state(tf.shape(x["numeric"])[0])
         if last_start > 0:
             # Everything before the last chunk only sets up the state: run it
             # before the tape opens, so it costs no memory or backward pass.
@@ -207,7 +227,7 @@ class BehaviorCloningPolicy(keras.Model):
     def test_step(self, data):
         x, targets = data[0], data[1]
         frames_TxBxE = tf.transpose(self.encode(x, training=False), [1, 0, 2])
-        state = zero_state(self.backbone, tf.shape(frames_TxBxE)[1])
+        state = self.backbone.initial_state(tf.shape(frames_TxBxE)[1])
         hidden, _ = backbone_last_hidden(self.backbone, frames_TxBxE, state, training=False)
         logits = self.apply_heads(hidden)
         loss, _ = policy_loss(targets, logits)

@@ -8,7 +8,13 @@ compute (tanh / sigmoid, Keras' gate order i f c o / z r h, GRU with
 `reset_after=True`), reading the layers' variables, so the trained model stays
 a plain Keras model and `tests/test_recurrent.py` holds the two equal.
 
-Two entry points share the per-step math:
+The spec is `keras.layers.LSTM` / `keras.layers.GRU`; everything here is a
+faster form of it, side by side, and `tests/test_recurrent_forms.py` holds
+every form equal to the Keras layers (outputs, states and gradients, LSTM and
+GRU). The state has one layout everywhere: a tuple with one entry per layer,
+`(h, c)` for LSTM and `(h,)` for GRU, each `[batch, hidden]`.
+
+Sequence forms (TF):
 
 - `backbone_unroll(backbone, x_BxTxE, state)`: forward, plain TF ops
   (differentiable by autodiff); inference, export and the no-gradient prefix
@@ -23,6 +29,15 @@ Two entry points share the per-step math:
   input gradient `dz @ kernel^T` (backward). Autodiff of the per-step loop
   instead computes and accumulates T small weight-gradient matmuls per layer.
 
+One-frame forms, for play and serving:
+
+- `tf_step(cell_type, cells, x_BxD, state)`: one frame in plain TF ops over
+  the cells' variables, as few ops as possible (the SavedModel's step);
+- `fuse_numpy(cell_type, cell)` + `numpy_step(cell_type, fused, x_BxD,
+  state)`: numpy over a snapshot of the weights with each layer's gate
+  matrices fused into one `[in + hidden, gates]` matrix (the frame loop's
+  step: no TensorFlow dispatch).
+
 Sequences run time-major (`[T, B, ...]`) inside, so a timestep is a
 contiguous slice. `matmul_dtype="bfloat16"` (opt-in) rounds every matmul's
 inputs to bfloat16; states, gates and weights stay float32.
@@ -30,6 +45,7 @@ inputs to bfloat16; states, gates and weights stay float32.
 
 from __future__ import annotations
 
+import numpy as np
 import tensorflow as tf
 
 
@@ -85,12 +101,6 @@ def _lstm_steps(proj_TxBx4U, h_BxU, c_BxU, rkernel_Ux4U, keep: bool, dtype=tf.fl
         else:
             saved["h"].append(h_BxU)
     return h_BxU, c_BxU, saved
-
-
-def lstm_layer_unroll(layer, x_BxTxD, h_BxU, c_BxU):
-    """One Keras LSTM layer over a sequence from `(h, c)`; returns `(y_BxTxU, h, c)`."""
-    y_TxBxU, h, c = _lstm_forward_TxB(layer.cell, tf.transpose(x_BxTxD, [1, 0, 2]), h_BxU, c_BxU)
-    return tf.transpose(y_TxBxU, [1, 0, 2]), h, c
 
 
 def _lstm_forward_TxB(cell, x_TxBxD, h_BxU, c_BxU, dtype=tf.float32):
@@ -173,12 +183,6 @@ def _gru_steps(proj_TxBx3U, h_BxU, rkernel_Ux3U, rbias_3U, keep: bool, dtype=tf.
         else:
             saved["h"].append(h_BxU)
     return h_BxU, saved
-
-
-def gru_layer_unroll(layer, x_BxTxD, h_BxU):
-    """One Keras GRU layer (`reset_after=True`) over a sequence from `h`; returns `(y_BxTxU, h)`."""
-    y_TxBxU, h = _gru_forward_TxB(layer.cell, tf.transpose(x_BxTxD, [1, 0, 2]), h_BxU)
-    return tf.transpose(y_TxBxU, [1, 0, 2]), h
 
 
 def _gru_forward_TxB(cell, x_TxBxD, h_BxU, dtype=tf.float32):
@@ -319,3 +323,84 @@ def backbone_last_hidden(backbone, x_TxBxE, state, training: bool = False, matmu
             new_state.append((h,))
         x = dropout(x, training=training)
     return x, tuple(new_state)
+
+
+# --- one frame: the fast forms for play and serving -------------------------
+
+
+def tf_step(cell_type: str, cells, x_BxD, state):
+    """One frame through every layer's cell (plain TF ops over the Keras
+    variables); returns `(y_BxU, new_state)`. No dropout: inference only."""
+    new_state = []
+    for cell, layer_state in zip(cells, state):
+        if cell_type == "lstm":
+            h, c = layer_state
+            z = tf.matmul(x_BxD, cell.kernel) + tf.matmul(h, cell.recurrent_kernel) + cell.bias
+            i, f, g, o = tf.split(z, 4, axis=1)  # Keras' gate order
+            c = tf.sigmoid(f) * c + tf.sigmoid(i) * tf.tanh(g)
+            x_BxD = tf.sigmoid(o) * tf.tanh(c)
+            new_state.append((x_BxD, c))
+        else:
+            (h,) = layer_state
+            input_bias, recurrent_bias = tf.unstack(cell.bias)
+            x_z, x_r, x_h = tf.split(tf.matmul(x_BxD, cell.kernel) + input_bias, 3, axis=1)
+            h_z, h_r, h_h = tf.split(tf.matmul(h, cell.recurrent_kernel) + recurrent_bias, 3, axis=1)
+            update = tf.sigmoid(x_z + h_z)
+            reset = tf.sigmoid(x_r + h_r)
+            x_BxD = update * h + (1.0 - update) * tf.tanh(x_h + reset * h_h)
+            new_state.append((x_BxD,))
+    return x_BxD, tuple(new_state)
+
+
+def np_sigmoid(x):
+    """Logistic sigmoid with one transcendental: equal to 1 / (1 + e^-x)."""
+    return 0.5 * np.tanh(0.5 * x) + 0.5
+
+
+def fuse_numpy(cell_type: str, cell) -> tuple[np.ndarray, np.ndarray]:
+    """A cell's weights as one `[in + hidden, gates]` matrix and a bias, so
+    that `[x, h] @ W` computes every gate at once. For the GRU
+    (`reset_after=True`) the candidate's recurrent part stays separate (the
+    reset gate scales it): four blocks, `[z+r from x and h | candidate from x
+    | candidate from h]`."""
+    kernel = np.asarray(cell.kernel.numpy(), np.float32)
+    recurrent = np.asarray(cell.recurrent_kernel.numpy(), np.float32)
+    bias = np.asarray(cell.bias.numpy(), np.float32)
+    if cell_type == "lstm":
+        return np.ascontiguousarray(np.concatenate([kernel, recurrent], axis=0)), bias
+    d, u = kernel.shape[0], recurrent.shape[0]
+    input_bias, recurrent_bias = bias[0], bias[1]
+    w = np.zeros((d + u, 4 * u), np.float32)
+    w[:d, : 2 * u] = kernel[:, : 2 * u]
+    w[d:, : 2 * u] = recurrent[:, : 2 * u]
+    w[:d, 2 * u : 3 * u] = kernel[:, 2 * u :]
+    w[d:, 3 * u :] = recurrent[:, 2 * u :]
+    b = np.concatenate([input_bias[: 2 * u] + recurrent_bias[: 2 * u], input_bias[2 * u :], recurrent_bias[2 * u :]])
+    return w, b.astype(np.float32)
+
+
+def numpy_step(cell_type: str, fused_layers, x_BxD: np.ndarray, state) -> tuple[np.ndarray, tuple]:
+    """One frame through every layer with weights from `fuse_numpy`; returns
+    `(y_BxU, new_state)`."""
+    new_state = []
+    for (w, b), layer_state in zip(fused_layers, state):
+        h = layer_state[0]
+        u = h.shape[1]
+        z = np.concatenate([x_BxD, h], axis=1) @ w
+        z += b
+        if cell_type == "lstm":
+            c = layer_state[1]
+            i = np_sigmoid(z[:, :u])
+            f = np_sigmoid(z[:, u : 2 * u])
+            g = np.tanh(z[:, 2 * u : 3 * u])
+            o = np_sigmoid(z[:, 3 * u :])
+            c = f * c + i * g
+            x_BxD = o * np.tanh(c)
+            new_state.append((x_BxD, c))
+        else:
+            update = np_sigmoid(z[:, :u])
+            reset = np_sigmoid(z[:, u : 2 * u])
+            candidate = np.tanh(z[:, 2 * u : 3 * u] + reset * z[:, 3 * u :])
+            x_BxD = update * h + (1.0 - update) * candidate
+            new_state.append((x_BxD,))
+    return x_BxD, tuple(new_state)

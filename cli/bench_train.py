@@ -8,7 +8,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from cli.common import one_line_errors, print_json
+from keras_lstm.cli.common import one_line_errors, print_json
 
 
 @one_line_errors
@@ -23,7 +23,9 @@ def train(
     json_output: Annotated[bool, typer.Option("--json", help="Print results.json instead of the Markdown tables.")] = False,
 ):
     """Train LSTM vs GRU and truncated-BPTT variants under one protocol, each in its own process, and report speed, memory, accuracy and the train/deploy gap."""
-    from keras_lstm.benchmarks.train_protocol import default_replays, full_protocol, quick_protocol, run_protocol
+    from keras_lstm.benchmarks.measure import default_replays
+    from keras_lstm.benchmarks.protocol import full_protocol, quick_protocol
+    from keras_lstm.benchmarks.train_protocol import run_protocol
 
     overrides = {
         k: v

@@ -9,7 +9,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from cli.common import one_line_errors, print_json
+from keras_lstm.cli.common import one_line_errors, print_json
 
 
 @one_line_errors

@@ -7,7 +7,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from cli.common import one_line_errors
+from keras_lstm.cli.common import one_line_errors
 
 
 @one_line_errors
@@ -18,10 +18,8 @@ def export(
     base_dir: Annotated[Path, typer.Option(help="TF Serving model base folder.")] = Path("savedmodels"),
 ):
     """Export a trained policy as a SavedModel for TF Serving: savedmodels/<name>/<version>/."""
-    from keras_lstm.export import SIGNATURES, export_run
+    from keras_lstm.export import export_run
+    from keras_lstm.report import format_export_summary
 
-    if version is not None and version <= 0:
-        raise ValueError(f"--version must be a positive integer, got {version}")
     path = export_run(model, base_dir=base_dir, name=name, version=version)
-    typer.echo(f"exported {path}")
-    typer.echo(f"signatures: {', '.join(SIGNATURES)} (saved_model_cli show --dir {path} --all)")
+    typer.echo(format_export_summary(path))

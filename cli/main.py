@@ -2,14 +2,14 @@
 
 import typer
 
-from cli import bench_train
-from cli import bench_train_speed
-from cli import bench_inference
-from cli import export as export_commands
-from cli import play as play_commands
-from cli import train as train_commands
-from cli import prepare as prepare_commands
-from cli import bench_data
+from keras_lstm.cli import bench_train
+from keras_lstm.cli import bench_train_speed
+from keras_lstm.cli import bench_inference
+from keras_lstm.cli import export as export_commands
+from keras_lstm.cli import play as play_commands
+from keras_lstm.cli import train as train_commands
+from keras_lstm.cli import prepare as prepare_commands
+from keras_lstm.cli import bench_data
 
 app = typer.Typer(
     help="Behavioural cloning of Melee from Slippi replays with an LSTM backbone.",

@@ -7,7 +7,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from cli.common import one_line_errors, print_json
+from keras_lstm.cli.common import one_line_errors, print_json
 
 
 @one_line_errors
@@ -25,17 +25,9 @@ def play(
 ):
     """Run a policy frame by frame, from a replay (scored against the human) or live in Dolphin."""
     from keras_lstm import play as play_lib
+    from keras_lstm.play import check_play_options
 
-    if port not in (1, 2, 3, 4):
-        raise ValueError(f"--port must be 1, 2, 3 or 4, got {port}")
-    if (replay is None) == (dolphin is None):
-        raise ValueError("give exactly one of --replay FILE.slp or --dolphin PATH")
-    if dolphin is not None and iso is None:
-        raise ValueError("--dolphin needs --iso (a Melee 1.02 ISO)")
-    if max_frames is not None and max_frames <= 0:
-        raise ValueError(f"--max-frames must be a positive integer, got {max_frames}")
-    if replay is not None:
-        play_lib.check_replay_path(replay)  # before the model loads: a wrong path fails at once
+    check_play_options(port, replay, dolphin, iso, max_frames)  # before the model loads
     agent = play_lib.load_agent(model)
     if replay is not None:
         report = play_lib.play_replay(agent, replay, port, max_frames=max_frames)

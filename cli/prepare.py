@@ -8,7 +8,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from cli.common import one_line_errors, print_json, print_skip
+from keras_lstm.cli.common import one_line_errors, print_json, print_skip
 
 
 @one_line_errors
@@ -31,11 +31,13 @@ def prepare(
     from rich.markup import escape
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-    from keras_lstm.replays import default_replays_dir, display_name
+    from keras_lstm.replays import replays_or_default
+    from keras_lstm.replays import display_name
+    from keras_lstm.report import format_prepare_summary
     from keras_lstm.tfds_dataset import prepare as prepare_dataset
 
     tfds.disable_progress_bar()  # ours counts files, TFDS's would count examples without a total
-    folder = replays if replays is not None else default_replays_dir()
+    folder = replays_or_default(replays)
     bar = Progress(
         TextColumn("preparing"), BarColumn(), MofNCompleteColumn(), TextColumn("files"), TimeRemainingColumn(),
         transient=True, disable=not progress,
@@ -68,17 +70,4 @@ def prepare(
     if json_output:
         print_json(summary)
         return
-    if summary["status"] == "up to date":
-        typer.echo(f"up to date: {display_name(summary['data_path'])} already holds {display_name(folder)} as it is now (nothing to do)")
-    examples = ", ".join(f"{k} {v}" for k, v in summary["examples"].items())
-    typer.echo(
-        f"{summary['dataset']} at {display_name(summary['data_path'])}\n"
-        f"files {summary['files']}: used {summary['replays_used']}, skipped {summary['replays_skipped']} "
-        f"(unreadable {summary['replays_unreadable']}, not 1v1 {summary['replays_not_1v1']}); "
-        f"CPU players not imitated {summary['cpu_players_not_imitated']}\n"
-        f"trajectories: {examples}; frames {summary['frames_loaded']:,}; {summary['size_bytes'] / 1e6:.1f} MB on disk"
-        + (f"; {summary['seconds']:.1f} s" if summary["status"] == "prepared" else "")
-    )
-    if summary["status"] == "up to date":  # when prepared, each was named as it was read
-        for name, reason in summary["skipped"]:
-            typer.echo(f"  skipped {display_name(name)}: {reason}")
+    typer.echo(format_prepare_summary(summary, folder))

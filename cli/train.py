@@ -7,18 +7,12 @@ from typing import Annotated, Optional
 
 import typer
 
-from cli.common import one_line_errors, print_json, print_skip, print_warning
+from keras_lstm.cli.common import one_line_errors, print_json, print_skip, print_warning
 
 ReplaysOption = Annotated[
     Optional[Path],
     typer.Option(help="Folder of .slp replays (searched recursively). Default: $KERAS_LSTM_REPLAYS, then ~/Slippi."),
 ]
-
-
-def _replays_or_default(replays: Optional[Path]) -> Path:
-    from keras_lstm.replays import default_replays_dir
-
-    return replays if replays is not None else default_replays_dir()
 
 
 @one_line_errors
@@ -50,17 +44,15 @@ def train(
 ):
     """Train a behavioural-cloning policy on a folder of Slippi replays (or a prepared dataset)."""
     from keras_lstm.report import format_summary
-    from keras_lstm.train import TrainConfig
+    from keras_lstm.train import config_from_options
     from keras_lstm.train import train as run_training
 
-    if not temporal:
-        raise ValueError("--no-temporal is not supported: the policy is recurrent and trains on windows")
-    if data_dir is not None and replays is not None:
-        raise ValueError("give --replays or --data-dir, not both (the prepared dataset remembers its replay folder)")
-    config = TrainConfig(
-        replays=str(_replays_or_default(replays)) if data_dir is None else "",
-        output=str(output),
-        backbone=backbone.lower(),
+    config = config_from_options(
+        replays,
+        data_dir,
+        temporal=temporal,
+        output=output,
+        backbone=backbone,
         embed_size=embed_size,
         hidden_size=hidden_size,
         num_layers=num_layers,
@@ -77,9 +69,8 @@ def train(
         max_replays=max_replays,
         max_frames=max_frames,
         backup_every_steps=backup_every_steps,
-        data_dir=str(data_dir) if data_dir is not None else None,
-        strategy=strategy.lower(),
-        matmul_dtype=None if matmul_dtype.lower() == "float32" else matmul_dtype.lower(),
+        strategy=strategy,
+        matmul_dtype=matmul_dtype,
     )
     summary = run_training(config, on_skip=print_skip, verbose=2 if json_output else "auto", on_warning=print_warning)
     if json_output:
@@ -97,10 +88,11 @@ def evaluate(
     json_output: Annotated[bool, typer.Option("--json", help="Print the summary as one JSON object.")] = False,
 ):
     """Evaluate a trained policy, beside both baselines, on any folder of replays."""
+    from keras_lstm.replays import replays_or_default
     from keras_lstm.report import format_summary
     from keras_lstm.train import evaluate_folder
 
-    summary = evaluate_folder(model, _replays_or_default(replays), on_skip=print_skip, batch_size=batch_size, stride=stride)
+    summary = evaluate_folder(model, replays_or_default(replays), on_skip=print_skip, batch_size=batch_size, stride=stride)
     if json_output:
         print_json(summary)
     else:

@@ -41,10 +41,14 @@ import numpy as np
 import tensorflow as tf
 
 from keras_lstm import atomic_files, baselines, features
+from keras_lstm.backbone import build_backbone
+from keras_lstm.evaluate import evaluate_policy
 from keras_lstm.features import PolicyArrays
 from keras_lstm.folder_lock import FolderLock
 from keras_lstm.policy import BehaviorCloningPolicy, build_policy, policy_loss
 from keras_lstm.recurrent import backbone_unroll, zero_state
+from keras_lstm.run_folder import METRICS_FILE, MODEL_FILE, RUN_FILE
+from keras_lstm.train import load_split
 
 DEFAULT_PIECE_FRAMES = 3600
 
@@ -84,10 +88,6 @@ class CarriedStatePolicy(BehaviorCloningPolicy):
         self._carried = _StateBox(
             tf.nest.map_structure(lambda z: tf.Variable(z, trainable=False), zero_state(backbone, streams))
         )
-
-    def reset_carried(self) -> None:
-        for v in tf.nest.flatten(self._carried.variables):
-            v.assign(tf.zeros_like(v))
 
     def train_step(self, data):
         x, targets, reset_B = data[0], data[1], data[2]
@@ -221,11 +221,6 @@ def train_carried(
 
 
 def _train_carried_locked(config, out, streams, segment_frames, piece_frames, callbacks, verbose) -> dict:
-    from keras_lstm.backbone import build_backbone
-    from keras_lstm.evaluate import evaluate_policy
-    from keras_lstm.run_folder import METRICS_FILE, MODEL_FILE, RUN_FILE
-    from keras_lstm.train import load_split
-
     data = load_split(config)
     arrays = [features.align(t, config.delay) for t in data.train_report.trajectories]
     stats = baselines.fit_baselines(data.train.predicted_targets(), data.train.previous_targets())

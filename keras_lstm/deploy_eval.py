@@ -22,8 +22,6 @@ deployed loss on every frame and by time since the start of the game.
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import tensorflow as tf
 
@@ -208,30 +206,3 @@ def evaluate_deployed(
     if stats is not None:
         result["baseline_repeat_same_frames"] = baselines.repeat_baseline(stats, targets_same, windows.previous_targets())["loss"]
     return result
-
-
-def evaluate_deployed_run(model_dir: str | Path, chunk_frames: int = DEFAULT_CHUNK_FRAMES) -> dict:
-    """`evaluate_deployed` on a run folder's own validation games (from
-    `run.json`), read in full, with the run's window size and stride."""
-    from keras_lstm.replays import load_trajectories
-    from keras_lstm.run_folder import load_run
-
-    policy, run = load_run(model_dir)
-    cfg = run["config"]
-    if not run.get("val_files"):
-        raise ValueError(f"{model_dir}: the run held out no validation games")
-    report = load_trajectories([Path(p) for p in run["val_files"]])
-    arrays = [features.align(t, cfg["delay"]) for t in report.trajectories]
-    stats = baselines.BaselineStats.from_json(run["baseline_stats"])
-    return evaluate_deployed(policy, arrays, cfg["window_size"], cfg["stride"], stats, chunk_frames=chunk_frames)
-
-
-def format_gap(result: dict) -> str:
-    """A few lines: windowed vs deployed loss on the same frames, and on all."""
-    w, d, a = result["windowed"]["loss"], result["deployed_same_frames"]["loss"], result["deployed_all_frames"]["loss"]
-    lines = [
-        f"windowed (as trained, {result['window_size']}-frame windows): {w:.4f} nats on {result['frames_same']:,} frames",
-        f"deployed (whole games, state carried), same frames:      {d:.4f} nats ({result['gap_ratio']:.3f}x)",
-        f"deployed, every frame of {result['trajectories']} trajectories:       {a:.4f} nats on {result['frames_all']:,} frames",
-    ]
-    return "\n".join(lines)

@@ -31,15 +31,13 @@ many milliseconds, and a full garbage collection can take tens.
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import functools
 import gc
-import glob
-import os
 import weakref
 
 import keras
 import numpy as np
+from threadpoolctl import ThreadpoolController
 
 from keras_lstm import controller, features, recurrent
 from keras_lstm.recurrent import np_sigmoid
@@ -55,38 +53,17 @@ from keras_lstm.backbone import CELL_TYPES, LastTimestep
 
 
 @functools.lru_cache(maxsize=1)
-def _openblas():
-    """`(get, set)` thread-count functions of numpy's OpenBLAS, or None."""
-    folders = [os.path.dirname(np.__file__) + ".libs", os.path.join(os.path.dirname(np.__file__), ".libs")]
-    for folder in folders:
-        for path in sorted(glob.glob(os.path.join(folder, "*openblas*"))):
-            try:
-                lib = ctypes.CDLL(path)
-            except OSError:
-                continue
-            for prefix, suffix in (("scipy_openblas", "64_"), ("scipy_openblas", ""), ("openblas", "64_"), ("openblas", "")):
-                getter = getattr(lib, f"{prefix}_get_num_threads{suffix}", None)
-                setter = getattr(lib, f"{prefix}_set_num_threads{suffix}", None)
-                if getter is not None and setter is not None:
-                    return getter, setter
-    return None
+def _blas_controller() -> ThreadpoolController:
+    # Scanning the loaded libraries takes about a millisecond: once.
+    return ThreadpoolController()
 
 
 @contextlib.contextmanager
 def blas_threads(n: int = 1):
-    """Run numpy's matrix products on `n` threads inside the block (a no-op
-    when numpy's BLAS is not an OpenBLAS we can find)."""
-    lib = _openblas()
-    if lib is None:
+    """Run numpy's matrix products on `n` threads inside the block
+    (threadpoolctl; a no-op for a BLAS it does not know)."""
+    with _blas_controller().limit(limits=int(n), user_api="blas"):
         yield
-        return
-    getter, setter = lib
-    before = int(getter())
-    setter(int(n))
-    try:
-        yield
-    finally:
-        setter(before)
 
 
 @contextlib.contextmanager

@@ -8,8 +8,8 @@ trajectories whose window order is itself shuffled, then a shuffle buffer of
 windows; then batches and prefetch. Nothing holds the whole split in memory.
 
 Unshuffled, the stream is exactly the windows and targets of
-`make_windows([align(t, delay) for t in load_trajectories(files)])`, in the
-same order (tests hold the two equal).
+`make_windows([align(t, delay) for t in load_trajectories(files)])`
+(`keras_lstm.trajectories`), in the same order (tests hold the two equal).
 
 Sharding: worker `k` of `n` reads examples `[k*N//n, (k+1)*N//n)` of the
 split (TFDS split slicing), so each worker reads only its own part.
@@ -21,14 +21,16 @@ split (TFDS split slicing), so each worker reads only its own part.
 from __future__ import annotations
 
 import dataclasses
+from pathlib import Path
 from typing import Callable
 
 import numpy as np
 import tensorflow as tf
 import tensorflow_datasets as tfds
 
-from keras_lstm import controller, features
+from keras_lstm import controller, distribute, features, tfds_dataset
 from keras_lstm.baselines import BaselineStats
+from keras_lstm.data import make_windows
 
 DEFAULT_CYCLE_LENGTH = 8
 DEFAULT_EXAMPLE_BUFFER = 8
@@ -97,10 +99,8 @@ def read_examples(builder, split: str, shard_index: int = 0, num_shards: int = 1
     lo, hi = shard_bounds(n, shard_index, num_shards)
     if hi <= lo:
         raise ValueError(f"{split} split has {n} trajectories, too few for {num_shards} shards")
-    from keras_lstm.tfds_dataset import quiet_tfds
-
     read_config = tfds.ReadConfig(try_autocache=False)
-    with quiet_tfds():
+    with tfds_dataset.quiet_tfds():
         return builder.as_dataset(split=f"{split}[{lo}:{hi}]", shuffle_files=False, read_config=read_config, decoders=decoders)
 
 
@@ -320,11 +320,6 @@ def prepared_inputs(config, strategy: tf.distribute.Strategy | None = None, **wi
     into memory, exactly as `train.load_split` makes them, so the evaluation
     is the same code on the same frames.
     """
-    from pathlib import Path
-
-    from keras_lstm import distribute, tfds_dataset
-    from keras_lstm.data import make_windows
-
     strategy = strategy or tf.distribute.get_strategy()
     for name in ("max_replays", "max_frames"):
         if getattr(config, name) is not None:

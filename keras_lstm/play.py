@@ -23,16 +23,17 @@ Models: a run folder from `keras-lstm train` (stepped with the numpy
 from __future__ import annotations
 
 import dataclasses
-import json
 import time
 from pathlib import Path
 
 import numpy as np
 
 from keras_lstm import controller
-from keras_lstm.inference import frame_loop
+from keras_lstm.export import METADATA_FILE, load_saved_model
+from keras_lstm.inference import PolicyStepper, frame_loop
 from keras_lstm.melee_state import FrameFeaturizer
-from keras_lstm.replays import FIRST_PLAYABLE_FRAME, ReplayError
+from keras_lstm.replays import FIRST_PLAYABLE_FRAME, ReplayError, read_game
+from keras_lstm.run_folder import load_run
 
 FRAME_BUDGET_MS = 1000.0 / 60.0
 
@@ -47,8 +48,6 @@ class StepperAgent:
     kind = "keras run (numpy step)"
 
     def __init__(self, policy, delay: int = 0):
-        from keras_lstm.inference import PolicyStepper
-
         self.stepper = PolicyStepper(policy)
         self.delay = delay
         self.source = ""
@@ -68,7 +67,6 @@ class SavedModelAgent:
 
     def __init__(self, path: str | Path):
         import tensorflow as tf
-        from keras_lstm.export import load_saved_model
 
         self.source = str(path)
         loaded, self.meta = load_saved_model(path)  # one-line errors naming the damaged file
@@ -102,8 +100,6 @@ def _saved_model_version(path: Path) -> Path | None:
     """`path` itself if it is a SavedModel version folder (it holds
     `saved_model.pb` or `keras_lstm.json`: a damaged one is reported, not
     skipped), else its highest version folder holding a SavedModel, else None."""
-    from keras_lstm.export import METADATA_FILE
-
     if path.is_file() and path.name in ("saved_model.pb", METADATA_FILE):
         return path.parent
     if not path.is_dir():
@@ -148,8 +144,6 @@ def load_agent(model: str | Path):
             f"{path}: not a model (--model takes a run folder from keras-lstm train, its model.keras, "
             "or a SavedModel folder from keras-lstm export)"
         )
-    from keras_lstm.run_folder import load_run
-
     policy, run_info = load_run(path)
     agent = StepperAgent(policy, int(run_info.get("config", {}).get("delay", 0)))
     agent.source = str(path)
@@ -240,8 +234,6 @@ def latency_summary(latencies_ms) -> dict:
 
 def _replay_stage_id(replay: Path) -> int | None:
     """The replay's external stage id (libmelee names only six stages)."""
-    from keras_lstm.replays import read_game
-
     return int(read_game(replay).start.stage)
 
 
@@ -448,5 +440,23 @@ def format_report(report: PlayReport) -> str:
     return "\n".join(lines)
 
 
-def report_json(report: PlayReport) -> str:
-    return json.dumps(report.to_json(), indent=1)
+def check_play_options(
+    port: int,
+    replay: str | Path | None,
+    dolphin: str | Path | None,
+    iso: str | Path | None,
+    max_frames: int | None,
+) -> None:
+    """`keras-lstm play`'s options, checked before the model loads: a port of
+    1-4, exactly one of a replay file or Dolphin (with an ISO), a positive
+    frame limit, and a replay path that is a file."""
+    if port not in (1, 2, 3, 4):
+        raise ValueError(f"--port must be 1, 2, 3 or 4, got {port}")
+    if (replay is None) == (dolphin is None):
+        raise ValueError("give exactly one of --replay FILE.slp or --dolphin PATH")
+    if dolphin is not None and iso is None:
+        raise ValueError("--dolphin needs --iso (a Melee 1.02 ISO)")
+    if max_frames is not None and max_frames <= 0:
+        raise ValueError(f"--max-frames must be a positive integer, got {max_frames}")
+    if replay is not None:
+        check_replay_path(replay)  # a wrong path fails at once, not after the model loads

@@ -1,18 +1,13 @@
-"""Reading Slippi replays with peppi-py, and turning a folder into trajectories.
+"""Reading Slippi replays with peppi-py: finding them in a folder, parsing
+each one, and the one-line reason a file cannot be used.
 
-A trajectory is one human player's view of one 1v1 game. Which players count:
-
-- a 1v1 game (two players, not teams) gives one trajectory per HUMAN player;
-  a CPU player is never imitated (it is still the opponent in the other
-  player's trajectory), and counted as `cpu_players`;
-- doubles, free-for-alls and any game with other than two players are skipped
-  whole and counted as `not_1v1`;
-- a file that cannot be read is skipped, named with its reason, and counted
-  as `unreadable`; nothing else in the folder is lost. So are the entries of a
-  folder that look like replays but cannot be one: a peppi `.slpp` archive, a
-  dangling symbolic link, a symbolic link loop, a `.slp` that is not a regular
-  file. `find_replays` lists them beside the `.slp` files, and `read_game`
-  refuses each with its reason, so every caller names and counts them.
+A file that cannot be read is refused with a `ReplayError` naming it and its
+reason. So are the entries of a folder that look like replays but cannot be
+one: a peppi `.slpp` archive, a dangling symbolic link, a symbolic link loop,
+a `.slp` that is not a regular file. `find_replays` lists them beside the
+`.slp` files, and `read_game` refuses each with its reason, so every caller
+names and counts them (`keras_lstm.trajectories` turns a folder into
+trajectories and reports what it skipped).
 
 File names need not be valid UTF-8 (archives made on Windows often hold names
 in a legacy code page): Python gives such a name as a `str` with surrogate
@@ -23,14 +18,13 @@ it is, and `display_name` turns into a printable form.
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import errno
 import os
 import shutil
 import stat
 import tempfile
 from pathlib import Path
-from typing import Callable, Iterable, Iterator
+from typing import Iterable, Iterator
 
 import numpy as np
 
@@ -78,6 +72,11 @@ def default_replays_dir() -> Path:
     return Path(os.environ.get(REPLAYS_ENV_VAR) or DEFAULT_REPLAYS_DIR).expanduser()
 
 
+def replays_or_default(replays: str | os.PathLike | None) -> Path:
+    """`replays`, or the default replay folder when it is None."""
+    return Path(replays) if replays is not None else default_replays_dir()
+
+
 def _looks_like_replay(path: Path) -> bool:
     """A `.slp` or `.slpp` name that is not a folder (folders are searched)."""
     return path.suffix.lower() in (".slp", ".slpp") and not (path.is_dir() and not path.is_symlink())
@@ -111,7 +110,7 @@ def find_replays(folder: str | os.PathLike) -> list[Path]:
     and the entries named like replays that cannot be read as one (a `.slpp`
     archive; a `.slp` that is a dangling symbolic link, a link loop, a link to
     a folder or not a regular file): `read_game` refuses those with their
-    reason (`unusable_reason`), so `load_trajectories` names and counts each
+    reason (`unusable_reason`), so `trajectories.load_trajectories` names and counts each
     as skipped.
 
     Raises ReplayError for a missing folder or one without any such entry.
@@ -205,80 +204,11 @@ def last_record_index(frame_ids: np.ndarray) -> np.ndarray:
     return len(frame_ids) - 1 - first_in_reversed
 
 
-@dataclasses.dataclass
-class LoadReport:
-    """What came out of a folder: trajectories, and what was skipped and why."""
-
-    trajectories: list = dataclasses.field(default_factory=list)
-    replays_used: int = 0
-    skipped: list[tuple[str, str]] = dataclasses.field(default_factory=list)  # (path, reason)
-    not_1v1: int = 0
-    cpu_players: int = 0
-    frames: int = 0
-
-    @property
-    def replays_skipped(self) -> int:
-        return len(self.skipped)
-
-    def counts(self) -> dict:
-        return {
-            "replays_used": self.replays_used,
-            "replays_skipped": self.replays_skipped,
-            "replays_unreadable": self.replays_skipped - self.not_1v1,
-            "replays_not_1v1": self.not_1v1,
-            "cpu_players_not_imitated": self.cpu_players,
-            "trajectories": len(self.trajectories),
-            "frames_loaded": self.frames,
-        }
-
-
 def iter_games(paths: Iterable[Path]) -> Iterator[tuple[Path, object | None, ReplayError | None]]:
+    """`(path, game, None)` for each replay read, `(path, None, error)` for
+    each that cannot be, in the order given."""
     for path in paths:
         try:
             yield path, read_game(path), None
         except ReplayError as err:
             yield path, None, err
-
-
-def load_trajectories(
-    paths: Iterable[Path],
-    max_replays: int | None = None,
-    max_frames: int | None = None,
-    on_skip: Callable[[str, str], None] | None = None,
-) -> LoadReport:
-    """Read replays into trajectories, skipping (and reporting) what cannot be used.
-
-    `max_replays` counts replays actually used; `max_frames` stops once that
-    many frames are loaded (the last trajectory is cut to fit).
-    """
-    from keras_lstm.features import game_to_trajectories
-
-    report = LoadReport()
-    for path, game, err in iter_games(paths):
-        if max_replays is not None and report.replays_used >= max_replays:
-            break
-        if max_frames is not None and report.frames >= max_frames:
-            break
-        if err is None:
-            try:
-                trajs, n_cpu = game_to_trajectories(game, path)
-            except ReplayError as e:
-                err = e
-        if err is not None:
-            report.skipped.append((str(path), err.reason))
-            if err.reason.startswith("not a 1v1 game"):
-                report.not_1v1 += 1
-            if on_skip:
-                on_skip(str(path), err.reason)
-            continue
-        report.replays_used += 1
-        report.cpu_players += n_cpu
-        for traj in trajs:
-            if max_frames is not None:
-                room = max_frames - report.frames
-                if room <= 0:
-                    break
-                traj = traj.head(room)
-            report.trajectories.append(traj)
-            report.frames += len(traj)
-    return report

@@ -47,3 +47,34 @@ def format_summary(summary: dict) -> str:
     if "output" in summary:
         lines.append(f"model: {summary['model_path']}   logs: {summary['logs_path']}   metrics: {summary['output']}/metrics.json")
     return "\n".join(lines)
+
+
+def format_prepare_summary(summary: dict, replays) -> str:
+    """`keras-lstm prepare`'s summary (from `keras_lstm.tfds_dataset.prepare`)
+    of the replay folder `replays`: the dataset, its counts and size; when the
+    dataset was already up to date, that, and the files it skipped (when it is
+    prepared, each is named as it is read)."""
+    from keras_lstm.replays import display_name
+
+    lines = []
+    if summary["status"] == "up to date":
+        lines.append(f"up to date: {display_name(summary['data_path'])} already holds {display_name(replays)} as it is now (nothing to do)")
+    examples = ", ".join(f"{k} {v}" for k, v in summary["examples"].items())
+    lines.append(
+        f"{summary['dataset']} at {display_name(summary['data_path'])}\n"
+        f"files {summary['files']}: used {summary['replays_used']}, skipped {summary['replays_skipped']} "
+        f"(unreadable {summary['replays_unreadable']}, not 1v1 {summary['replays_not_1v1']}); "
+        f"CPU players not imitated {summary['cpu_players_not_imitated']}\n"
+        f"trajectories: {examples}; frames {summary['frames_loaded']:,}; {summary['size_bytes'] / 1e6:.1f} MB on disk"
+        + (f"; {summary['seconds']:.1f} s" if summary["status"] == "prepared" else "")
+    )
+    if summary["status"] == "up to date":
+        lines.extend(f"  skipped {display_name(name)}: {reason}" for name, reason in summary["skipped"])
+    return "\n".join(lines)
+
+
+def format_export_summary(path) -> str:
+    """`keras-lstm export`'s report: the version folder written and its signatures."""
+    from keras_lstm.export import SIGNATURES
+
+    return f"exported {path}\nsignatures: {', '.join(SIGNATURES)} (saved_model_cli show --dir {path} --all)"

@@ -13,7 +13,7 @@ user's own files, read from `manual_dir`):
 - deterministic keys (`<path inside the folder>:<port>`) and generation order
   (sorted file order, then port; TFDS's own shuffling is off), so reading a
   split unshuffled gives the trajectories in exactly the order
-  `replays.load_trajectories` gives them;
+  `trajectories.load_trajectories` gives them;
 - `train` and `validation` splits by game (`data.split_by_game` with the
   config's `val_fraction` and `seed`; the default config matches
   `keras-lstm train`'s defaults, 0.15 and 0);
@@ -28,7 +28,7 @@ user's own files, read from `manual_dir`):
   end (an atomic exchange of the two version folders where the system has
   one), so `load_builder` finds the old complete dataset or the new complete
   one; leftovers of killed runs (our temporaries, TFDS's `incomplete.*`
-  folders) are removed by the next `prepare`;
+  folders) are removed by the next `prepare` (`keras_lstm.dataset_swap`);
 - one `prepare` at a time per data dir (`FolderLock` on `<data_dir>/.lock`);
 - file names need not be UTF-8: the metadata's file lists hold the names as
   they are (JSON escapes them), while example keys and `source` hold a
@@ -48,27 +48,24 @@ From plain Python:
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import dataclasses
-import errno
 import hashlib
 import logging
 import os
 import re
-import shutil
-import sys
 import time
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Callable
 
 import numpy as np
 import tensorflow_datasets as tfds
 
-from keras_lstm import atomic_files, controller, features
+from keras_lstm import atomic_files, controller, dataset_swap, features
 from keras_lstm.data import check_seed, split_by_game
 from keras_lstm.features import Trajectory
 from keras_lstm.folder_lock import FolderLock
-from keras_lstm.replays import ReplayError, display_name, find_replays, load_trajectories
+from keras_lstm.replays import ReplayError, display_name, find_replays
+from keras_lstm.trajectories import load_trajectories
 
 DATASET_NAME = "slippi_replays"
 DEFAULT_VAL_FRACTION = 0.15
@@ -241,7 +238,7 @@ class SlippiReplays(tfds.core.GeneratorBasedBuilder):
                 yield f"{shown}:{traj.port}", _example(shown, traj)
             if self._on_file is not None:
                 self._on_file(name, reason)
-            _pause_for_test("generate")
+            dataset_swap.pause_for_test("generate")
 
 
 def _example(name: str, traj: Trajectory) -> dict:
@@ -330,7 +327,7 @@ def load_builder(data_dir: str | os.PathLike, val_fraction: float = DEFAULT_VAL_
     builder = make_builder(data_dir, val_fraction, seed)
     with quiet_tfds():
         prepared = builder.is_prepared()
-    if not prepared and _restore_set_aside(Path(builder.data_path).parent):
+    if not prepared and dataset_swap.restore_set_aside(Path(builder.data_path).parent):
         builder = make_builder(data_dir, val_fraction, seed)
         with quiet_tfds():
             prepared = builder.is_prepared()
@@ -388,7 +385,7 @@ def prepare(
     root = root.resolve()
     data_dir = Path(data_dir).expanduser()
     with FolderLock(data_dir, "data dir"):
-        _remove_leftovers(data_dir)
+        dataset_swap.remove_leftovers(data_dir, DATASET_NAME, tfds.core.constants.INCOMPLETE_PREFIX)
         builder = make_builder(data_dir, val_fraction, seed)
         fingerprint = folder_fingerprint(root, builder.builder_config)
         start = time.perf_counter()
@@ -402,26 +399,11 @@ def prepare(
         return summarize(builder, status=status, seconds=time.perf_counter() - start)
 
 
-BUILD_FOLDER = "prepare"  # `<data_dir>/.tmp-<pid>-prepare`: the TFDS data dir a new dataset is made in
-PAUSE_ENV = "KERAS_LSTM_TEST_PAUSE"
-
-
-def _pause_for_test(stage: str) -> None:
-    """Test hook: with `KERAS_LSTM_TEST_PAUSE=<stage>:<file>`, write `file`
-    on reaching `stage` and wait there forever (for the test to kill us)."""
-    value = os.environ.get(PAUSE_ENV)
-    if not value or value.partition(":")[0] != stage:
-        return
-    Path(value.partition(":")[2]).write_text(f"{os.getpid()}\n")
-    while True:
-        time.sleep(3600)
-
-
 def _prepare_beside(root, data_dir: Path, final: Path, val_fraction, seed, n_files, on_file, on_start) -> None:
     """Generate the dataset in a temporary data dir inside `data_dir`, then
     swap its version folder in for `final` (the variant's `data_path`)."""
     config = tfds.download.DownloadConfig(manual_dir=str(root), compute_stats=tfds.download.ComputeStatsMode.SKIP)
-    with _build_dir(data_dir) as build:
+    with dataset_swap.build_dir(data_dir) as build:
         if on_start is not None:
             on_start(n_files)
         builder = make_builder(build, val_fraction, seed, on_file=on_file)
@@ -435,123 +417,8 @@ def _prepare_beside(root, data_dir: Path, final: Path, val_fraction, seed, n_fil
             raise ValueError(f"{root}: no usable replay for training ({len(builder.info.metadata['skipped'])} of {n_files} files skipped)")
         new = Path(builder.data_path)
         atomic_files.fsync_tree(new)  # whole on disk before it is the dataset
-        _copy_dataset_files(new.parent.parent, final.parent.parent)
-        _swap_in(new, final)
-
-
-@contextlib.contextmanager
-def _build_dir(data_dir: Path) -> Iterator[Path]:
-    build = atomic_files.temporary_path(data_dir / BUILD_FOLDER)
-    shutil.rmtree(build, ignore_errors=True)
-    build.mkdir(parents=True)
-    try:
-        yield build
-    finally:
-        shutil.rmtree(build, ignore_errors=True)
-
-
-def _copy_dataset_files(new_dataset: Path, dataset: Path) -> None:
-    """TFDS's own files beside the configs (`.config/metadata.json`, the
-    default config's name) to the real data dir, where it has none yet."""
-    for path in sorted((new_dataset / ".config").rglob("*")):
-        target = dataset / path.relative_to(new_dataset)
-        if path.is_file() and not target.exists():
-            target.parent.mkdir(parents=True, exist_ok=True)
-            with atomic_files.atomic_path(target) as tmp:
-                shutil.copyfile(path, tmp)
-
-
-def _exchange(a: Path, b: Path) -> bool:
-    """Swap two paths in one atomic step (Linux `renameat2(RENAME_EXCHANGE)`,
-    macOS `renamex_np(RENAME_SWAP)`); False where the system or the file
-    system has no such call."""
-    try:
-        libc = ctypes.CDLL(None, use_errno=True)
-        if sys.platform.startswith("linux"):
-            call = libc.renameat2
-            call.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p, ctypes.c_uint]
-            at_fdcwd, rename_exchange = -100, 2
-            result = call(at_fdcwd, os.fsencode(a), at_fdcwd, os.fsencode(b), rename_exchange)
-        elif sys.platform == "darwin":
-            call = libc.renamex_np
-            call.argtypes = [ctypes.c_char_p, ctypes.c_char_p, ctypes.c_uint]
-            result = call(os.fsencode(a), os.fsencode(b), 2)  # RENAME_SWAP
-        else:
-            return False
-    except (OSError, AttributeError):
-        return False
-    if result == 0:
-        return True
-    code = ctypes.get_errno()
-    if code in (errno.EINVAL, errno.ENOSYS, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EXDEV):
-        return False
-    raise OSError(code, os.strerror(code), str(b))
-
-
-def _swap_in(new: Path, final: Path) -> None:
-    """Make the complete dataset folder `new` the one at `final`, so that at
-    every instant `final` is the old complete dataset or the new one."""
-    final.parent.mkdir(parents=True, exist_ok=True)
-    if not final.exists():
-        os.rename(new, final)
-    elif _exchange(new, final):
-        shutil.rmtree(new)  # the old dataset, now at the temporary name
-    else:
-        # No atomic exchange here: set the old one aside, then move the new
-        # one in. A kill between the two renames leaves the old one aside;
-        # `load_builder` and the next `prepare` put it back.
-        aside = final.with_name(f"{atomic_files.TMP_PREFIX}{os.getpid()}-old-{final.name}")
-        shutil.rmtree(aside, ignore_errors=True)
-        os.rename(final, aside)
-        try:
-            _pause_for_test("set-aside")
-            os.rename(new, final)
-        except BaseException:
-            os.rename(aside, final)
-            raise
-        shutil.rmtree(aside)
-    atomic_files.fsync_dir(final.parent)
-
-
-def _restore_set_aside(config_dir: Path) -> bool:
-    """Put back each dataset version a killed `_swap_in` set aside in
-    `config_dir` (its process dead) when nothing took its place; True if
-    one was put back."""
-    if not config_dir.is_dir():
-        return False
-    restored = False
-    pattern = re.compile(re.escape(atomic_files.TMP_PREFIX) + r"(\d+)-old-(.+)")
-    for entry in sorted(config_dir.iterdir()):
-        match = pattern.fullmatch(entry.name)
-        if match is None:
-            continue
-        pid, version = int(match.group(1)), match.group(2)
-        if pid != os.getpid() and atomic_files.pid_alive(pid):
-            continue  # a swap in progress
-        if not (config_dir / version).exists():
-            with contextlib.suppress(OSError):
-                os.rename(entry, config_dir / version)
-                restored = True
-    return restored
-
-
-def _remove_leftovers(data_dir: Path) -> list[Path]:
-    """Under the data dir's lock: put back datasets set aside by a killed
-    swap, then remove what killed runs left (our temporary build folders and
-    set-aside datasets, TFDS's `incomplete.*` folders); return what was removed."""
-    removed = atomic_files.remove_stale_temporaries(data_dir)
-    dataset = data_dir / DATASET_NAME
-    if dataset.is_dir():
-        for config_dir in [p for p in dataset.iterdir() if p.is_dir() and not p.is_symlink()]:
-            _restore_set_aside(config_dir)
-            removed += atomic_files.remove_stale_temporaries(config_dir)
-            for entry in config_dir.glob(f"{tfds.core.constants.INCOMPLETE_PREFIX}*"):
-                if entry.is_dir() and not entry.is_symlink():
-                    shutil.rmtree(entry, ignore_errors=True)
-                else:
-                    entry.unlink(missing_ok=True)
-                removed.append(entry)
-    return removed
+        dataset_swap.copy_dataset_files(new.parent.parent, final.parent.parent)
+        dataset_swap.swap_in(new, final)
 
 
 def _generate(builder: SlippiReplays, config) -> str | None:

@@ -34,7 +34,8 @@ from keras_lstm.run_folder import BEST_FILE, HISTORY_FILE, METRICS_FILE, MODEL_F
 from keras_lstm.evaluate import evaluate_policy
 from keras_lstm.pipeline import TrainInputs, prepared_inputs
 from keras_lstm.policy import build_policy
-from keras_lstm.replays import LoadReport, find_replays, load_trajectories
+from keras_lstm.replays import find_replays, replays_or_default
+from keras_lstm.trajectories import LoadReport, load_trajectories
 
 
 
@@ -95,6 +96,37 @@ class TrainConfig:
             raise ValueError(f"strategy must be one of {distribute.STRATEGIES}, got {self.strategy!r}")
         if self.strategy == "multi-worker" and not self.data_dir:
             raise ValueError("--strategy multi-worker needs --data-dir: each worker streams its own shard of a prepared dataset")
+
+
+def config_from_options(
+    replays: str | Path | None = None,
+    data_dir: str | Path | None = None,
+    *,
+    temporal: bool = True,
+    output: str | Path = "runs/latest",
+    backbone: str = "lstm",
+    strategy: str = "default",
+    matmul_dtype: str = "float32",
+    **options,
+) -> TrainConfig:
+    """The TrainConfig of `keras-lstm train`'s options (names as TrainConfig's
+    fields): `replays` defaults to $KERAS_LSTM_REPLAYS, then ~/Slippi, unless
+    `data_dir` (a prepared dataset) is given; names are case-insensitive;
+    `matmul_dtype` "float32" is the default (None). Raises ValueError for
+    options that cannot go together; `TrainConfig.validate` checks the rest."""
+    if not temporal:
+        raise ValueError("--no-temporal is not supported: the policy is recurrent and trains on windows")
+    if data_dir is not None and replays is not None:
+        raise ValueError("give --replays or --data-dir, not both (the prepared dataset remembers its replay folder)")
+    return TrainConfig(
+        replays=str(replays_or_default(replays)) if data_dir is None else "",
+        output=str(output),
+        backbone=backbone.lower(),
+        data_dir=str(data_dir) if data_dir is not None else None,
+        strategy=strategy.lower(),
+        matmul_dtype=None if matmul_dtype.lower() == "float32" else matmul_dtype.lower(),
+        **options,
+    )
 
 
 class TrainingDiverged(ValueError):

@@ -1,19 +1,24 @@
-"""`keras-lstm bench train`: the protocol, the tables, and (slow) the quick run
-end to end. Nothing here asserts on timings."""
+"""`keras-lstm bench train`: the protocol (`keras_lstm.benchmarks.protocol`),
+the tables and plots (`keras_lstm.benchmarks.report`), and (slow) the quick run
+end to end (`keras_lstm.benchmarks.train_protocol` and its workers). Nothing
+here asserts on timings."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import pytest
 from typer.testing import CliRunner
 
-from cli.main import app
-from keras_lstm.benchmarks import train_protocol as tp
+from keras_lstm.cli.main import app
+from keras_lstm.benchmarks.protocol import carried_decision, full_protocol
+from keras_lstm.benchmarks.report import format_markdown, write_plots
+from keras_lstm.controller import HEADS
 
 from conftest import GAMES
 
-HEAD_VALUES = {h: 0.5 for h in tp.HEADS}
+HEAD_VALUES = {h: 0.5 for h in HEADS}
 
 
 def _run(name, backbone="lstm", k=None, mode="windows", step_ms=100.0, val_loss=4.0, gap=1.0):
@@ -53,31 +58,31 @@ def _run(name, backbone="lstm", k=None, mode="windows", step_ms=100.0, val_loss=
 
 
 def _results(runs):
-    protocol = tp.full_protocol("/somewhere")
-    return {"protocol": tp.dataclasses.asdict(protocol), "machine": {"cpu": "test CPU", "cores": 2}, "runs": runs}
+    protocol = full_protocol("/somewhere")
+    return {"protocol": dataclasses.asdict(protocol), "machine": {"cpu": "test CPU", "cores": 2}, "runs": runs}
 
 
 def test_protocol_runs_and_validation():
-    protocol = tp.full_protocol(str(GAMES))
+    protocol = full_protocol(str(GAMES))
     protocol.validate()
     assert [r["name"] for r in protocol.runs()] == ["lstm_full", "gru_full", "lstm_k20", "lstm_k15", "lstm_k10"]
     assert protocol.carried_run()["mode"] == "carried"
     config = protocol.train_config(protocol.runs()[2], "/tmp/x")
     assert config["truncate_bptt"] == 20 and config["window_size"] == 60 and config["hidden_size"] == 256
     with pytest.raises(ValueError, match="truncation 90"):
-        tp.full_protocol(str(GAMES), truncations=(None, 90)).validate()
+        full_protocol(str(GAMES), truncations=(None, 90)).validate()
     with pytest.raises(ValueError, match="None"):
-        tp.full_protocol(str(GAMES), truncations=(20,)).validate()
+        full_protocol(str(GAMES), truncations=(20,)).validate()
     with pytest.raises(ValueError, match="carried-state"):
-        tp.full_protocol(str(GAMES), carried_state="sometimes").validate()
+        full_protocol(str(GAMES), carried_state="sometimes").validate()
 
 
 def test_carried_decision_follows_the_gap():
-    assert tp.carried_decision("auto", _run("lstm_full", gap=1.2))["run"]
-    assert not tp.carried_decision("auto", _run("lstm_full", gap=1.01))["run"]
-    assert not tp.carried_decision("auto", {"name": "lstm_full", "error": "exit 1"})["run"]
-    assert tp.carried_decision("always", None)["run"]
-    assert not tp.carried_decision("never", _run("lstm_full", gap=2.0))["run"]
+    assert carried_decision("auto", _run("lstm_full", gap=1.2))["run"]
+    assert not carried_decision("auto", _run("lstm_full", gap=1.01))["run"]
+    assert not carried_decision("auto", {"name": "lstm_full", "error": "exit 1"})["run"]
+    assert carried_decision("always", None)["run"]
+    assert not carried_decision("never", _run("lstm_full", gap=2.0))["run"]
 
 
 def test_tables_compare_with_full_bptt():
@@ -89,7 +94,7 @@ def test_tables_compare_with_full_bptt():
             {"name": "lstm_k10", "backbone": "lstm", "truncate_bptt": 10, "mode": "windows", "error": "exit 1: boom", "log": "x.log"},
         ]
     )
-    text = tp.format_markdown(results)
+    text = format_markdown(results)
     for title in ("## Backbones", "## Truncated BPTT (LSTM)", "## Train/deploy gap"):
         assert title in text
     assert "| 919,552 |" in text and "| 691,200 |" in text
@@ -108,7 +113,7 @@ def test_tables_compare_with_full_bptt():
 
 def test_plots_are_written(tmp_path):
     results = _results([_run("lstm_full"), _run("gru_full", backbone="gru"), _run("lstm_k20", k=20)])
-    written = tp.write_plots(results, tmp_path)
+    written = write_plots(results, tmp_path)
     assert {p.rsplit("/", 1)[-1] for p in written} == {"backbones.png", "truncation.png", "deploy_gap.png"}
     assert all((tmp_path / name).stat().st_size > 1000 for name in ("backbones.png", "truncation.png", "deploy_gap.png"))
 

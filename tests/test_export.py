@@ -141,7 +141,7 @@ def test_fresh_process_load_steps_replay_like_in_process(tmp_path, cell_type):
 
 
 def test_cli_export(tmp_path):
-    from cli.main import app
+    from keras_lstm.cli.main import app
 
     make_run(tmp_path / "run")
     runner = CliRunner()

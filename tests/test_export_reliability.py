@@ -358,7 +358,7 @@ def damaged_copies(source, root):
 
 
 def test_damaged_saved_models_give_one_line_naming_the_file(exported, tmp_path):
-    from cli.main import app
+    from keras_lstm.cli.main import app
 
     runner = CliRunner()
     for path, (error, message) in damaged_copies(exported["lstm"], tmp_path).items():
@@ -374,7 +374,7 @@ def test_damaged_saved_models_give_one_line_naming_the_file(exported, tmp_path):
 
 
 def test_play_and_export_name_a_wrong_model_path(exported, tmp_path):
-    from cli.main import app
+    from keras_lstm.cli.main import app
 
     base = exported["lstm"].parents[1]
     (tmp_path / "notes.txt").write_text("not a model")

@@ -15,10 +15,10 @@ import tensorflow as tf
 import tensorflow_datasets as tfds
 from typer.testing import CliRunner
 
-from cli.main import app
+from keras_lstm.cli.main import app
 from keras_lstm import baselines, controller, features, pipeline, tfds_dataset
 from keras_lstm.data import make_windows
-from keras_lstm.replays import load_trajectories
+from keras_lstm.trajectories import load_trajectories
 from keras_lstm.train import TrainConfig, replay_inputs, train
 
 from conftest import GAMES

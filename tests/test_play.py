@@ -97,7 +97,7 @@ def test_saved_model_agent_plays_like_the_run(tmp_path):
 
 
 def test_cli_play(tmp_path):
-    from cli.main import app
+    from keras_lstm.cli.main import app
 
     make_run(tmp_path / "run")
     runner = CliRunner()
@@ -142,7 +142,7 @@ def test_press_maps_the_decoded_controller_to_libmelee():
 
 
 def test_cli_play_dolphin_needs_an_iso(tmp_path):
-    from cli.main import app
+    from keras_lstm.cli.main import app
 
     make_run(tmp_path / "run")
     result = CliRunner().invoke(app, ["play", "--model", str(tmp_path / "run"), "--port", "1", "--dolphin", str(tmp_path)])

@@ -13,10 +13,11 @@ import pytest
 import tensorflow_datasets as tfds
 from typer.testing import CliRunner
 
-from cli.main import app
+from keras_lstm.cli.main import app
 from keras_lstm import tfds_dataset
 from keras_lstm.data import split_by_game
-from keras_lstm.replays import ReplayError, display_name, find_replays, load_trajectories, read_game
+from keras_lstm.replays import ReplayError, display_name, find_replays, read_game
+from keras_lstm.trajectories import load_trajectories
 
 from conftest import BAD, CLIPS
 

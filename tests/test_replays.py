@@ -10,9 +10,9 @@ from keras_lstm.replays import (
     default_replays_dir,
     find_replays,
     last_record_index,
-    load_trajectories,
     read_game,
 )
+from keras_lstm.trajectories import load_trajectories
 
 from conftest import BAD, CLIPS, GAMES
 

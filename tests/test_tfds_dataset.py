@@ -18,11 +18,12 @@ import pytest
 import tensorflow_datasets as tfds
 from typer.testing import CliRunner
 
-from cli.main import app
-from keras_lstm import tfds_dataset
+from keras_lstm.cli.main import app
+from keras_lstm import dataset_swap, tfds_dataset
 from keras_lstm.data import split_by_game
 from keras_lstm.folder_lock import FolderBusyError, FolderLock
-from keras_lstm.replays import ReplayError, find_replays, load_trajectories
+from keras_lstm.replays import ReplayError, find_replays
+from keras_lstm.trajectories import load_trajectories
 
 from conftest import BAD, CLIPS, GAMES, REPO
 
@@ -255,10 +256,10 @@ def _prepare_until_paused(folder: Path, data_dir: Path, stage: str, tmp_path: Pa
     kill it there with SIGKILL. `exchange=False`: as on a file system without
     an atomic exchange of two folders."""
     signal_file = tmp_path / f"paused-{stage}"
-    env = {**os.environ, tfds_dataset.PAUSE_ENV: f"{stage}:{signal_file}", "TF_CPP_MIN_LOG_LEVEL": "3"}
-    code = "from keras_lstm import tfds_dataset\n"
+    env = {**os.environ, dataset_swap.PAUSE_ENV: f"{stage}:{signal_file}", "TF_CPP_MIN_LOG_LEVEL": "3"}
+    code = "from keras_lstm import dataset_swap, tfds_dataset\n"
     if not exchange:
-        code += "tfds_dataset._exchange = lambda a, b: False\n"
+        code += "dataset_swap.exchange = lambda a, b: False\n"
     code += f"tfds_dataset.prepare({str(folder)!r}, {str(data_dir)!r}, val_fraction=0.0)\n"
     proc = subprocess.Popen([sys.executable, "-c", code], cwd=REPO, env=env, stderr=subprocess.PIPE)
     try:

@@ -6,7 +6,7 @@ import keras
 import pytest
 from typer.testing import CliRunner
 
-from cli.main import app
+from keras_lstm.cli.main import app
 from keras_lstm import run_backup
 from keras_lstm.train import TrainConfig, evaluate_folder, train
 

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from cli.main import app
+from keras_lstm.cli.main import app
 from keras_lstm import run_backup
 from keras_lstm.folder_lock import FolderBusyError, FolderLock
 from keras_lstm.policy import build_policy

@@ -7,7 +7,7 @@ import json
 import pytest
 from typer.testing import CliRunner
 
-from cli.main import app
+from keras_lstm.cli.main import app
 from keras_lstm.benchmarks.train_speed import VARIANTS, TrainSpeedConfig, peak_memory_mb
 
 

@@ -1,0 +1,11 @@
+"""The `keras-lstm bench` benchmarks, one module per job:
+
+- `measure`: the measuring helpers they share (machine and code version,
+  peak memory, call and step timers, the default replay folder);
+- `protocol`, `train_protocol`, `worker`, `report`: `bench train` (the
+  protocol's settings; running every configuration in its own process; what
+  each such process does; the Markdown report and plots);
+- `train_speed`: `bench train-speed`;
+- `inference`: `bench inference`;
+- `data`: `bench data`.
+"""

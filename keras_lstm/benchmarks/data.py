@@ -2,11 +2,12 @@
 
 On one replay folder (by default `../shared/replays/games`), in one process:
 
-1. replay parsing and feature extraction (`replays.load_trajectories` on every
-   file, skips included) in game frames per second, beside peppi-py's parse
-   alone on the same files. A game frame is one distinct playable frame of a
-   used game (rollback duplicates removed); one 1v1 human game gives two
-   trajectory frames per game frame. Target: >= 300k game frames/s.
+1. replay parsing and feature extraction (`trajectories.load_trajectories`
+   on every file, skips included) in game frames per second, beside
+   peppi-py's parse alone on the same files. A game frame is one distinct
+   playable frame of a used game (rollback duplicates removed); one 1v1
+   human game gives two trajectory frames per game frame. Target: >= 300k
+   game frames/s.
 2. `tfds_dataset.prepare` of the folder into a temporary data dir: its time
    and its size on disk per hour of play (60 game frames per second).
 3. the prepared dataset's read throughput: the training stream
@@ -30,23 +31,22 @@ import time
 from pathlib import Path
 from typing import Callable
 
+import keras
+
+from keras_lstm import pipeline, tfds_dataset
+from keras_lstm.benchmarks.measure import StepTimer, default_replays, time_calls
+from keras_lstm.policy import build_policy
+from keras_lstm.replays import find_replays, iter_games
+from keras_lstm.trajectories import load_trajectories
+
 FRAMES_PER_S = 60
 PARSE_TARGET_FRAMES_PER_S = 300_000
 RATIO_TARGET = 10.0
 
 
-def default_replays() -> Path:
-    """`../shared/replays/games` beside the repository."""
-    return Path(__file__).resolve().parents[3] / "shared" / "replays" / "games"
-
-
-def _median_time(fn: Callable[[], object], repeats: int) -> tuple[float, object]:
-    times, result = [], None
-    for _ in range(repeats):
-        start = time.perf_counter()
-        result = fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times), result
+def _median_s(fn: Callable[[], object], repeats: int) -> float:
+    """The median seconds of `repeats` calls (no warm-up)."""
+    return statistics.median(time_calls(fn, repeats, warmup=0)[0]) / 1e3
 
 
 def _game_frames(report) -> int:
@@ -58,11 +58,15 @@ def _game_frames(report) -> int:
 
 
 def bench_parse(replays: str | Path, repeats: int = 5) -> dict:
-    from keras_lstm.replays import find_replays, iter_games, load_trajectories
-
     paths = find_replays(replays)
-    seconds, report = _median_time(lambda: load_trajectories(paths), repeats)
-    peppi_seconds, _ = _median_time(lambda: [g for _, g, _ in iter_games(paths)], repeats)
+    last = {}
+
+    def parse():
+        last["report"] = load_trajectories(paths)
+
+    seconds = _median_s(parse, repeats)
+    peppi_seconds = _median_s(lambda: [g for _, g, _ in iter_games(paths)], repeats)
+    report = last["report"]
     game_frames = _game_frames(report)
     return {
         "files": len(paths),
@@ -77,8 +81,6 @@ def bench_parse(replays: str | Path, repeats: int = 5) -> dict:
 
 
 def bench_prepare(replays: str | Path, data_dir: str | Path, game_frames: int) -> dict:
-    from keras_lstm import tfds_dataset
-
     start = time.perf_counter()
     summary = tfds_dataset.prepare(replays, data_dir)
     seconds = time.perf_counter() - start
@@ -94,8 +96,6 @@ def bench_prepare(replays: str | Path, data_dir: str | Path, game_frames: int) -
 
 
 def bench_read(data_dir: str | Path, window_size: int, stride: int, batch_size: int, repeats: int, batches: int) -> dict:
-    from keras_lstm import pipeline, tfds_dataset
-
     builder = tfds_dataset.load_builder(data_dir)
     stream = pipeline.batched(
         pipeline.window_dataset(builder, tfds_dataset.TRAIN, window_size, stride, shuffle=True, repeat=True), batch_size
@@ -108,32 +108,19 @@ def bench_read(data_dir: str | Path, window_size: int, stride: int, batch_size: 
         for _ in range(batches):
             next(iterator)
 
-    seconds, _ = _median_time(read, repeats)
+    seconds = _median_s(read, repeats)
     return {"read_windows_per_s": batches * batch_size / seconds, "read_batches": batches}
 
 
 def bench_training(data_dir: str | Path, window_size: int, batch_size: int, repeats: int, steps: int) -> dict:
-    import keras
-
-    from keras_lstm import pipeline, tfds_dataset
-    from keras_lstm.policy import build_policy
-
     builder = tfds_dataset.load_builder(data_dir)
     batches = pipeline.batched(pipeline.window_dataset(builder, tfds_dataset.TRAIN, window_size, 4, shuffle=True), batch_size)
     in_memory = batches.take(8).cache().repeat()
     policy = build_policy()  # the defaults: LSTM 2 x 256, embed 128
     policy.compile(optimizer=keras.optimizers.Adam(1e-3))
-
-    class EpochSeconds(keras.callbacks.Callback):
-        def on_epoch_begin(self, epoch, logs=None):
-            self.start = time.perf_counter()
-
-        def on_epoch_end(self, epoch, logs=None):
-            times.append(time.perf_counter() - self.start)
-
-    times = []
-    policy.fit(in_memory, steps_per_epoch=steps, epochs=repeats + 1, callbacks=[EpochSeconds()], verbose=0, shuffle=False)
-    seconds = statistics.median(times[1:])  # the first epoch traces the step
+    timer = StepTimer()
+    policy.fit(in_memory, steps_per_epoch=steps, epochs=repeats + 1, callbacks=[timer], verbose=0, shuffle=False)
+    seconds = statistics.median(timer.epoch_s[1:])  # the first epoch traces the step
     return {
         "train_windows_per_s": steps * batch_size / seconds,
         "train_frames_per_s": steps * batch_size * window_size / seconds,

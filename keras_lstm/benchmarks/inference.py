@@ -28,11 +28,19 @@ from __future__ import annotations
 import dataclasses
 import os
 import tempfile
-import time
 from pathlib import Path
 from typing import Callable
 
+import keras
 import numpy as np
+import tensorflow as tf
+
+from keras_lstm import export, features, inference
+from keras_lstm.benchmarks.measure import time_alternating, time_calls
+from keras_lstm.melee_state import FrameFeaturizer
+from keras_lstm.policy import build_policy
+from keras_lstm.replays import FIRST_PLAYABLE_FRAME, default_replays_dir
+from keras_lstm.run_folder import load_run
 
 TARGETS_MS = {
     "step (numpy)": ("median", 0.15),
@@ -59,41 +67,7 @@ class BenchConfig:
     tf_threads: int = 0  # TF intra- and inter-op threads; 0 leaves TensorFlow's default
 
 
-def time_calls(fn: Callable[[], object], iterations: int, warmup: int) -> tuple[np.ndarray, np.ndarray]:
-    """Wall-clock and CPU time (all of this process's threads) of each of
-    `iterations` calls, in ms, after `warmup` calls. On a shared machine the
-    wall-clock tail is mostly time spent descheduled; the CPU time is what
-    the code itself costs."""
-    for _ in range(warmup):
-        fn()
-    wall, cpu = np.empty(iterations), np.empty(iterations)
-    clock, cpu_clock = time.perf_counter, time.process_time
-    for i in range(iterations):
-        start, cpu_start = clock(), cpu_clock()
-        fn()
-        wall[i], cpu[i] = clock() - start, cpu_clock() - cpu_start
-    return wall * 1e3, cpu * 1e3
-
-
-def time_alternating(fn_a: Callable[[], object], fn_b: Callable[[], object], iterations: int, warmup: int) -> tuple[np.ndarray, np.ndarray]:
-    """Wall-clock ms of `iterations` calls of each of `fn_a` and `fn_b`,
-    called alternately (a, b, a, b...) so that both see the same load."""
-    for _ in range(warmup):
-        fn_a()
-        fn_b()
-    a, b = np.empty(iterations), np.empty(iterations)
-    clock = time.perf_counter
-    for i in range(iterations):
-        start = clock()
-        fn_a()
-        middle = clock()
-        fn_b()
-        end = clock()
-        a[i], b[i] = middle - start, end - middle
-    return a * 1e3, b * 1e3
-
-
-def _alternate_numpy_checks(inference, fn: Callable[[], object], iterations: int, warmup: int):
+def _alternate_numpy_checks(fn: Callable[[], object], iterations: int, warmup: int):
     """`time_alternating` of `fn` with and without the numpy NaN/inf checks
     (the module flag that `inference.unchecked_finite` sets, set the same way
     before both calls so that neither pays more for the switch)."""
@@ -144,9 +118,7 @@ def _row(name: str, times_ms: tuple[np.ndarray, np.ndarray], note: str = "") -> 
 
 
 def _gamestates(replay: Path, n: int) -> list:
-    import melee
-
-    from keras_lstm.replays import FIRST_PLAYABLE_FRAME
+    import melee  # libmelee: only for the whole-policy row, which needs a replay
 
     console = melee.Console(is_dolphin=False, path=str(replay), allow_old_version=True)
     console.connect()
@@ -161,8 +133,6 @@ def _gamestates(replay: Path, n: int) -> list:
 
 
 def _default_replay() -> Path | None:
-    from keras_lstm.replays import default_replays_dir
-
     root = default_replays_dir()
     if not root.is_dir():
         return None
@@ -171,13 +141,6 @@ def _default_replay() -> Path | None:
 
 def run(config: BenchConfig, on_row: Callable[[dict], None] | None = None) -> dict:
     """Time every path; returns `{"config", "rows", "window_over_step", ...}`."""
-    import keras
-    import tensorflow as tf
-
-    from keras_lstm import export, features, inference
-    from keras_lstm.melee_state import FrameFeaturizer
-    from keras_lstm.policy import build_policy
-
     if config.tf_threads:
         # Must happen before TensorFlow runs its first op in this process.
         tf.config.threading.set_intra_op_parallelism_threads(config.tf_threads)
@@ -195,8 +158,6 @@ def run(config: BenchConfig, on_row: Callable[[dict], None] | None = None) -> di
             on_row({"name": f"input checks: {row['name']}", "median_ms": row["checked_median_ms"]})
 
     if config.model:
-        from keras_lstm.run_folder import load_run
-
         policy, _ = load_run(config.model)
     else:
         keras.utils.set_random_seed(config.seed)
@@ -216,7 +177,7 @@ def run(config: BenchConfig, on_row: Callable[[dict], None] | None = None) -> di
 
         add(_row("step (numpy)", time_calls(numpy_step, n, w), "keras_lstm.inference.step"))
 
-        add_check(_overhead_row("step (numpy)", _alternate_numpy_checks(inference, numpy_step, n, w)))
+        add_check(_overhead_row("step (numpy)", _alternate_numpy_checks(numpy_step, n, w)))
 
     # 2. the stateful=True twin, through a tf.function (never eager or predict()).
     twin = inference.stateful_twin(backbone)
@@ -299,7 +260,7 @@ def run(config: BenchConfig, on_row: Callable[[dict], None] | None = None) -> di
     act_categorical = np.zeros((1, features.CATEGORICAL_SIZE), np.int32)
     with inference.frame_loop():
         add_check(_overhead_row("PolicyStepper.act", _alternate_numpy_checks(
-            inference, lambda: act_stepper.act(act_numeric, act_categorical), n, w)))
+            lambda: act_stepper.act(act_numeric, act_categorical), n, w)))
 
     # 5. the naive way: re-run the windowed backbone on the last window every frame.
     window_fn = tf.function(lambda x: backbone(x, training=False), input_signature=[tf.TensorSpec([1, config.window_size, E], tf.float32)])

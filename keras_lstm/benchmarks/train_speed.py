@@ -28,13 +28,13 @@ import json
 import os
 import subprocess
 import sys
-import time
 
 import keras
 import numpy as np
 import tensorflow as tf
 
 from keras_lstm import controller, features
+from keras_lstm.benchmarks.measure import StepTimer, machine_info, peak_rss_mb, rss_mb
 from keras_lstm.policy import build_policy
 
 VARIANTS = ("keras_fit", "ours_full", "ours_truncated", "ours_full_bf16", "ours_truncated_bf16")
@@ -157,18 +157,6 @@ def build_variant(variant: str, cell: str, config: TrainSpeedConfig, dropout: fl
     return policy
 
 
-class _StepTimer(keras.callbacks.Callback):
-    def __init__(self):
-        super().__init__()
-        self.step_s: list[float] = []
-
-    def on_train_batch_begin(self, batch, logs=None):
-        self._start = time.perf_counter()
-
-    def on_train_batch_end(self, batch, logs=None):
-        self.step_s.append(time.perf_counter() - self._start)
-
-
 # --- measurements -----------------------------------------------------------------
 
 
@@ -182,7 +170,7 @@ def measure_speed(config: TrainSpeedConfig, cell: str, log=print) -> dict:
     for r in range(config.rounds):
         order = VARIANTS[r % len(VARIANTS):] + VARIANTS[: r % len(VARIANTS)]
         for variant in order:
-            timer = _StepTimer()
+            timer = StepTimer()
             models[variant].fit(
                 _dataset(config, data), epochs=1, steps_per_epoch=config.steps_per_round, verbose=0, shuffle=False, callbacks=[timer]
             )
@@ -219,26 +207,14 @@ def peak_memory_mb(config: TrainSpeedConfig, cell: str, variant: str) -> dict:
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
-def _peak_rss_mb() -> float:
-    """This process's peak RSS (`VmHWM`; `ru_maxrss` would report the parent's
-    peak, as Linux carries it across `exec`)."""
-    with open("/proc/self/status") as f:
-        return next(int(line.split()[1]) for line in f if line.startswith("VmHWM")) / 1024
-
-
-def _rss_mb() -> float:
-    with open("/proc/self/statm") as f:
-        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
-
-
 def _memory_probe(payload: str) -> dict:
     spec = json.loads(payload)
     config = TrainSpeedConfig(**{**spec["config"], "cells": tuple(spec["config"]["cells"])})
     data = synthetic_batches(config, num_batches=2)
     model = build_variant(spec["variant"], spec["cell"], config)
-    before = _rss_mb()
+    before = rss_mb()
     model.fit(_dataset(config, data), epochs=1, steps_per_epoch=config.memory_steps, verbose=0, shuffle=False)
-    peak = _peak_rss_mb()
+    peak = peak_rss_mb()
     return {"peak_rss_mb": peak, "training_mb": peak - before}
 
 
@@ -281,23 +257,6 @@ def run_train_speed(config: TrainSpeedConfig, log=print) -> dict:
             "loss_curve_max_abs_diff": {v: float(np.max(np.abs(np.array(c) - reference))) for v, c in curves.items() if v != "keras_fit"},
         }
     return results
-
-
-def machine_info() -> dict:
-    cpu = "unknown"
-    try:
-        with open("/proc/cpuinfo") as f:
-            cpu = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), cpu)
-    except OSError:
-        pass
-    return {
-        "cpu": cpu,
-        "cores": os.cpu_count(),
-        "tensorflow": tf.__version__,
-        "keras": keras.__version__,
-        "intra_op_threads": tf.config.threading.get_intra_op_parallelism_threads(),
-        "inter_op_threads": tf.config.threading.get_inter_op_parallelism_threads(),
-    }
 
 
 def format_table(results: dict) -> str:

@@ -40,6 +40,8 @@ def train(
     data_dir: Annotated[Optional[Path], typer.Option(help="Train from a dataset made by `keras-lstm prepare` (instead of --replays).")] = None,
     strategy: Annotated[str, typer.Option(help="Distribution: default, mirrored (local GPUs) or multi-worker (TF_CONFIG; see docs/DATA.md).")] = "default",
     matmul_dtype: Annotated[str, typer.Option(help="Recurrent matmuls in float32, or bfloat16 (faster on CPUs with AVX512_BF16; see docs/TRAINING_SPEED.md).")] = "float32",
+    carried_state: Annotated[bool, typer.Option(help="Train as deployed: rows walk through whole games --window-size frames a step, the state carried, the loss on every frame.")] = False,
+    carried_streams: Annotated[int, typer.Option(help="With --carried-state: game rows per batch.")] = 32,
     json_output: Annotated[bool, typer.Option("--json", help="Print the final summary as one JSON object.")] = False,
 ):
     """Train a behavioural-cloning policy on a folder of Slippi replays (or a prepared dataset)."""
@@ -71,6 +73,8 @@ def train(
         backup_every_steps=backup_every_steps,
         strategy=strategy,
         matmul_dtype=matmul_dtype,
+        carried_state=carried_state,
+        carried_streams=carried_streams,
     )
     summary = run_training(config, on_skip=print_skip, verbose=2 if json_output else "auto", on_warning=print_warning)
     if json_output:

@@ -18,8 +18,9 @@ game does. A row that finishes a piece takes the next one from a queue that
 is reshuffled (with the seed) every time it runs out, so no row ever waits
 or pads.
 
-It runs under `model.fit` (`CarriedStatePolicy.train_step`), so Keras
-callbacks work. The saved model is a plain `BehaviorCloningPolicy`: the
+It is `keras-lstm train --carried-state` (`TrainConfig.carried_state`): the
+same trainer, run folder, backups and callbacks as windowed training, with
+`CarriedStatePolicy.train_step` under `model.fit`. The saved model is a plain `BehaviorCloningPolicy`: the
 carried-state machinery only exists while training. Gradients come from
 autodiff through `keras_lstm.recurrent.backbone_unroll` (every frame's output
 is needed), not from the hand-written backward pass of the windowed path.
@@ -32,23 +33,13 @@ replays, so windowed training stays the default.
 
 from __future__ import annotations
 
-import dataclasses
-import time
-from pathlib import Path
-
-import keras
 import numpy as np
 import tensorflow as tf
 
-from keras_lstm import atomic_files, baselines, features
-from keras_lstm.backbone import build_backbone
-from keras_lstm.evaluate import evaluate_policy
+from keras_lstm import features
 from keras_lstm.features import PolicyArrays
-from keras_lstm.folder_lock import FolderLock
-from keras_lstm.policy import BehaviorCloningPolicy, build_policy, policy_loss
+from keras_lstm.policy import BehaviorCloningPolicy, build_policy, policy_loss, scaled_for_replicas
 from keras_lstm.recurrent import backbone_unroll, zero_state
-from keras_lstm.run_folder import METRICS_FILE, MODEL_FILE, RUN_FILE
-from keras_lstm.train import load_split
 
 DEFAULT_PIECE_FRAMES = 3600
 
@@ -100,12 +91,18 @@ class CarriedStatePolicy(BehaviorCloningPolicy):
             flat_logits = {h: _flatten_time(v) for h, v in logits.items()}
             flat_targets = {h: _flatten_time(v) for h, v in targets.items()}
             loss, _ = policy_loss(flat_targets, flat_logits)
-            total = loss + tf.add_n(self.losses) if self.losses else loss
+            total = scaled_for_replicas(loss + tf.add_n(self.losses) if self.losses else loss)
         grads = tape.gradient(total, self.trainable_variables)
         self.optimizer.apply(grads, self.trainable_variables)
         for var, value in zip(tf.nest.flatten(self._carried.variables), tf.nest.flatten(new_state)):
             var.assign(tf.stop_gradient(value))
         return self._record(loss, flat_targets, flat_logits)
+
+    @property
+    def carried_state_variables(self) -> list:
+        """The state carried between steps, for backups (a resumed run must
+        carry on from the same state)."""
+        return tf.nest.flatten(self._carried.variables)
 
     def to_policy(self) -> BehaviorCloningPolicy:
         """A plain `BehaviorCloningPolicy` holding these weights."""
@@ -199,87 +196,10 @@ def steps_per_epoch(arrays: list[PolicyArrays], segment_frames: int, streams: in
     return max(1, -(-segments // streams))
 
 
-def train_carried(
-    config,
-    streams: int = 32,
-    segment_frames: int | None = None,
-    piece_frames: int = DEFAULT_PIECE_FRAMES,
-    callbacks: list | None = None,
-    verbose: int | str = 0,
-) -> dict:
-    """Train a policy with carried state (same `TrainConfig`, split, seed and
-    epochs as `keras_lstm.train.train`; `segment_frames` defaults to the
-    window size), write `model.keras`, `run.json` and `metrics.json` to
-    `config.output` like `train`, and return the summary (windowed
-    validation loss and accuracies beside the baselines, as `train` does)."""
-    config.validate()
-    segment_frames = segment_frames or config.window_size
-    keras.utils.set_random_seed(config.seed)
-    out = Path(config.output).expanduser()
-    with FolderLock(out, "run folder"):
-        return _train_carried_locked(config, out, streams, segment_frames, piece_frames, callbacks, verbose)
-
-
-def _train_carried_locked(config, out, streams, segment_frames, piece_frames, callbacks, verbose) -> dict:
-    data = load_split(config)
-    arrays = [features.align(t, config.delay) for t in data.train_report.trajectories]
-    stats = baselines.fit_baselines(data.train.predicted_targets(), data.train.previous_targets())
-    backbone = build_backbone(config.backbone, config.embed_size, config.hidden_size, config.num_layers, config.dropout)
-    policy = CarriedStatePolicy(backbone, streams=streams)
-    policy.compile(optimizer=keras.optimizers.Adam(config.learning_rate))
-    steps = steps_per_epoch(arrays, segment_frames, streams, piece_frames)
-    dataset = segment_dataset(arrays, segment_frames, streams, piece_frames, config.seed)
-    run_info = {
-        "config": dataclasses.asdict(config),
-        "mode": {"carried_state": True, "streams": streams, "segment_frames": segment_frames, "piece_frames": piece_frames},
-        "feature_version": features.FEATURE_VERSION,
-        "train_files": data.train_files,
-        "val_files": data.val_files,
-        "baseline_stats": stats.to_json(),
-    }
-    atomic_files.write_json(out / RUN_FILE, run_info)
-
-    start = time.perf_counter()
-    history = policy.fit(
-        dataset,
-        epochs=config.epochs,
-        steps_per_epoch=steps,
-        callbacks=[keras.callbacks.TerminateOnNaN(), *(callbacks or [])],
-        verbose=verbose,
-        shuffle=False,  # the order is what carries the state
-    )
-    train_seconds = time.perf_counter() - start
-    plain = policy.to_policy()
-    with atomic_files.atomic_path(out / MODEL_FILE) as tmp:
-        plain.save(tmp)
-    frames = steps * streams * segment_frames * len(history.history.get("loss", []))
-    summary = {
-        "config": dataclasses.asdict(config),
-        "mode": run_info["mode"],
-        "parameters": int(plain.count_params()),
-        "backbone_parameters": int(plain.backbone.count_params()),
-        "epochs_run": len(history.history.get("loss", [])),
-        "train_seconds": train_seconds,
-        "train_frames_per_s": frames / train_seconds if train_seconds else None,
-        "train_steps_per_epoch": steps,
-        "train_windows": len(data.train),
-        "val_windows": len(data.val),
-        "output": str(out),
-        "model_path": str(out / MODEL_FILE),
-    }
-    if len(data.val):
-        summary.update(evaluate_policy(plain, data.val, stats))
-    else:
-        summary["val_loss"] = None
-    atomic_files.write_json(out / METRICS_FILE, summary)
-    return summary
-
-
 __all__ = [
     "CarriedStatePolicy",
     "cut_pieces",
     "segment_batches",
     "segment_dataset",
     "steps_per_epoch",
-    "train_carried",
 ]

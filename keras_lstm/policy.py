@@ -106,6 +106,16 @@ def head_correct(targets: dict, logits: dict) -> dict:
     return correct
 
 
+def scaled_for_replicas(loss):
+    """Under a distribution strategy the optimizer sums the replicas'
+    gradients: scale each replica's loss so that the sum is the global
+    batch's mean."""
+    replica = tf.distribute.get_replica_context()
+    if replica is not None and replica.num_replicas_in_sync > 1:
+        return loss / replica.num_replicas_in_sync
+    return loss
+
+
 @keras.saving.register_keras_serializable(package="keras_lstm")
 class BehaviorCloningPolicy(keras.Model):
     """Frame encoder -> backbone -> one linear head per controller part.
@@ -214,12 +224,7 @@ class BehaviorCloningPolicy(keras.Model):
             hidden, _ = backbone_last_hidden(self.backbone, frames_TxBxE, state, True, self.matmul_dtype)
             logits = self.apply_heads(hidden)
             loss, _ = policy_loss(targets, logits)
-            total = loss + tf.add_n(self.losses) if self.losses else loss
-            # Under a distribution strategy the optimizer sums the replicas'
-            # gradients: scale so that the sum is the global batch's mean.
-            replica = tf.distribute.get_replica_context()
-            if replica is not None and replica.num_replicas_in_sync > 1:
-                total = total / replica.num_replicas_in_sync
+            total = scaled_for_replicas(loss + tf.add_n(self.losses) if self.losses else loss)
         grads = tape.gradient(total, self.trainable_variables)
         self.optimizer.apply(grads, self.trainable_variables)
         return self._record(loss, targets, logits)

@@ -64,6 +64,9 @@ def _variable_groups(model) -> dict[str, list]:
     groups = {"model": list(model.variables), "metrics": [v for m in model.metrics for v in m.variables]}
     if model.optimizer is not None:
         groups["optimizer"] = list(model.optimizer.variables)
+    carried = list(getattr(model, "carried_state_variables", []))  # carried-state training
+    if carried:
+        groups["carried"] = carried
     return groups
 
 
@@ -153,6 +156,8 @@ class RunProgress(keras.callbacks.Callback):
         monitor: the log that decides "best" (lower is better).
         metric_state: the metrics' running sums to put back at the start of
             a resumed epoch (Keras zeroes them at every epoch's start).
+        saveable: the model as it is saved (e.g. the plain policy of a
+            carried-state one); the trained model itself by default.
     """
 
     def __init__(
@@ -164,6 +169,7 @@ class RunProgress(keras.callbacks.Callback):
         best_path: str | os.PathLike | None = None,
         monitor: str = "val_loss",
         metric_state: list | None = None,
+        saveable: Callable | None = None,
     ):
         super().__init__()
         self.progress = progress
@@ -173,6 +179,7 @@ class RunProgress(keras.callbacks.Callback):
         self.best_path = Path(best_path) if best_path is not None else None
         self.monitor = monitor
         self._metric_state = metric_state
+        self._saveable = saveable or (lambda model: model)
         self._since_backup = 0
         self._start = None
 
@@ -216,7 +223,7 @@ class RunProgress(keras.callbacks.Callback):
             self.progress.best = value
             if self.best_path is not None:
                 with atomic_files.atomic_path(self.best_path) as tmp:
-                    self.model.save(tmp)
+                    self._saveable(self.model).save(tmp)
         self.progress.epoch += 1
         self.progress.step = 0
         if not self.model.stop_training:

@@ -26,8 +26,9 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from keras_lstm import atomic_files, baselines, distribute, features, run_backup
-from keras_lstm.backbone import CELL_TYPES, check_positive
+from keras_lstm import atomic_files, baselines, carried_training, distribute, features, run_backup
+from keras_lstm.backbone import CELL_TYPES, build_backbone, check_positive
+from keras_lstm.carried_training import DEFAULT_PIECE_FRAMES
 from keras_lstm.data import Windows, check_seed, make_windows, split_by_game
 from keras_lstm.folder_lock import FolderLock
 from keras_lstm.run_folder import BEST_FILE, HISTORY_FILE, METRICS_FILE, MODEL_FILE, RUN_FILE, check_resumable, load_run
@@ -63,6 +64,12 @@ class TrainConfig:
     matmul_dtype: str | None = None  # "bfloat16": faster recurrent matmuls on CPUs with AVX512_BF16
     data_dir: str | None = None  # a dataset from `keras-lstm prepare`, instead of `replays`
     strategy: str = "default"  # "default" | "mirrored" | "multi-worker"
+    # Carried-state training (`keras_lstm.carried_training`): each of
+    # `carried_streams` rows walks through whole games, `window_size` frames a
+    # step, the state carried from step to step and the loss on every frame.
+    carried_state: bool = False
+    carried_streams: int = 32
+    carried_piece_frames: int = DEFAULT_PIECE_FRAMES
 
     def validate(self) -> None:
         """Raise ValueError naming the first bad option."""
@@ -94,6 +101,13 @@ class TrainConfig:
                 check_positive(**{name.replace("_", "-"): value})
         if self.strategy not in distribute.STRATEGIES:
             raise ValueError(f"strategy must be one of {distribute.STRATEGIES}, got {self.strategy!r}")
+        if self.carried_state:
+            check_positive(**{"carried-streams": self.carried_streams, "carried-piece-frames": self.carried_piece_frames})
+            if self.data_dir or self.truncate_bptt is not None or self.strategy != "default":
+                raise ValueError(
+                    "--carried-state trains from --replays on one device, on segments of --window-size frames "
+                    "with the state carried: it takes no --data-dir, --truncate-bptt or --strategy"
+                )
         if self.strategy == "multi-worker" and not self.data_dir:
             raise ValueError("--strategy multi-worker needs --data-dir: each worker streams its own shard of a prepared dataset")
 
@@ -192,6 +206,32 @@ def replay_inputs(config: TrainConfig, on_skip: Callable[[str, str], None] | Non
     )
 
 
+def carried_inputs(config: TrainConfig, on_skip: Callable[[str, str], None] | None = None) -> TrainInputs:
+    """`TrainInputs` for carried-state training: the same split, validation
+    windows and baselines as `replay_inputs`; training batches are segments
+    of whole games in a fixed order (`carried_training.segment_dataset`)."""
+    data = load_split(config, on_skip)
+    arrays = [features.align(t, config.delay) for t in data.train_report.trajectories]
+    W, streams, piece = config.window_size, config.carried_streams, config.carried_piece_frames
+
+    def make_train_dataset(skip_steps: int = 0):
+        batches = carried_training.segment_dataset(arrays, W, streams, piece, config.seed)
+        return batches.skip(skip_steps) if skip_steps else batches
+
+    return TrainInputs(
+        make_train_dataset=make_train_dataset,
+        steps_per_epoch=carried_training.steps_per_epoch(arrays, W, streams, piece),
+        train_windows=len(data.train),
+        val=data.val,
+        stats=baselines.fit_baselines(data.train.predicted_targets(), data.train.previous_targets()),
+        train_files=data.train_files,
+        val_files=data.val_files,
+        train_counts=data.train_report.counts(),
+        counts=_combined_counts(data.train_report, data.val_report),
+        skipped=data.train_report.skipped + data.val_report.skipped,
+    )
+
+
 def training_batches(windows: Windows, config: TrainConfig, steps_per_epoch: int, skip_steps: int = 0) -> tf.data.Dataset:
     """Every epoch's batches in a fixed order, less the first `skip_steps`.
 
@@ -247,19 +287,26 @@ def _train_locked(config, strategy, out, backup, on_skip, callbacks, verbose, on
     write_dir = distribute.write_dir(out, strategy)  # the run folder, or a temporary one for a non-chief worker
     atomic_files.remove_stale_temporaries(write_dir)
 
-    data = prepared_inputs(config, strategy) if config.data_dir else replay_inputs(config, on_skip)
+    if config.data_dir:
+        data = prepared_inputs(config, strategy)
+    else:
+        data = (carried_inputs if config.carried_state else replay_inputs)(config, on_skip)
     stats = data.stats
     steps = data.steps_per_epoch
     with strategy.scope():
-        policy = build_policy(
-            config.backbone,
-            config.embed_size,
-            config.hidden_size,
-            config.num_layers,
-            config.dropout,
-            config.truncate_bptt,
-            config.matmul_dtype,
-        )
+        if config.carried_state:
+            backbone = build_backbone(config.backbone, config.embed_size, config.hidden_size, config.num_layers, config.dropout)
+            policy = carried_training.CarriedStatePolicy(backbone, streams=config.carried_streams)
+        else:
+            policy = build_policy(
+                config.backbone,
+                config.embed_size,
+                config.hidden_size,
+                config.num_layers,
+                config.dropout,
+                config.truncate_bptt,
+                config.matmul_dtype,
+            )
         policy.compile(optimizer=keras.optimizers.Adam(config.learning_rate))
         progress = run_backup.load_latest(backup, policy, on_warning) or run_backup.Progress()
         metric_state = [v.numpy() for m in policy.metrics for v in m.variables] if progress.step else None
@@ -267,8 +314,11 @@ def _train_locked(config, strategy, out, backup, on_skip, callbacks, verbose, on
 
     val_ds = data.val.dataset(config.batch_size * 4, shuffle=False) if len(data.val) else None
     monitor = "val_loss" if val_ds is not None else "loss"
+    def saveable(model):  # what model.keras and best.keras hold: always a plain policy
+        return model.to_policy() if config.carried_state else model
+
     recorder = run_backup.RunProgress(
-        progress, steps, backup, config.backup_every_steps, write_dir / BEST_FILE, monitor, metric_state
+        progress, steps, backup, config.backup_every_steps, write_dir / BEST_FILE, monitor, metric_state, saveable
     )
     fit_callbacks = [
         keras.callbacks.TerminateOnNaN(),  # before the recorder: it never backs up a NaN model
@@ -313,15 +363,17 @@ def _train_locked(config, strategy, out, backup, on_skip, callbacks, verbose, on
     epochs_run = len(next(iter(progress.history.values()), []))
     history = {k: list(v) for k, v in progress.history.items()}
     atomic_files.write_json(write_dir / HISTORY_FILE, history)
+    final = saveable(policy)
     with atomic_files.atomic_path(write_dir / MODEL_FILE) as tmp:
-        policy.save(tmp)  # every worker saves (saving may all-reduce); only the chief's is kept
+        final.save(tmp)  # every worker saves (saving may all-reduce); only the chief's is kept
 
-    trained_windows = steps * config.batch_size * epochs_run
+    rows_per_step = config.carried_streams if config.carried_state else config.batch_size
+    trained_windows = steps * rows_per_step * epochs_run
     seconds = progress.train_seconds
     summary = {
         "config": dataclasses.asdict(config),
-        "parameters": int(policy.count_params()),
-        "backbone_parameters": int(policy.backbone.count_params()),
+        "parameters": int(final.count_params()),
+        "backbone_parameters": int(final.backbone.count_params()),
         "epochs_run": epochs_run,
         "train_seconds": seconds,
         "train_windows_per_s": trained_windows / seconds if seconds else None,
@@ -336,7 +388,7 @@ def _train_locked(config, strategy, out, backup, on_skip, callbacks, verbose, on
         "logs_path": str(out / "logs"),
     }
     if len(data.val) and chief:
-        summary.update(evaluate_policy(distribute.local_model(policy), data.val, stats))
+        summary.update(evaluate_policy(distribute.local_model(final), data.val, stats))
     else:
         summary["val_loss"] = None
     summary["strategy"] = {"name": config.strategy, "replicas": strategy.num_replicas_in_sync, "chief": chief}

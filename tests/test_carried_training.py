@@ -11,11 +11,11 @@ import tensorflow as tf
 
 from keras_lstm import controller, features
 from keras_lstm.backbone import build_backbone
-from keras_lstm.carried_training import CarriedStatePolicy, cut_pieces, segment_batches, steps_per_epoch, train_carried
+from keras_lstm.carried_training import CarriedStatePolicy, cut_pieces, segment_batches, steps_per_epoch
 from keras_lstm.features import PolicyArrays
 from keras_lstm.policy import BehaviorCloningPolicy
 from keras_lstm.recurrent import backbone_unroll, zero_state
-from keras_lstm.train import TrainConfig
+from keras_lstm.train import TrainConfig, train
 
 from conftest import GAMES
 
@@ -105,13 +105,16 @@ def test_to_policy_is_a_plain_policy_with_the_same_outputs():
 
 
 @pytest.mark.slow
-def test_train_carried_on_real_replays(tmp_path):
+def test_train_with_carried_state_on_real_replays(tmp_path):
     config = TrainConfig(
         replays=str(GAMES), output=str(tmp_path), embed_size=8, hidden_size=8, num_layers=1,
-        window_size=12, stride=12, batch_size=8, epochs=1, max_frames=3000,
+        window_size=12, stride=12, batch_size=8, epochs=2, max_frames=3000,
+        carried_state=True, carried_streams=4, carried_piece_frames=600, backup_every_steps=3,
     )
-    summary = train_carried(config, streams=4, piece_frames=600)
-    assert (tmp_path / "model.keras").is_file() and (tmp_path / "run.json").is_file()
+    summary = train(config, verbose=0)
+    for name in ("model.keras", "best.keras", "run.json", "metrics.json", "history.json"):
+        assert (tmp_path / name).is_file(), name
+    assert not (tmp_path / "backup").exists() and summary["epochs_run"] == 2
     assert np.isfinite(summary["val_loss"])
     loaded = keras.models.load_model(tmp_path / "model.keras")
     assert type(loaded) is BehaviorCloningPolicy

@@ -38,8 +38,8 @@ def uninterrupted(tmp_path_factory):
     return out, summary
 
 
-def run_until_killed(out: Path, point: str) -> None:
-    config = json.dumps({**CONFIG, "output": str(out)})
+def run_until_killed(out: Path, point: str, config: dict = CONFIG) -> None:
+    config = json.dumps({**config, "output": str(out)})
     env = {**os.environ, "PYTHONPATH": str(REPO / "tests")}
     proc = subprocess.run(
         [sys.executable, str(REPO / "tests" / "killable_train.py"), config, point], env=env, capture_output=True, text=True, timeout=600
@@ -91,6 +91,18 @@ def test_killed_while_writing_a_backup_resumes_from_the_previous_one(tmp_path, u
     assert [p.name for p in backup.iterdir() if p.name.startswith(".tmp-")]  # the half-written one
     summary = train(TrainConfig(output=str(tmp_path), **CONFIG), verbose=0)
     assert_same_as_uninterrupted(tmp_path, summary, uninterrupted)
+
+
+@pytest.mark.slow
+def test_carried_state_training_resumes_like_windowed_training(tmp_path):
+    carried = {**CONFIG, "carried_state": True, "carried_streams": 4, "carried_piece_frames": 240, "truncate_bptt": None}
+    whole = train(TrainConfig(output=str(tmp_path / "whole"), **carried), verbose=0)
+    out = tmp_path / "killed"
+    run_until_killed(out, "batch:8", carried)  # two batches after the backup at step 6, state carried across it
+    resumed = train(TrainConfig(output=str(out), **carried), verbose=0)
+    assert resumed["val_loss"] == pytest.approx(whole["val_loss"], rel=1e-3)
+    assert resumed["epochs_run"] == carried["epochs"]
+    assert type(keras.models.load_model(out / "model.keras")).__name__ == "BehaviorCloningPolicy"
 
 
 # -- backups ---------------------------------------------------------------

@@ -3,7 +3,7 @@ peak memory is its own:
 
     python -m keras_lstm.benchmarks.worker SPEC.json RESULT.json
 
-trains with `keras_lstm.train.train` (or `train_carried`) exactly as
+trains with `keras_lstm.train.train` (`carried_state=True` for the carried run) exactly as
 `keras-lstm train` does, timing every training step in a callback (the
 median excludes the first steps, which trace the graph) and reading the
 process's peak resident memory (VmHWM, reset just before `fit`); then
@@ -28,7 +28,6 @@ from keras_lstm.backbone import recurrent_param_count
 from keras_lstm.baselines import BaselineStats
 from keras_lstm.benchmarks.measure import StepTimer, peak_rss_mb, reset_peak_rss, rss_mb, time_calls
 from keras_lstm.benchmarks.protocol import SKIP_FIRST_STEPS
-from keras_lstm.carried_training import train_carried
 from keras_lstm.deploy_eval import evaluate_deployed
 from keras_lstm.recurrent import backbone_unroll, zero_state
 from keras_lstm.run_folder import load_run
@@ -110,15 +109,13 @@ def measure_step_latency(policy, steps: int) -> dict:
 def run_worker(spec: dict) -> dict:
     """Train and measure one configuration in this process (see the module
     docstring); returns a JSON-able dict."""
-    config = TrainConfig(**spec["config"])
+    carried = spec["mode"] == "carried"
+    options = {"carried_state": True, "carried_streams": spec.get("streams", 32)} if carried else {}
+    config = TrainConfig(**spec["config"], **options)
     probe = FitProbe()
     start = time.perf_counter()
-    if spec["mode"] == "carried":
-        summary = train_carried(config, streams=spec.get("streams", 32), callbacks=[probe], verbose=0)
-        frames_per_step = spec.get("streams", 32) * config.window_size
-    else:
-        summary = train(config, callbacks=[probe], verbose=0)
-        frames_per_step = config.batch_size * config.window_size
+    summary = train(config, callbacks=[probe], verbose=0)
+    frames_per_step = (config.carried_streams if carried else config.batch_size) * config.window_size
     wall_train_s = time.perf_counter() - start
 
     steps = probe.step_s

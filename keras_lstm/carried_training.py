@@ -22,7 +22,7 @@ It is `keras-lstm train --carried-state` (`TrainConfig.carried_state`): the
 same trainer, run folder, backups and callbacks as windowed training, with
 `CarriedStatePolicy.train_step` under `model.fit`. The saved model is a plain `BehaviorCloningPolicy`: the
 carried-state machinery only exists while training. Gradients come from
-autodiff through `keras_lstm.recurrent.backbone_unroll` (every frame's output
+autodiff through the backbone's `unroll` (every frame's output
 is needed), not from the hand-written backward pass of the windowed path.
 
 When to use it: when a policy's deployed loss is clearly above its windowed
@@ -39,7 +39,6 @@ import tensorflow as tf
 from keras_lstm import features
 from keras_lstm.features import PolicyArrays
 from keras_lstm.policy import BehaviorCloningPolicy, build_policy, policy_loss, scaled_for_replicas
-from keras_lstm.recurrent import backbone_unroll, zero_state
 
 DEFAULT_PIECE_FRAMES = 3600
 
@@ -77,7 +76,7 @@ class CarriedStatePolicy(BehaviorCloningPolicy):
         super().__init__(backbone, truncate_bptt=None, **kwargs)
         self.streams = streams
         self._carried = _StateBox(
-            tf.nest.map_structure(lambda z: tf.Variable(z, trainable=False), zero_state(backbone, streams))
+            tf.nest.map_structure(lambda z: tf.Variable(z, trainable=False), backbone.initial_state(streams))
         )
 
     def train_step(self, data):
@@ -86,8 +85,8 @@ class CarriedStatePolicy(BehaviorCloningPolicy):
         state = tf.nest.map_structure(lambda v: v * keep_Bx1, self._carried.variables)
         with tf.GradientTape() as tape:
             frames_BxTxE = self.encode(x, training=True)
-            hidden_BxTxU, new_state = backbone_unroll(self.backbone, frames_BxTxE, state, training=True)
-            logits = self.apply_heads(hidden_BxTxU)
+            outputs_BxTxU, new_state = self.backbone.unroll(frames_BxTxE, state, training=True)
+            logits = self.apply_heads(outputs_BxTxU)
             flat_logits = {h: _flatten_time(v) for h, v in logits.items()}
             flat_targets = {h: _flatten_time(v) for h, v in targets.items()}
             loss, _ = policy_loss(flat_targets, flat_logits)

@@ -7,7 +7,7 @@ by frame 10,000 the state has run 10,000 steps, far longer than anything
 seen in training. This module measures what that does to the loss.
 
 `deployed_logits` runs the backbone over each whole aligned trajectory from
-the zero state (`keras_lstm.recurrent.backbone_unroll`, in fixed-size chunks
+the zero state (the backbone's `unroll`, in fixed-size chunks
 so memory stays bounded, the state carried from chunk to chunk), then the
 heads on every timestep. That is exactly stepping frame by frame with the
 state carried: the recurrence is causal, so neither the chunk size nor the
@@ -29,7 +29,6 @@ from keras_lstm import baselines, controller, features
 from keras_lstm.data import make_windows
 from keras_lstm.evaluate import frame_losses, predict_logits
 from keras_lstm.features import PolicyArrays
-from keras_lstm.recurrent import backbone_unroll, zero_state
 
 DEFAULT_CHUNK_FRAMES = 256
 
@@ -43,7 +42,7 @@ def _chunk_runner(policy, batch: int, chunk_frames: int):
     one `[batch, chunk_frames]` chunk, traced once."""
     backbone = policy.backbone
     state_spec = tf.nest.map_structure(
-        lambda _: tf.TensorSpec([batch, backbone.hidden_size], tf.float32), zero_state(backbone, batch)
+        lambda _: tf.TensorSpec([batch, backbone.hidden_size], tf.float32), backbone.initial_state(batch)
     )
 
     @tf.function(
@@ -55,8 +54,8 @@ def _chunk_runner(policy, batch: int, chunk_frames: int):
     )
     def run(numeric_BxTxF, categorical_BxTxC, state):
         frames_BxTxE = policy.encode({"numeric": numeric_BxTxF, "categorical": categorical_BxTxC}, training=False)
-        hidden_BxTxU, state = backbone_unroll(backbone, frames_BxTxE, state, training=False)
-        return policy.apply_heads(hidden_BxTxU), state
+        outputs_BxTxU, state = backbone.unroll(frames_BxTxE, state)
+        return policy.apply_heads(outputs_BxTxU), state
 
     return run
 
@@ -93,7 +92,7 @@ def _deployed_batch(policy, arrays: list[PolicyArrays], chunk_frames: int) -> li
         categorical[i, : len(a)] = a.categorical
 
     run = _chunk_runner(policy, batch, chunk_frames)
-    state = zero_state(policy.backbone, batch)
+    state = policy.initial_state(batch)
     pieces = {h: [] for h in controller.HEADS}
     for start in range(0, padded, chunk_frames):
         end = start + chunk_frames

@@ -29,7 +29,6 @@ from keras_lstm.baselines import BaselineStats
 from keras_lstm.benchmarks.measure import StepTimer, peak_rss_mb, reset_peak_rss, rss_mb, time_calls
 from keras_lstm.benchmarks.protocol import SKIP_FIRST_STEPS
 from keras_lstm.deploy_eval import evaluate_deployed
-from keras_lstm.recurrent import backbone_unroll, zero_state
 from keras_lstm.run_folder import load_run
 from keras_lstm.train import TrainConfig, load_split, train
 
@@ -61,7 +60,7 @@ def measure_step_latency(policy, steps: int) -> dict:
     """Median single-frame latency at batch 1 (ms): the backbone step of
     `keras_lstm.inference.step`, the whole policy through
     `keras_lstm.inference.PolicyStepper`, and a `tf.function` of encoder ->
-    `backbone_unroll` with T=1 -> heads."""
+    `backbone.unroll` with T=1 -> heads."""
     backbone = policy.backbone
     rng = np.random.default_rng(0)
     numeric = rng.normal(size=(1, features.NUMERIC_SIZE)).astype(np.float32)
@@ -81,7 +80,7 @@ def measure_step_latency(policy, steps: int) -> dict:
     out["policy_stepper_ms"] = _median_ms(lambda: stepper.logits(numeric, categorical), steps)
     out["policy_stepper_what"] = "keras_lstm.inference.PolicyStepper.logits (whole policy, numpy)"
 
-    state_spec = tf.nest.map_structure(lambda _: tf.TensorSpec([1, backbone.hidden_size], tf.float32), zero_state(backbone, 1))
+    state_spec = tf.nest.map_structure(lambda _: tf.TensorSpec([1, backbone.hidden_size], tf.float32), backbone.initial_state(1))
 
     @tf.function(
         input_signature=[
@@ -92,17 +91,17 @@ def measure_step_latency(policy, steps: int) -> dict:
     )
     def graph_step(numeric_1x1xF, categorical_1x1xC, state):
         frames = policy.encode({"numeric": numeric_1x1xF, "categorical": categorical_1x1xC}, training=False)
-        hidden, state = backbone_unroll(backbone, frames, state, training=False)
+        hidden, state = backbone.unroll(frames, state)
         return policy.apply_heads(hidden[:, -1]), state
 
     x_num, x_cat = tf.constant(numeric[:, None]), tf.constant(categorical[:, None])
-    state = [zero_state(backbone, 1)]
+    state = [backbone.initial_state(1)]
 
     def tf_step():
         _, state[0] = graph_step(x_num, x_cat, state[0])
 
     out["tf_function_step_ms"] = _median_ms(tf_step, steps)
-    out["tf_function_step_what"] = "tf.function: encoder -> backbone_unroll (T=1) -> heads (whole policy)"
+    out["tf_function_step_what"] = "tf.function: encoder -> backbone.unroll (T=1) -> heads (whole policy)"
     return out
 
 

@@ -21,8 +21,8 @@ def data(
     """Parsing + features (frames/s), dataset size per hour of play, read throughput, and pipeline/training ratio."""
     import tensorflow_datasets as tfds
 
-    from keras_lstm.backbone import check_positive
     from keras_lstm.benchmarks.data import format_report, run
+    from keras_lstm.model.backbone import check_positive
 
     check_positive(repeats=repeats)
     tfds.disable_progress_bar()

@@ -25,8 +25,8 @@ def inference(
     json_output: Annotated[bool, typer.Option("--json", help="Print the result as one JSON object.")] = False,
 ):
     """Per-frame inference latency at batch 1: step, stateful twin, SavedModel signatures, whole policy, window re-run; and what the NaN/inf input checks cost (checked vs unchecked, side by side)."""
-    from keras_lstm.backbone import CELL_TYPES, check_positive
     from keras_lstm.benchmarks.inference import BenchConfig, format_table, run
+    from keras_lstm.model.backbone import CELL_TYPES, check_positive
 
     if backbone.lower() not in CELL_TYPES:
         raise ValueError(f"backbone must be one of {CELL_TYPES}, got {backbone!r}")

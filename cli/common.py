@@ -9,8 +9,8 @@ from typing import Callable
 
 import typer
 
-from keras_lstm.folder_lock import FolderBusyError
-from keras_lstm.replays import ReplayError, display_name
+from keras_lstm.data.replays import ReplayError, display_name
+from keras_lstm.files.lock import FolderBusyError
 from keras_lstm.stderr import quiet_stderr
 
 # Errors a user can fix from the message alone: print one line, exit 2.

@@ -24,8 +24,8 @@ def play(
     json_output: Annotated[bool, typer.Option("--json", help="Print the report as one JSON object.")] = False,
 ):
     """Run a policy frame by frame, from a replay (scored against the human) or live in Dolphin."""
-    from keras_lstm import play as play_lib
-    from keras_lstm.play import check_play_options
+    from keras_lstm.serving import play as play_lib
+    from keras_lstm.serving.play import check_play_options
 
     check_play_options(port, replay, dolphin, iso, max_frames)  # before the model loads
     agent = play_lib.load_agent(model)

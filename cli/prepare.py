@@ -31,10 +31,10 @@ def prepare(
     from rich.markup import escape
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-    from keras_lstm.replays import replays_or_default
-    from keras_lstm.replays import display_name
-    from keras_lstm.report import format_prepare_summary
-    from keras_lstm.tfds_dataset import prepare as prepare_dataset
+    from keras_lstm.data.replays import display_name
+    from keras_lstm.data.replays import replays_or_default
+    from keras_lstm.data.tfds_dataset import prepare as prepare_dataset
+    from keras_lstm.evaluation.report import format_prepare_summary
 
     tfds.disable_progress_bar()  # ours counts files, TFDS's would count examples without a total
     folder = replays_or_default(replays)

@@ -45,9 +45,9 @@ def train(
     json_output: Annotated[bool, typer.Option("--json", help="Print the final summary as one JSON object.")] = False,
 ):
     """Train a behavioural-cloning policy on a folder of Slippi replays (or a prepared dataset)."""
-    from keras_lstm.report import format_summary
-    from keras_lstm.train import config_from_options
-    from keras_lstm.train import train as run_training
+    from keras_lstm.evaluation.report import format_summary
+    from keras_lstm.training.train import config_from_options
+    from keras_lstm.training.train import train as run_training
 
     config = config_from_options(
         replays,
@@ -92,9 +92,9 @@ def evaluate(
     json_output: Annotated[bool, typer.Option("--json", help="Print the summary as one JSON object.")] = False,
 ):
     """Evaluate a trained policy, beside both baselines, on any folder of replays."""
-    from keras_lstm.replays import replays_or_default
-    from keras_lstm.report import format_summary
-    from keras_lstm.train import evaluate_folder
+    from keras_lstm.data.replays import replays_or_default
+    from keras_lstm.evaluation.report import format_summary
+    from keras_lstm.training.train import evaluate_folder
 
     summary = evaluate_folder(model, replays_or_default(replays), on_skip=print_skip, batch_size=batch_size, stride=stride)
     if json_output:

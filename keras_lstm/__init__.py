@@ -7,12 +7,12 @@ not pay TensorFlow's start-up time.
 import importlib
 
 _EXPORTS = {
-    "RecurrentBackbone": "keras_lstm.backbone",
-    "LSTMBackbone": "keras_lstm.backbone",
-    "GRUBackbone": "keras_lstm.backbone",
-    "build_backbone": "keras_lstm.backbone",
-    "BehaviorCloningPolicy": "keras_lstm.policy",
-    "build_policy": "keras_lstm.policy",
+    "RecurrentBackbone": "keras_lstm.model.backbone",
+    "LSTMBackbone": "keras_lstm.model.backbone",
+    "GRUBackbone": "keras_lstm.model.backbone",
+    "build_backbone": "keras_lstm.model.backbone",
+    "BehaviorCloningPolicy": "keras_lstm.model.policy",
+    "build_policy": "keras_lstm.model.policy",
 }
 
 __all__ = sorted(_EXPORTS)

@@ -33,11 +33,11 @@ from typing import Callable
 
 import keras
 
-from keras_lstm import pipeline, tfds_dataset
 from keras_lstm.benchmarks.measure import StepTimer, default_replays, time_calls
-from keras_lstm.policy import build_policy
-from keras_lstm.replays import find_replays, iter_games
-from keras_lstm.trajectories import load_trajectories
+from keras_lstm.data import pipeline, tfds_dataset
+from keras_lstm.data.replays import find_replays, iter_games
+from keras_lstm.data.trajectories import load_trajectories
+from keras_lstm.model.policy import build_policy
 
 FRAMES_PER_S = 60
 PARSE_TARGET_FRAMES_PER_S = 300_000

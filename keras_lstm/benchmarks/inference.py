@@ -35,12 +35,13 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from keras_lstm import export, features, inference
 from keras_lstm.benchmarks.measure import time_alternating, time_calls
-from keras_lstm.melee_state import FrameFeaturizer
-from keras_lstm.policy import build_policy
-from keras_lstm.replays import FIRST_PLAYABLE_FRAME, default_replays_dir
-from keras_lstm.run_folder import load_run
+from keras_lstm.data import features
+from keras_lstm.data.replays import FIRST_PLAYABLE_FRAME, default_replays_dir
+from keras_lstm.model.policy import build_policy
+from keras_lstm.serving import export, inference
+from keras_lstm.serving.melee_state import FrameFeaturizer
+from keras_lstm.training.run_folder import load_run
 
 TARGETS_MS = {
     "step (numpy)": ("median", 0.15),
@@ -175,7 +176,7 @@ def run(config: BenchConfig, on_row: Callable[[dict], None] | None = None) -> di
         def numpy_step():
             _, hidden[0] = inference.step(backbone, frame_1xE, hidden[0])
 
-        add(_row("step (numpy)", time_calls(numpy_step, n, w), "keras_lstm.inference.step"))
+        add(_row("step (numpy)", time_calls(numpy_step, n, w), "keras_lstm.serving.inference.step"))
 
         add_check(_overhead_row("step (numpy)", _alternate_numpy_checks(numpy_step, n, w)))
 
@@ -248,7 +249,7 @@ def run(config: BenchConfig, on_row: Callable[[dict], None] | None = None) -> di
         with inference.frame_loop():
             add(_row("whole policy per frame", time_calls(whole_frame, min(n, len(states) - w), w), f"features + encoder + backbone + heads + decode ({replay.name})"))
             it2 = iter(states * 2)
-            add(_row("features only (libmelee GameState)", time_calls(lambda: featurizer.row(next(it2)), min(n, len(states) - w), w), "keras_lstm.melee_state"))
+            add(_row("features only (libmelee GameState)", time_calls(lambda: featurizer.row(next(it2)), min(n, len(states) - w), w), "keras_lstm.serving.melee_state"))
     else:
         add({"name": "whole policy per frame", "median_ms": None, "p99_ms": None, "cpu_median_ms": None, "cpu_p99_ms": None,
              "calls": 0, "note": "skipped: no replay (--replay FILE.slp)"})

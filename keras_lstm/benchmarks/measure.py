@@ -26,7 +26,10 @@ import tensorflow as tf
 # uncommitted changes.
 TRAINING_PATH_FILES = tuple(
     f"keras_lstm/{name}.py"
-    for name in ("backbone", "recurrent", "tbptt", "policy", "train", "data", "features", "evaluate", "deploy_eval", "carried_training")
+    for name in (
+        "model/backbone", "model/recurrent", "model/tbptt", "model/policy", "training/train", "data/windows",
+        "data/features", "evaluation/evaluate", "evaluation/deploy_eval", "training/carried_training",
+    )
 )
 
 

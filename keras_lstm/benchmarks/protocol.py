@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import dataclasses
 
-from keras_lstm.backbone import check_positive
+from keras_lstm.model.backbone import check_positive
 
 SKIP_FIRST_STEPS = 3  # the first steps trace and compile the graph
 CARRIED_CHOICES = ("auto", "always", "never")
@@ -65,7 +65,7 @@ class Protocol:
         return {"name": "lstm_carried", "backbone": "lstm", "truncate_bptt": None, "mode": "carried"}
 
     def train_config(self, run: dict, output: str) -> dict:
-        """The `keras_lstm.train.TrainConfig` fields of one configuration."""
+        """The `keras_lstm.training.train.TrainConfig` fields of one configuration."""
         return {
             "replays": self.replays,
             "output": output,

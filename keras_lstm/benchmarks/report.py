@@ -10,7 +10,7 @@ import numpy as np
 from matplotlib.figure import Figure
 
 from keras_lstm.benchmarks.protocol import GAP_THRESHOLD, SKIP_FIRST_STEPS, succeeded
-from keras_lstm.controller import HEADS
+from keras_lstm.data.controller import HEADS
 
 
 def _separator(header: str) -> str:
@@ -158,7 +158,7 @@ def format_markdown(results: dict) -> str:
         gap_table(results),
     ]
     if results.get("carried_decision"):
-        lines += ["", f"Training with the state carried across segments (`keras_lstm.carried_training`): {results['carried_decision']['reason']}."]
+        lines += ["", f"Training with the state carried across segments (`keras_lstm.training.carried_training`): {results['carried_decision']['reason']}."]
     lstm = runs.get("lstm_full")
     if succeeded(lstm) and lstm.get("deploy"):
         lines += [

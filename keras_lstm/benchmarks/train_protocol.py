@@ -11,9 +11,9 @@ its own:
 - the train/deploy gap: every trained model evaluated on the validation games
   as trained (windows from the zero state) and as deployed (each whole game
   stepped with the state carried from its first frame,
-  `keras_lstm.deploy_eval`); then, if the LSTM's deployed loss is more than
+  `keras_lstm.evaluation.deploy_eval`); then, if the LSTM's deployed loss is more than
   5 % above its windowed loss (or when asked), the LSTM trained with the
-  state carried across consecutive segments (`keras_lstm.carried_training`).
+  state carried across consecutive segments (`keras_lstm.training.carried_training`).
 
 `results.json` holds every number, `report.md` the tables
 (`keras_lstm.benchmarks.report`), beside the plots. Timings on a shared
@@ -37,7 +37,7 @@ from typing import Callable
 from keras_lstm.benchmarks.measure import load_average, machine_info
 from keras_lstm.benchmarks.protocol import Protocol, carried_decision
 from keras_lstm.benchmarks.report import format_markdown, write_plots
-from keras_lstm.replays import find_replays
+from keras_lstm.data.replays import find_replays
 
 RESULTS_FILE = "results.json"
 REPORT_FILE = "report.md"

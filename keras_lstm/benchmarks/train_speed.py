@@ -33,9 +33,9 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from keras_lstm import controller, features
 from keras_lstm.benchmarks.measure import StepTimer, machine_info, peak_rss_mb, rss_mb
-from keras_lstm.policy import build_policy
+from keras_lstm.data import controller, features
+from keras_lstm.model.policy import build_policy
 
 VARIANTS = ("keras_fit", "ours_full", "ours_truncated", "ours_full_bf16", "ours_truncated_bf16")
 VARIANT_LABELS = {

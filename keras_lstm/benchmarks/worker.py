@@ -3,12 +3,12 @@ peak memory is its own:
 
     python -m keras_lstm.benchmarks.worker SPEC.json RESULT.json
 
-trains with `keras_lstm.train.train` (`carried_state=True` for the carried run) exactly as
+trains with `keras_lstm.training.train.train` (`carried_state=True` for the carried run) exactly as
 `keras-lstm train` does, timing every training step in a callback (the
 median excludes the first steps, which trace the graph) and reading the
 process's peak resident memory (VmHWM, reset just before `fit`); then
 evaluates the trained model as trained and as deployed
-(`keras_lstm.deploy_eval`) and measures single-frame step latency on the
+(`keras_lstm.evaluation.deploy_eval`) and measures single-frame step latency on the
 trained weights. `keras_lstm.benchmarks.train_protocol` writes the spec and
 reads the result.
 """
@@ -23,14 +23,15 @@ from pathlib import Path
 import numpy as np
 import tensorflow as tf
 
-from keras_lstm import features, inference
-from keras_lstm.backbone import recurrent_param_count
-from keras_lstm.baselines import BaselineStats
 from keras_lstm.benchmarks.measure import StepTimer, peak_rss_mb, reset_peak_rss, rss_mb, time_calls
 from keras_lstm.benchmarks.protocol import SKIP_FIRST_STEPS
-from keras_lstm.deploy_eval import evaluate_deployed
-from keras_lstm.run_folder import load_run
-from keras_lstm.train import TrainConfig, load_split, train
+from keras_lstm.data import features
+from keras_lstm.evaluation.baselines import BaselineStats
+from keras_lstm.evaluation.deploy_eval import evaluate_deployed
+from keras_lstm.model.backbone import recurrent_param_count
+from keras_lstm.serving import inference
+from keras_lstm.training.run_folder import load_run
+from keras_lstm.training.train import TrainConfig, load_split, train
 
 
 class FitProbe(StepTimer):
@@ -58,8 +59,8 @@ def _median_ms(fn, steps: int) -> float:
 
 def measure_step_latency(policy, steps: int) -> dict:
     """Median single-frame latency at batch 1 (ms): the backbone step of
-    `keras_lstm.inference.step`, the whole policy through
-    `keras_lstm.inference.PolicyStepper`, and a `tf.function` of encoder ->
+    `keras_lstm.serving.inference.step`, the whole policy through
+    `keras_lstm.serving.inference.PolicyStepper`, and a `tf.function` of encoder ->
     `backbone.unroll` with T=1 -> heads."""
     backbone = policy.backbone
     rng = np.random.default_rng(0)
@@ -74,11 +75,11 @@ def measure_step_latency(policy, steps: int) -> dict:
         _, hidden[0] = inference.step(backbone, frame, hidden[0])
 
     out["inference_step_ms"] = _median_ms(numpy_step, steps)
-    out["inference_step_what"] = "keras_lstm.inference.step (backbone only, numpy)"
+    out["inference_step_what"] = "keras_lstm.serving.inference.step (backbone only, numpy)"
 
     stepper = inference.PolicyStepper(policy)
     out["policy_stepper_ms"] = _median_ms(lambda: stepper.logits(numeric, categorical), steps)
-    out["policy_stepper_what"] = "keras_lstm.inference.PolicyStepper.logits (whole policy, numpy)"
+    out["policy_stepper_what"] = "keras_lstm.serving.inference.PolicyStepper.logits (whole policy, numpy)"
 
     state_spec = tf.nest.map_structure(lambda _: tf.TensorSpec([1, backbone.hidden_size], tf.float32), backbone.initial_state(1))
 

@@ -1,0 +1,144 @@
+"""Windows over aligned trajectories, the game-level split, and tf.data input.
+
+All trajectories are concatenated into one array per input; a window is named
+by the row of its last frame (`ends`), and only windows that lie wholly inside
+one trajectory exist. Each window predicts the controller at its last frame.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import numbers
+import os
+
+import numpy as np
+import tensorflow as tf
+
+from keras_lstm.data import features
+from keras_lstm.data.features import PolicyArrays
+
+
+MAX_SEED = 2**32 - 1  # numpy and TensorFlow take seeds in [0, 2**32 - 1]
+
+
+def check_seed(seed: int) -> None:
+    """ValueError naming `--seed` unless it is an integer numpy and TensorFlow take."""
+    if isinstance(seed, bool) or not isinstance(seed, numbers.Integral) or not 0 <= seed <= MAX_SEED:
+        raise ValueError(f"--seed must be between 0 and {MAX_SEED}, got {seed}")
+
+
+def split_by_game(paths: list[str], val_fraction: float, seed: int) -> tuple[list[str], list[str]]:
+    """Deterministic train/validation split of replay files.
+
+    Windows of one game are near copies of each other, so the split is by
+    file. Each file's side depends only on its name and the seed (a hash), so
+    adding files to a folder does not move the others. At least one file goes
+    to each side when there are two or more. A name is hashed as its bytes on
+    disk (`os.fsencode`), so one that is not UTF-8 splits like any other.
+    """
+    if not 0.0 <= val_fraction < 1.0:
+        raise ValueError(f"val_fraction must be in [0, 1), got {val_fraction}")
+    paths = sorted(set(paths))
+    if val_fraction == 0 or len(paths) < 2:
+        return paths, []
+
+    def score(path: str) -> float:
+        name = path.rsplit("/", 1)[-1]
+        digest = hashlib.sha256(f"{seed}:".encode() + os.fsencode(name)).digest()
+        return int.from_bytes(digest[:8], "big") / 2**64
+
+    ranked = sorted(paths, key=score)
+    n_val = min(len(paths) - 1, max(1, round(val_fraction * len(paths))))
+    val = sorted(ranked[:n_val])
+    return [p for p in paths if p not in set(val)], val
+
+
+@dataclasses.dataclass
+class Windows:
+    """Concatenated aligned arrays and the end rows of the windows over them."""
+
+    numeric: np.ndarray  # [N, NUMERIC_SIZE]
+    categorical: np.ndarray  # [N, CATEGORICAL_SIZE]
+    targets: dict  # head -> [N] or [N, 8]
+    ends: np.ndarray  # [M] int64, row of each window's last frame
+    window_size: int
+    trajectories_too_short: int = 0
+
+    def __len__(self) -> int:
+        return len(self.ends)
+
+    def previous_targets(self) -> dict:
+        """The controller one frame before each predicted frame (for the
+        repeat-previous baseline); always inside the same trajectory."""
+        return {k: v[self.ends - 1] for k, v in self.targets.items()}
+
+    def predicted_targets(self) -> dict:
+        return {k: v[self.ends] for k, v in self.targets.items()}
+
+    def gather(self, ends: np.ndarray):
+        rows = ends[:, None] + np.arange(1 - self.window_size, 1)[None, :]
+        x = {"numeric": self.numeric[rows], "categorical": self.categorical[rows]}
+        y = {k: v[ends] for k, v in self.targets.items()}
+        return x, y
+
+    def dataset(self, batch_size: int, shuffle: bool, seed: int = 0, drop_remainder: bool = False) -> tf.data.Dataset:
+        """`(x, y)` batches. Shuffled with a fixed seed (reshuffled each epoch)
+        so that runs repeat."""
+        W = self.window_size
+        F, C = self.numeric.shape[1], self.categorical.shape[1]
+        heads = list(self.targets)
+
+        def gather_np(ends):
+            x, y = self.gather(ends)
+            return [x["numeric"], x["categorical"]] + [y[h] for h in heads]
+
+        def gather_tf(ends):
+            dtypes = [tf.float32, tf.int32] + [tf.as_dtype(self.targets[h].dtype) for h in heads]
+            out = tf.numpy_function(gather_np, [ends], dtypes, stateful=False)
+            n = None if not drop_remainder else batch_size
+            out[0].set_shape([n, W, F])
+            out[1].set_shape([n, W, C])
+            y = {}
+            for h, t in zip(heads, out[2:]):
+                t.set_shape([n] + list(self.targets[h].shape[1:]))
+                y[h] = t
+            return {"numeric": out[0], "categorical": out[1]}, y
+
+        ds = tf.data.Dataset.from_tensor_slices(self.ends)
+        if shuffle:
+            ds = ds.shuffle(len(self.ends), seed=seed, reshuffle_each_iteration=True)
+        ds = ds.batch(batch_size, drop_remainder=drop_remainder)
+        return ds.map(gather_tf, num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE)
+
+
+def make_windows(arrays: list[PolicyArrays], window_size: int, stride: int = 1) -> Windows:
+    """Windows of `window_size` frames every `stride` frames of each trajectory.
+
+    A trajectory shorter than one window gives none and is counted.
+    """
+    if window_size < 1 or stride < 1:
+        raise ValueError(f"window_size and stride must be positive, got {window_size} and {stride}")
+    ends, offset, too_short = [], 0, 0
+    for a in arrays:
+        n = len(a)
+        # Need row `end - 1` inside the trajectory too (repeat baseline).
+        first_end = max(window_size - 1, 1)
+        if n <= first_end:
+            too_short += 1
+        else:
+            ends.append(offset + np.arange(first_end, n, stride, dtype=np.int64))
+        offset += n
+
+    def cat(parts, width, dtype):
+        return np.concatenate(parts) if parts else np.zeros((0,) + width, dtype)
+
+    heads = list(arrays[0].targets) if arrays else []
+    return Windows(
+        numeric=cat([a.numeric for a in arrays], (features.NUMERIC_SIZE,), np.float32),
+        categorical=cat([a.categorical for a in arrays], (features.CATEGORICAL_SIZE,), np.int32),
+        targets={h: np.concatenate([a.targets[h] for a in arrays]) for h in heads},
+        ends=np.concatenate(ends) if ends else np.zeros((0,), np.int64),
+        window_size=window_size,
+        trajectories_too_short=too_short,
+    )

@@ -1,0 +1,88 @@
+"""The two baselines every reported loss is compared with, on the same frames.
+
+- class prior: each head predicts the training split's class frequencies
+  (Laplace-smoothed), whatever the game state;
+- repeat previous input: each head predicts the player's previous controller
+  value. Melee inputs persist across frames, so this is very strong. To give
+  it a finite cross-entropy it keeps probability 1 - eps on the previous
+  value and spreads eps by the prior, with eps per head the training split's
+  rate of change (fitted on training frames, like the model).
+
+Losses are in nats, summed over heads like the policy's loss.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+
+from keras_lstm.data import controller
+
+_MIN_PROB = 1e-6
+
+
+@dataclasses.dataclass
+class BaselineStats:
+    """What the baselines learn from the training split."""
+
+    button_prior: list  # [8] P(pressed)
+    class_prior: dict  # head -> [classes]
+    change_rate: dict  # head -> eps ("buttons" -> [8])
+
+    def to_json(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_json(cls, data: dict) -> "BaselineStats":
+        return cls(**data)
+
+
+def fit_baselines(targets: dict, previous: dict) -> BaselineStats:
+    """Fit priors and change rates on training frames (targets and the
+    controller one frame earlier)."""
+    buttons = np.asarray(targets["buttons"], np.float64)
+    button_prior = (buttons.sum(0) + 1) / (len(buttons) + 2)
+    class_prior, change = {}, {}
+    for head in controller.CLASS_HEADS:
+        counts = np.bincount(targets[head], minlength=controller.HEAD_CLASSES[head]).astype(np.float64) + 1
+        class_prior[head] = (counts / counts.sum()).tolist()
+        change[head] = float(np.clip(np.mean(targets[head] != previous[head]), 1e-4, 1.0))
+    change["buttons"] = np.clip(np.mean(buttons != previous["buttons"], axis=0), 1e-4, 1.0).tolist()
+    return BaselineStats(button_prior.tolist(), class_prior, change)
+
+
+def _bernoulli_nll(p_on: np.ndarray, pressed: np.ndarray) -> np.ndarray:
+    p = np.clip(np.where(pressed > 0.5, p_on, 1 - p_on), _MIN_PROB, 1.0)
+    return -np.log(p)
+
+
+def prior_baseline(stats: BaselineStats, targets: dict) -> dict:
+    """Loss (mean summed nats), and per-head accuracy of the majority class."""
+    buttons = np.asarray(targets["buttons"])
+    p_on = np.asarray(stats.button_prior)[None, :]
+    per_head_loss = {"buttons": _bernoulli_nll(p_on, buttons).sum(1).mean()}
+    accuracy = {"buttons": float(np.mean((p_on > 0.5) == (buttons > 0.5)))}
+    for head in controller.CLASS_HEADS:
+        prior = np.asarray(stats.class_prior[head])
+        y = np.asarray(targets[head])
+        per_head_loss[head] = float(-np.log(np.clip(prior[y], _MIN_PROB, 1)).mean())
+        accuracy[head] = float(np.mean(y == prior.argmax()))
+    return {"loss": float(sum(per_head_loss.values())), "per_head_loss": per_head_loss, "per_head_accuracy": accuracy}
+
+
+def repeat_baseline(stats: BaselineStats, targets: dict, previous: dict) -> dict:
+    """Loss and per-head accuracy of "press what was pressed last frame"."""
+    buttons, prev_buttons = np.asarray(targets["buttons"]), np.asarray(previous["buttons"])
+    eps_b = np.asarray(stats.change_rate["buttons"])[None, :]
+    p_on = (1 - eps_b) * prev_buttons + eps_b * np.asarray(stats.button_prior)[None, :]
+    per_head_loss = {"buttons": float(_bernoulli_nll(p_on, buttons).sum(1).mean())}
+    accuracy = {"buttons": float(np.mean(buttons == prev_buttons))}
+    for head in controller.CLASS_HEADS:
+        y, prev = np.asarray(targets[head]), np.asarray(previous[head])
+        eps = stats.change_rate[head]
+        prior = np.asarray(stats.class_prior[head])
+        p = (1 - eps) * (y == prev) + eps * prior[y]
+        per_head_loss[head] = float(-np.log(np.clip(p, _MIN_PROB, 1)).mean())
+        accuracy[head] = float(np.mean(y == prev))
+    return {"loss": float(sum(per_head_loss.values())), "per_head_loss": per_head_loss, "per_head_accuracy": accuracy}

@@ -1,0 +1,74 @@
+"""Evaluation: the policy's loss and per-head accuracy beside both baselines,
+always on the same predicted frames."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from keras_lstm.data import controller
+from keras_lstm.data.windows import Windows
+from keras_lstm.evaluation import baselines
+from keras_lstm.evaluation.baselines import BaselineStats
+
+
+def _log_sigmoid(x):
+    return -np.logaddexp(0.0, -x)
+
+
+def _log_softmax(x):
+    x = x - x.max(axis=-1, keepdims=True)
+    return x - np.log(np.exp(x).sum(axis=-1, keepdims=True))
+
+
+def frame_losses(logits: dict, targets: dict) -> dict:
+    """Per head, `[N]` nats per frame (numpy, the same maths as `policy_loss`)."""
+    b = np.asarray(targets["buttons"], np.float64)
+    z = np.asarray(logits["buttons"], np.float64)
+    out = {"buttons": -(b * _log_sigmoid(z) + (1 - b) * _log_sigmoid(-z)).sum(1)}
+    for head in controller.CLASS_HEADS:
+        logp = _log_softmax(np.asarray(logits[head], np.float64))
+        out[head] = -logp[np.arange(len(logp)), np.asarray(targets[head])]
+    return out
+
+
+def predict_logits(policy, windows: Windows, batch_size: int = 256) -> dict:
+    """Logits for every window's last frame, in window order."""
+    chunks = {h: [] for h in controller.HEADS}
+    for start in range(0, len(windows), batch_size):
+        x, _ = windows.gather(windows.ends[start : start + batch_size])
+        for head, value in policy.predict_on_batch(x).items():
+            chunks[head].append(np.asarray(value))
+    return {h: np.concatenate(v) if v else np.zeros((0,)) for h, v in chunks.items()}
+
+
+def evaluate_policy(policy, windows: Windows, stats: BaselineStats, batch_size: int = 256) -> dict:
+    """The summary reported by `train` and `evaluate`."""
+    if len(windows) == 0:
+        raise ValueError("no frames to evaluate (every trajectory is shorter than one window)")
+    targets = windows.predicted_targets()
+    previous = windows.previous_targets()
+    logits = predict_logits(policy, windows, batch_size)
+    losses = frame_losses(logits, targets)
+    accuracy = {
+        "buttons": float(np.mean((logits["buttons"] > 0) == (targets["buttons"] > 0.5))),
+        **{h: float(np.mean(logits[h].argmax(-1) == targets[h])) for h in controller.CLASS_HEADS},
+    }
+    per_button = {
+        name: float(np.mean((logits["buttons"][:, i] > 0) == (targets["buttons"][:, i] > 0.5)))
+        for i, name in enumerate(controller.BUTTONS)
+    }
+    repeat = baselines.repeat_baseline(stats, targets, previous)
+    prior = baselines.prior_baseline(stats, targets)
+    return {
+        "val_loss": float(sum(v.mean() for v in losses.values())),
+        "per_head_loss": {h: float(v.mean()) for h, v in losses.items()},
+        "per_head_accuracy": accuracy,
+        "per_button_accuracy": per_button,
+        "baseline_repeat_loss": repeat["loss"],
+        "baseline_repeat_accuracy": repeat["per_head_accuracy"],
+        "baseline_repeat_per_head_loss": repeat["per_head_loss"],
+        "baseline_prior_loss": prior["loss"],
+        "baseline_prior_accuracy": prior["per_head_accuracy"],
+        "baseline_prior_per_head_loss": prior["per_head_loss"],
+        "frames": int(len(windows)),
+    }

@@ -1,0 +1,80 @@
+"""Human-readable summaries of training and evaluation results."""
+
+from __future__ import annotations
+
+from keras_lstm.data import controller
+
+
+def _fmt(value, spec=".4f") -> str:
+    return "-" if value is None else format(value, spec)
+
+
+def format_summary(summary: dict) -> str:
+    """The policy beside both baselines on the same frames, then the counts."""
+    lines = []
+    if summary.get("val_loss") is None:
+        lines.append("no validation frames (use --val-fraction > 0 with 2+ replays)")
+    else:
+        lines.append(f"frames evaluated: {summary['frames']:,}")
+        lines.append(f"{'':14}{'loss (nats)':>12}" + "".join(f"{h:>10}" for h in controller.HEADS))
+        rows = [
+            ("policy", summary["val_loss"], summary["per_head_accuracy"]),
+            ("repeat-prev", summary["baseline_repeat_loss"], summary["baseline_repeat_accuracy"]),
+            ("class prior", summary["baseline_prior_loss"], summary["baseline_prior_accuracy"]),
+        ]
+        for name, loss, acc in rows:
+            lines.append(f"{name:14}{_fmt(loss):>12}" + "".join(f"{_fmt(acc[h], '.3f'):>10}" for h in controller.HEADS))
+        lines.append("(columns after the loss: accuracy per controller head; buttons = mean over the 8 buttons)")
+        best = min(summary["baseline_repeat_loss"], summary["baseline_prior_loss"])
+        verdict = "beats" if summary["val_loss"] < best else "does NOT beat"
+        lines.append(f"policy {verdict} both baselines ({summary['val_loss']:.4f} vs best baseline {best:.4f})")
+    counts = (
+        f"replays used {summary.get('replays_used', 0)}, skipped {summary.get('replays_skipped', 0)} "
+        f"(unreadable {summary.get('replays_unreadable', 0)}, not 1v1 {summary.get('replays_not_1v1', 0)}); "
+        f"CPU players not imitated {summary.get('cpu_players_not_imitated', 0)}; "
+        f"trajectories {summary.get('trajectories', 0)}, frames loaded {summary.get('frames_loaded', 0):,}"
+    )
+    lines.append(counts)
+    if "parameters" in summary:
+        extra = f" (backbone {summary['backbone_parameters']:,})" if "backbone_parameters" in summary else ""
+        lines.append(f"parameters: {summary['parameters']:,}{extra}")
+    if summary.get("train_frames_per_s"):
+        lines.append(
+            f"training: {summary['epochs_run']} epochs in {summary['train_seconds']:.0f} s, "
+            f"{summary['train_frames_per_s']:,.0f} frames/s ({summary['train_windows_per_s']:,.0f} windows/s; "
+            f"a frame = one timestep of one window)"
+        )
+    if "output" in summary:
+        lines.append(f"model: {summary['model_path']}   logs: {summary['logs_path']}   metrics: {summary['output']}/metrics.json")
+    return "\n".join(lines)
+
+
+def format_prepare_summary(summary: dict, replays) -> str:
+    """`keras-lstm prepare`'s summary (from `keras_lstm.data.tfds_dataset.prepare`)
+    of the replay folder `replays`: the dataset, its counts and size; when the
+    dataset was already up to date, that, and the files it skipped (when it is
+    prepared, each is named as it is read)."""
+    from keras_lstm.data.replays import display_name
+
+    lines = []
+    if summary["status"] == "up to date":
+        lines.append(f"up to date: {display_name(summary['data_path'])} already holds {display_name(replays)} as it is now (nothing to do)")
+    examples = ", ".join(f"{k} {v}" for k, v in summary["examples"].items())
+    lines.append(
+        f"{summary['dataset']} at {display_name(summary['data_path'])}\n"
+        f"files {summary['files']}: used {summary['replays_used']}, skipped {summary['replays_skipped']} "
+        f"(unreadable {summary['replays_unreadable']}, not 1v1 {summary['replays_not_1v1']}); "
+        f"CPU players not imitated {summary['cpu_players_not_imitated']}\n"
+        f"trajectories: {examples}; frames {summary['frames_loaded']:,}; {summary['size_bytes'] / 1e6:.1f} MB on disk"
+        + (f"; {summary['seconds']:.1f} s" if summary["status"] == "prepared" else "")
+    )
+    if summary["status"] == "up to date":
+        lines.extend(f"  skipped {display_name(name)}: {reason}" for name, reason in summary["skipped"])
+    return "\n".join(lines)
+
+
+def format_export_summary(path) -> str:
+    """`keras-lstm export`'s report: the version folder written and its signatures."""
+    from keras_lstm.serving.export import SIGNATURES
+
+    return f"exported {path}\nsignatures: {', '.join(SIGNATURES)} (saved_model_cli show --dir {path} --all)"

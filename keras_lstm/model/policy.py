@@ -1,0 +1,273 @@
+"""The policy: frame encoder -> recurrent backbone -> controller heads, and its loss.
+
+Inputs are a dict `{"numeric": [B, T, NUMERIC_SIZE] float32,
+"categorical": [B, T, CATEGORICAL_SIZE] int32}`; outputs are logits per head
+for the last frame of the window: `buttons` `[B, 8]` (independent
+Bernoullis), `main_x`, `main_y`, `c_x`, `c_y` `[B, 17]`, `shoulder` `[B, 5]`.
+
+The loss is the sum of the 8 button cross-entropies and the 5 class
+cross-entropies, in nats, averaged over predicted frames.
+
+`train_step` implements truncated BPTT (`keras_lstm.model.tbptt`) inside
+`model.fit`, so every Keras callback works, and runs the backbone through
+`keras_lstm.model.recurrent.backbone_last_hidden` (hand-written backward pass over
+the Keras layers' own variables; docs/TRAINING_SPEED.md has the speed).
+"""
+
+from __future__ import annotations
+
+import keras
+import tensorflow as tf
+
+from keras_lstm.data import controller, features
+from keras_lstm.model.backbone import RecurrentBackbone, check_positive
+from keras_lstm.model.recurrent import backbone_last_hidden
+from keras_lstm.model.tbptt import carry_state, last_chunk_start
+
+ACTION_EMBED = 32
+CHARACTER_EMBED = 8
+STAGE_EMBED = 4
+
+
+@keras.saving.register_keras_serializable(package="keras_lstm")
+class FrameEncoder(keras.layers.Layer):
+    """One frame's numeric features and categorical ids -> `[.., embed_size]`.
+
+    Action states, characters and the stage go through learned embeddings (the
+    action-state table is shared by self and opponent), which keeps the
+    backbone's input narrow instead of ~1,000 one-hot columns.
+    """
+
+    def __init__(self, embed_size: int = 128, **kwargs):
+        super().__init__(**kwargs)
+        self.embed_size = embed_size
+        self.action_embedding = keras.layers.Embedding(features.ACTION_STATES, ACTION_EMBED, name="action_embedding")
+        self.character_embedding = keras.layers.Embedding(features.CHARACTERS, CHARACTER_EMBED, name="character_embedding")
+        self.stage_embedding = keras.layers.Embedding(features.STAGES, STAGE_EMBED, name="stage_embedding")
+        self.projection = keras.layers.Dense(embed_size, activation="relu", name="projection")
+
+    def build(self, input_shape):
+        numeric_shape, _ = input_shape
+        self.action_embedding.build(None)
+        self.character_embedding.build(None)
+        self.stage_embedding.build(None)
+        width = numeric_shape[-1] + 2 * ACTION_EMBED + 2 * CHARACTER_EMBED + STAGE_EMBED
+        self.projection.build((None, width))
+
+    def call(self, inputs):
+        numeric, categorical = inputs
+        ids = keras.ops.cast(categorical, "int32")
+        parts = [
+            numeric,
+            self.action_embedding(ids[..., 0]),
+            self.action_embedding(ids[..., 1]),
+            self.character_embedding(ids[..., 2]),
+            self.character_embedding(ids[..., 3]),
+            self.stage_embedding(ids[..., 4]),
+        ]
+        return self.projection(keras.ops.concatenate(parts, axis=-1))
+
+    def compute_output_shape(self, input_shape):
+        return tuple(input_shape[0][:-1]) + (self.embed_size,)
+
+    def get_config(self):
+        return {**super().get_config(), "embed_size": self.embed_size}
+
+
+def policy_loss(targets: dict, logits: dict) -> tuple[tf.Tensor, dict]:
+    """Mean over frames of the summed head cross-entropies (nats), and each
+    head's mean loss."""
+    per_head = {
+        "buttons": tf.reduce_sum(
+            tf.nn.sigmoid_cross_entropy_with_logits(labels=tf.cast(targets["buttons"], tf.float32), logits=logits["buttons"]),
+            axis=-1,
+        )
+    }
+    for head in controller.CLASS_HEADS:
+        per_head[head] = tf.nn.sparse_softmax_cross_entropy_with_logits(
+            labels=tf.cast(targets[head], tf.int32), logits=logits[head]
+        )
+    total = tf.add_n(list(per_head.values()))
+    return tf.reduce_mean(total), {h: tf.reduce_mean(v) for h, v in per_head.items()}
+
+
+def head_correct(targets: dict, logits: dict) -> dict:
+    """Per head, `[B]` float 1/0 for a correct prediction (buttons: the
+    fraction of the 8 buttons right)."""
+    correct = {
+        "buttons": tf.reduce_mean(
+            tf.cast(tf.equal(tf.cast(logits["buttons"] > 0, tf.float32), tf.cast(targets["buttons"], tf.float32)), tf.float32),
+            axis=-1,
+        )
+    }
+    for head in controller.CLASS_HEADS:
+        predicted = tf.argmax(logits[head], axis=-1, output_type=tf.int32)
+        correct[head] = tf.cast(tf.equal(predicted, tf.cast(targets[head], tf.int32)), tf.float32)
+    return correct
+
+
+def scaled_for_replicas(loss):
+    """Under a distribution strategy the optimizer sums the replicas'
+    gradients: scale each replica's loss so that the sum is the global
+    batch's mean."""
+    replica = tf.distribute.get_replica_context()
+    if replica is not None and replica.num_replicas_in_sync > 1:
+        return loss / replica.num_replicas_in_sync
+    return loss
+
+
+@keras.saving.register_keras_serializable(package="keras_lstm")
+class BehaviorCloningPolicy(keras.Model):
+    """Frame encoder -> backbone -> one linear head per controller part.
+
+    Args:
+        backbone: a `RecurrentBackbone` (LSTM or GRU).
+        truncate_bptt: chunk length K for truncated BPTT in `train_step`, or
+            None for full BPTT over the window.
+        matmul_dtype: None (float32) or "bfloat16": the recurrent matmuls in
+            `train_step` take bfloat16 inputs (faster on CPUs with
+            AVX512_BF16; weights, states and evaluation stay float32).
+
+    Example:
+    >>> policy = BehaviorCloningPolicy(build_backbone("lstm", 128))
+    >>> policy.compile(optimizer="adam")
+    >>> policy.fit(dataset, epochs=3)
+    """
+
+    def __init__(
+        self, backbone: RecurrentBackbone, truncate_bptt: int | None = None, matmul_dtype: str | None = None, **kwargs
+    ):
+        if truncate_bptt is not None:
+            check_positive(truncate_bptt=truncate_bptt)
+        if matmul_dtype not in (None, "float32", "bfloat16"):
+            raise ValueError(f"matmul_dtype must be None, 'float32' or 'bfloat16', got {matmul_dtype!r}")
+        name = kwargs.pop("name", "policy")
+
+        # === Layers ===
+        encoder = FrameEncoder(backbone.embed_size, name="frame_encoder")
+        head_layers = {
+            "buttons": keras.layers.Dense(len(controller.BUTTONS), name="buttons"),
+            **{h: keras.layers.Dense(controller.HEAD_CLASSES[h], name=h) for h in controller.CLASS_HEADS},
+        }
+
+        # === Functional model ===
+        numeric = keras.Input(shape=(None, features.NUMERIC_SIZE), name="numeric")
+        categorical = keras.Input(shape=(None, features.CATEGORICAL_SIZE), dtype="int32", name="categorical")
+        hidden = backbone(encoder([numeric, categorical]))
+        outputs = {h: layer(hidden) for h, layer in head_layers.items()}
+        super().__init__(inputs={"numeric": numeric, "categorical": categorical}, outputs=outputs, name=name, **kwargs)
+
+        # === Config ===
+        self.backbone = backbone
+        self.truncate_bptt = truncate_bptt
+        self.matmul_dtype = matmul_dtype
+        self.encoder = encoder
+        self.head_layers = head_layers
+
+        self.loss_tracker = keras.metrics.Mean(name="loss")
+        self.accuracy_trackers = {h: keras.metrics.Mean(name=f"acc_{h}") for h in controller.HEADS}
+
+    # -- pieces shared by training, evaluation and stateful inference --------
+
+    def encode(self, x, training=False):
+        return self.encoder([x["numeric"], x["categorical"]], training=training)
+
+    def apply_heads(self, hidden_BxU) -> dict:
+        return {h: layer(hidden_BxU) for h, layer in self.head_layers.items()}
+
+    # -- explicit state: the backbone's, with frames in and logits out --------
+
+    def initial_state(self, batch_size) -> tuple:
+        """The backbone's zero state (see `RecurrentBackbone.initial_state`)."""
+        return self.backbone.initial_state(batch_size)
+
+    def unroll(self, x, state, training: bool = False) -> tuple:
+        """`({head: logits [B, T, ...]}, new_state)`: the controller predicted
+        at every frame of `x = {"numeric": [B, T, F], "categorical": [B, T, C]}`
+        from `state`."""
+        outputs_BxTxU, state = self.backbone.unroll(self.encode(x, training=training), state, training)
+        return self.apply_heads(outputs_BxTxU), state
+
+    def step(self, x, state) -> tuple:
+        """`({head: logits [B, ...]}, new_state)` for one frame per game,
+        `x = {"numeric": [B, F], "categorical": [B, C]}` (inference)."""
+        frames_BxE = self.encode({k: v[:, None] for k, v in x.items()})[:, 0]
+        output_BxU, state = self.backbone.step(frames_BxE, state)
+        return self.apply_heads(output_BxU), state
+
+    # -- training ------------------------------------------------------------
+
+    @property
+    def metrics(self):
+        return [self.loss_tracker, *self.accuracy_trackers.values()]
+
+    def _record(self, loss, targets, logits):
+        self.loss_tracker.update_state(loss)
+        for head, correct in head_correct(targets, logits).items():
+            self.accuracy_trackers[head].update_state(correct)
+        return {m.name: m.result() for m in self.metrics}
+
+    def train_step(self, data):
+        x, targets = data[0], data[1]
+        last_start = last_chunk_start(x["numeric"].shape[1], self.truncate_bptt)
+        state = self.backbone.initial_state(tf.shape(x["numeric"])[0])
+        if last_start > 0:
+            # Everything before the last chunk only sets up the state: run it
+            # before the tape opens, so it costs no memory or backward pass.
+            prefix = {k: v[:, :last_start] for k, v in x.items()}
+            state = carry_state(
+                self.backbone, self.encode(prefix, training=True), state, self.truncate_bptt, True, self.matmul_dtype
+            )
+        last_chunk = {k: v[:, last_start:] for k, v in x.items()}
+        with tf.GradientTape() as tape:
+            frames_TxBxE = tf.transpose(self.encode(last_chunk, training=True), [1, 0, 2])
+            hidden, _ = backbone_last_hidden(self.backbone, frames_TxBxE, state, True, self.matmul_dtype)
+            logits = self.apply_heads(hidden)
+            loss, _ = policy_loss(targets, logits)
+            total = scaled_for_replicas(loss + tf.add_n(self.losses) if self.losses else loss)
+        grads = tape.gradient(total, self.trainable_variables)
+        self.optimizer.apply(grads, self.trainable_variables)
+        return self._record(loss, targets, logits)
+
+    def test_step(self, data):
+        x, targets = data[0], data[1]
+        frames_TxBxE = tf.transpose(self.encode(x, training=False), [1, 0, 2])
+        state = self.backbone.initial_state(tf.shape(frames_TxBxE)[1])
+        hidden, _ = backbone_last_hidden(self.backbone, frames_TxBxE, state, training=False)
+        logits = self.apply_heads(hidden)
+        loss, _ = policy_loss(targets, logits)
+        return self._record(loss, targets, logits)
+
+    # -- serialisation -------------------------------------------------------
+
+    def get_config(self):
+        return {
+            "backbone": keras.saving.serialize_keras_object(self.backbone),
+            "truncate_bptt": self.truncate_bptt,
+            "matmul_dtype": self.matmul_dtype,
+            "name": self.name,
+        }
+
+    @classmethod
+    def from_config(cls, config):
+        config = dict(config)
+        config["backbone"] = keras.saving.deserialize_keras_object(config["backbone"])
+        return cls(**config)
+
+
+def build_policy(
+    backbone: str = "lstm",
+    embed_size: int = 128,
+    hidden_size: int = 256,
+    num_layers: int = 2,
+    dropout: float = 0.1,
+    truncate_bptt: int | None = None,
+    matmul_dtype: str | None = None,
+) -> BehaviorCloningPolicy:
+    from keras_lstm.model.backbone import build_backbone
+
+    return BehaviorCloningPolicy(
+        build_backbone(backbone, embed_size, hidden_size, num_layers, dropout),
+        truncate_bptt=truncate_bptt,
+        matmul_dtype=matmul_dtype,
+    )

@@ -1,0 +1,391 @@
+"""Stateful inference: one frame in, one action out, the state carried.
+
+Every network here has the same explicit-state API, so training and play call
+the same code: `initial_state(batch)`, `step(frame, state) -> (output, state)`
+and `unroll(frames, state) -> (outputs, state)`, with one state layout (a
+tuple per layer, `(h, c)` for LSTM and `(h,)` for GRU, each `[batch, hidden]`):
+
+- `RecurrentBackbone` and `BehaviorCloningPolicy` (TF; `step` is the
+  SavedModel's one-frame form, `recurrent.tf_step`);
+- `NumpyBackbone` (numpy over a snapshot of the weights, `recurrent.numpy_step`:
+  no TensorFlow dispatch, the frame loop's fast path) and `PolicyStepper`, the
+  whole policy on it (features -> encoder -> backbone -> heads -> controller);
+- `stateful_twin(backbone)`: the Keras way, a `stateful=True` copy at batch 1
+  (`reset_twin` zeroes it).
+
+The seed's names stay as thin aliases:
+
+    hidden = initial_hidden(1, hidden_size=256, cell_type="lstm")
+    output_BxU, hidden = step(backbone, frame_BxE, hidden)
+
+`tests/model/test_recurrent_forms.py` holds every form equal to the Keras layers.
+The numpy paths snapshot the weights when they are built (`step` caches one
+snapshot per model): after changing a model's weights, call `refresh(model)`
+or build a new `NumpyBackbone` / `PolicyStepper`.
+
+Run a frame loop inside `with frame_loop():` (the play loop and the
+benchmark do): multi-threaded BLAS on a shared CPU turns a 0.1 ms step into
+many milliseconds, and a full garbage collection can take tens.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import gc
+import weakref
+
+import keras
+import numpy as np
+from threadpoolctl import ThreadpoolController
+
+from keras_lstm.data import controller, features
+from keras_lstm.model import recurrent
+from keras_lstm.model.backbone import CELL_TYPES, LastTimestep
+from keras_lstm.model.recurrent import np_sigmoid
+
+# ---------------------------------------------------------------------------
+# BLAS threads
+#
+# A batch-1 step is a few small matrix-vector products. numpy's OpenBLAS
+# splits them over every core; on a busy machine a step then waits for a
+# descheduled helper thread, and we measured a median of 16 ms instead of
+# 0.2 ms. A frame loop should run its numpy math on one thread.
+
+
+@functools.lru_cache(maxsize=1)
+def _blas_controller() -> ThreadpoolController:
+    # Scanning the loaded libraries takes about a millisecond: once.
+    return ThreadpoolController()
+
+
+@contextlib.contextmanager
+def blas_threads(n: int = 1):
+    """Run numpy's matrix products on `n` threads inside the block
+    (threadpoolctl; a no-op for a BLAS it does not know)."""
+    with _blas_controller().limit(limits=int(n), user_api="blas"):
+        yield
+
+
+@contextlib.contextmanager
+def frame_loop():
+    """What a frame loop in Python needs to keep its worst frame short: numpy
+    on one BLAS thread (`blas_threads(1)`), and the garbage collector's old
+    objects frozen (`gc.freeze`), so that a full collection over the many
+    objects TensorFlow and Keras create (tens of ms) never lands in a frame."""
+    gc.collect()
+    gc.freeze()
+    try:
+        with blas_threads(1):
+            yield
+    finally:
+        gc.unfreeze()
+
+
+# ---------------------------------------------------------------------------
+# State
+
+
+def initial_hidden(batch: int, hidden_size: int = 256, num_layers: int = 2, cell_type: str = "lstm") -> tuple:
+    """The zero state, one tuple per layer: `(h, c)` for LSTM, `(h,)` for GRU;
+    each a `[batch, hidden_size]` float32 array."""
+    if cell_type not in CELL_TYPES:
+        raise ValueError(f"cell_type must be one of {CELL_TYPES}, got {cell_type!r}")
+    for name, value in (("batch", batch), ("hidden_size", hidden_size), ("num_layers", num_layers)):
+        if int(value) != value or value <= 0:
+            raise ValueError(f"{name} must be a positive integer, got {value!r}")
+    per_layer = 2 if cell_type == "lstm" else 1
+    return tuple(
+        tuple(np.zeros((batch, hidden_size), np.float32) for _ in range(per_layer)) for _ in range(num_layers)
+    )
+
+
+# Whether `check_frame` and `step` reject NaN and inf. Always True, except
+# inside `keras_lstm.benchmarks.inference`, which switches it off for a
+# moment to measure what the checks cost (`unchecked_finite`).
+_CHECK_FINITE = True
+
+
+@contextlib.contextmanager
+def unchecked_finite():
+    """For the benchmark only: the same paths without the NaN/inf checks."""
+    global _CHECK_FINITE
+    before, _CHECK_FINITE = _CHECK_FINITE, False
+    try:
+        yield
+    finally:
+        _CHECK_FINITE = before
+
+
+def _non_finite(arr: np.ndarray, name: str) -> ValueError:
+    """The ValueError for an array holding NaN or inf: how many, and where the first is."""
+    bad = ~np.isfinite(arr)
+    first = np.argwhere(bad)[0]
+    value = arr[tuple(first)]
+    where = ", ".join(str(int(i)) for i in first)
+    return ValueError(
+        f"{name} has {int(bad.sum())} non-finite value(s) (NaN or inf; first: {value} at [{where}]); "
+        "rejected, the recurrent state is unchanged"
+    )
+
+
+def check_frame(frame, width: int, name: str = "frame", dtype=np.float32) -> np.ndarray:
+    """`frame` as a C-contiguous `[batch, width]` array of `dtype`, or a
+    ValueError stating the expected shape and dtype, or naming the NaN or
+    inf it holds (a float frame must be finite: one NaN would make the
+    recurrent state NaN for every later frame)."""
+    expected = f"expected {name} of shape [batch, {width}] and dtype {np.dtype(dtype).name}"
+    arr = np.asarray(frame)
+    if arr.ndim != 2 or arr.shape[1] != width or arr.shape[0] < 1:
+        raise ValueError(f"{expected}, got shape {list(arr.shape)}")
+    if np.issubdtype(np.dtype(dtype), np.floating):
+        if not np.issubdtype(arr.dtype, np.floating):
+            raise ValueError(f"{expected}, got dtype {arr.dtype}")
+        arr = np.ascontiguousarray(arr, dtype=dtype)
+        if _CHECK_FINITE and not np.isfinite(arr).all():
+            raise _non_finite(arr, name)
+        return arr
+    elif not np.issubdtype(arr.dtype, np.integer):
+        raise ValueError(f"{expected}, got dtype {arr.dtype}")
+    return np.ascontiguousarray(arr, dtype=dtype)
+
+
+def _check_hidden(hidden, batch: int, hidden_size: int, num_layers: int, per_layer: int) -> None:
+    try:
+        ok = len(hidden) == num_layers and all(len(layer) == per_layer for layer in hidden)
+    except TypeError:
+        ok = False
+    if ok:
+        ok = all(np.shape(s) == (batch, hidden_size) for layer in hidden for s in layer)
+    if not ok:
+        kind = "(h, c)" if per_layer == 2 else "(h,)"
+        raise ValueError(
+            f"expected hidden: {num_layers} layer(s) of {kind}, each of shape [{batch}, {hidden_size}] "
+            "(see initial_hidden)"
+        )
+    if _CHECK_FINITE:
+        parts = ("h", "c")
+        for i, layer in enumerate(hidden):
+            for part, s in zip(parts, layer):
+                if not np.isfinite(s).all():
+                    raise _non_finite(np.asarray(s), f"hidden layer {i} {part}")
+
+
+# ---------------------------------------------------------------------------
+# The numpy fast path
+
+
+class NumpyBackbone:
+    """A numpy snapshot of a `RecurrentBackbone`'s weights that steps one
+    frame: the explicit-state API (`initial_state`, `step`) over
+    `recurrent.numpy_step`, with each layer's gate matrices fused
+    (`recurrent.fuse_numpy`).
+
+    Args:
+        backbone: a built `RecurrentBackbone` (LSTM or GRU).
+
+    Example:
+    >>> fast = NumpyBackbone(backbone)
+    >>> out_BxU, hidden = fast.step(frame_BxE, fast.initial_hidden(1))
+    """
+
+    def __init__(self, backbone):
+        self.cell_type = backbone.cell_type
+        self.embed_size = backbone.embed_size
+        self.hidden_size = backbone.hidden_size
+        self.num_layers = backbone.num_layers
+        self.layers = [recurrent.fuse_numpy(self.cell_type, layer.cell) for layer in backbone.recurrent_layers]
+
+    def initial_state(self, batch: int) -> tuple:
+        """The zero state, numpy, in the one layout (see `initial_hidden`)."""
+        return initial_hidden(batch, self.hidden_size, self.num_layers, self.cell_type)
+
+    initial_hidden = initial_state  # the seed's name
+
+    def step(self, frame_BxE, hidden) -> tuple[np.ndarray, tuple]:
+        """One frame `[B, embed_size]` from `hidden` -> `(output [B, hidden_size], new_hidden)`."""
+        x = check_frame(frame_BxE, self.embed_size)
+        _check_hidden(hidden, x.shape[0], self.hidden_size, self.num_layers, 2 if self.cell_type == "lstm" else 1)
+        return self._step(x, hidden)
+
+    def _step(self, x, hidden):
+        return recurrent.numpy_step(self.cell_type, self.layers, x, hidden)
+
+
+_SNAPSHOTS: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
+
+
+def _snapshot(model) -> NumpyBackbone:
+    if not hasattr(model, "recurrent_layers"):
+        raise ValueError(f"step needs a RecurrentBackbone (or a NumpyBackbone), got {type(model).__name__}")
+    fast = _SNAPSHOTS.get(model)
+    if fast is None:
+        fast = _SNAPSHOTS[model] = NumpyBackbone(model)
+    return fast
+
+
+def refresh(model) -> None:
+    """Forget the weight snapshot `step` took of `model` (call after training
+    it further or loading new weights)."""
+    _SNAPSHOTS.pop(model, None)
+
+
+def step(model, frame, hidden) -> tuple[np.ndarray, tuple]:
+    """One frame through a backbone, carrying the recurrent state.
+
+    Args:
+        model: a `RecurrentBackbone` (its weights are snapshotted on first use,
+            see `refresh`) or a `NumpyBackbone`.
+        frame: `[batch, embed_size]` float (one encoded frame per game).
+        hidden: the state from `initial_hidden` or the previous `step`.
+
+    Returns:
+        `(output [batch, hidden_size] float32, new_hidden)`; `output` is what
+        the windowed backbone returns for the window ending at this frame.
+
+    Raises:
+        ValueError: a frame or state of the wrong shape or dtype, or holding
+            NaN or inf (one would make every later state NaN); the message
+            names which, and `hidden` is left as it was.
+    """
+    fast = model if isinstance(model, NumpyBackbone) else _snapshot(model)
+    return fast.step(frame, hidden)
+
+
+# ---------------------------------------------------------------------------
+# The whole policy, one frame at a time
+
+
+def decode_controller(logits: dict) -> dict:
+    """Head logits `[B, ...]` -> probabilities and the controller to press.
+
+    Returns `buttons_prob [B, 8]`, `<head>_prob [B, classes]` for the stick
+    and shoulder heads, and the decoded pad: `buttons [B, 8]` (1.0 where the
+    probability exceeds 0.5), `main_x`, `main_y`, `c_x`, `c_y` in [-1, 1] and
+    `shoulder` in [0, 1] (`[B]` each, the most likely class's value).
+    """
+    out = {"buttons_prob": np_sigmoid(logits["buttons"]).astype(np.float32)}
+    out["buttons"] = (out["buttons_prob"] > 0.5).astype(np.float32)
+    for head in controller.CLASS_HEADS:
+        z = logits[head] - logits[head].max(axis=-1, keepdims=True)
+        e = np.exp(z)
+        out[f"{head}_prob"] = (e / e.sum(axis=-1, keepdims=True)).astype(np.float32)
+        cls = np.argmax(logits[head], axis=-1)
+        out[head] = controller.class_to_shoulder(cls) if head == "shoulder" else controller.class_to_stick(cls)
+    return out
+
+
+class PolicyStepper:
+    """A numpy snapshot of a whole `BehaviorCloningPolicy` that acts one frame
+    at a time: features -> encoder -> backbone step -> heads -> controller.
+
+    Args:
+        policy: a trained `BehaviorCloningPolicy`.
+        batch: games stepped together (the state's batch size).
+
+    Example:
+    >>> stepper = PolicyStepper(policy)
+    >>> action = stepper.act(numeric_1xF, categorical_1xC)  # decoded controller
+    >>> stepper.reset()                                      # new game
+    """
+
+    def __init__(self, policy, batch: int = 1):
+        encoder = policy.encoder
+        self.action_table = np.asarray(encoder.action_embedding.embeddings.numpy(), np.float32)
+        self.character_table = np.asarray(encoder.character_embedding.embeddings.numpy(), np.float32)
+        self.stage_table = np.asarray(encoder.stage_embedding.embeddings.numpy(), np.float32)
+        self.projection_w = np.asarray(encoder.projection.kernel.numpy(), np.float32)
+        self.projection_b = np.asarray(encoder.projection.bias.numpy(), np.float32)
+        self.backbone = NumpyBackbone(policy.backbone)
+        layers = [policy.head_layers[h] for h in controller.HEADS]
+        self.heads_w = np.ascontiguousarray(np.concatenate([layer.kernel.numpy() for layer in layers], axis=1), np.float32)
+        self.heads_b = np.concatenate([layer.bias.numpy() for layer in layers]).astype(np.float32)
+        sizes = [len(controller.BUTTONS)] + [controller.HEAD_CLASSES[h] for h in controller.CLASS_HEADS]
+        self._splits = np.cumsum(sizes)[:-1]
+        self.batch = batch
+        self.state = self.backbone.initial_state(batch)
+
+    @property
+    def hidden(self) -> tuple:
+        """The carried state (the seed's name for `state`)."""
+        return self.state
+
+    @hidden.setter
+    def hidden(self, value) -> None:
+        self.state = value
+
+    def reset(self) -> None:
+        """Back to the zero state (call at the start of every game)."""
+        self.state = self.backbone.initial_state(self.batch)
+
+    def encode(self, numeric_BxF, categorical_BxC) -> np.ndarray:
+        """The frame encoder in numpy: `[B, NUMERIC_SIZE]`, `[B, CATEGORICAL_SIZE]` -> `[B, embed]`."""
+        ids = np.clip(categorical_BxC, 0, None)
+        parts = [
+            numeric_BxF,
+            self.action_table[np.minimum(ids[:, 0], len(self.action_table) - 1)],
+            self.action_table[np.minimum(ids[:, 1], len(self.action_table) - 1)],
+            self.character_table[np.minimum(ids[:, 2], len(self.character_table) - 1)],
+            self.character_table[np.minimum(ids[:, 3], len(self.character_table) - 1)],
+            self.stage_table[np.minimum(ids[:, 4], len(self.stage_table) - 1)],
+        ]
+        x = np.concatenate(parts, axis=1) @ self.projection_w
+        x += self.projection_b
+        return np.maximum(x, 0.0, out=x)
+
+    def logits(self, numeric, categorical) -> dict:
+        """One frame per game -> head logits `{head: [B, ...]}`; advances the state.
+        ValueError for frames of the wrong shape or with NaN or inf in
+        `numeric`: the state is then not advanced."""
+        numeric = check_frame(numeric, features.NUMERIC_SIZE, "numeric")
+        categorical = check_frame(categorical, features.CATEGORICAL_SIZE, "categorical", np.int64)
+        if numeric.shape[0] != self.batch or categorical.shape[0] != self.batch:
+            raise ValueError(
+                f"expected numeric [{self.batch}, {features.NUMERIC_SIZE}] and categorical "
+                f"[{self.batch}, {features.CATEGORICAL_SIZE}] (this stepper holds {self.batch} game(s)), "
+                f"got {list(numeric.shape)} and {list(categorical.shape)}"
+            )
+        output_BxU, self.state = self.backbone._step(self.encode(numeric, categorical), self.state)
+        z = output_BxU @ self.heads_w
+        z += self.heads_b
+        return dict(zip(controller.HEADS, np.split(z, self._splits, axis=1)))
+
+    def act(self, numeric, categorical) -> dict:
+        """One frame per game -> the decoded controller (see `decode_controller`)."""
+        return decode_controller(self.logits(numeric, categorical))
+
+
+# ---------------------------------------------------------------------------
+# The Keras `stateful=True` twin
+
+
+def stateful_twin(backbone) -> keras.Model:
+    """A `stateful=True` copy of `backbone`: batch 1, one frame per call
+    (`[1, 1, embed_size]` -> `[1, hidden_size]`), state kept between calls.
+
+    Built from the trained weights with `set_weights(get_weights())` (the two
+    models hold the same weights in the same order; the state is not a
+    weight). Keras 3 models have no `reset_state()`: use `reset_twin`.
+    Call it with `twin(x, training=False)` or `predict_on_batch`, never
+    `predict()` in a frame loop.
+    """
+    layer_cls = keras.layers.LSTM if backbone.cell_type == "lstm" else keras.layers.GRU
+    frames = keras.Input(batch_shape=(1, 1, backbone.embed_size), name="frame")
+    x = frames
+    recurrent_layers = []
+    for i in range(backbone.num_layers):
+        layer = layer_cls(backbone.hidden_size, return_sequences=True, stateful=True, name=f"{backbone.cell_type}_{i}")
+        recurrent_layers.append(layer)
+        x = layer(x)
+    last = LastTimestep(name="last_timestep")(x)
+    twin = keras.Model(frames, last, name=f"{backbone.name}_stateful")
+    twin.set_weights(backbone.get_weights())
+    twin.recurrent_layers = recurrent_layers
+    return twin
+
+
+def reset_twin(twin: keras.Model) -> None:
+    """Zero every recurrent layer's state (start of a new game)."""
+    for layer in twin.layers:
+        if getattr(layer, "stateful", False):
+            layer.reset_state()

@@ -1,0 +1,204 @@
+"""Training with the recurrent state carried across consecutive segments of a game.
+
+Windowed training (`keras_lstm.training.train`) starts every window from the zero
+state and puts the loss on its last frame; in play the state is carried from
+the first frame of the game for thousands of frames. This mode trains the way
+the policy is deployed:
+
+- each of `streams` batch rows walks through whole games, one `segment_frames`
+  slice per training step, in order;
+- the state left by one step is the initial state of the row's next step
+  (the gradient is stopped there: truncated BPTT over one segment);
+- the state is reset to zero where a row starts a new piece of a game;
+- the loss is on every frame of the segment, averaged over frames.
+
+Games are cut into pieces of at most `piece_frames` frames (about a minute)
+so that the rows stay busy; each piece starts from the zero state, like a
+game does. A row that finishes a piece takes the next one from a queue that
+is reshuffled (with the seed) every time it runs out, so no row ever waits
+or pads.
+
+It is `keras-lstm train --carried-state` (`TrainConfig.carried_state`): the
+same trainer, run folder, backups and callbacks as windowed training, with
+`CarriedStatePolicy.train_step` under `model.fit`. The saved model is a plain `BehaviorCloningPolicy`: the
+carried-state machinery only exists while training. Gradients come from
+autodiff through the backbone's `unroll` (every frame's output
+is needed), not from the hand-written backward pass of the windowed path.
+
+When to use it: when a policy's deployed loss is clearly above its windowed
+loss (`keras_lstm.evaluation.deploy_eval`; `keras-lstm bench train` runs this mode
+when the gap exceeds 5 %). docs/BENCHMARKS.md found no gap on the sample
+replays, so windowed training stays the default.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import tensorflow as tf
+
+from keras_lstm.data import features
+from keras_lstm.data.features import PolicyArrays
+from keras_lstm.model.policy import BehaviorCloningPolicy, build_policy, policy_loss, scaled_for_replicas
+
+DEFAULT_PIECE_FRAMES = 3600
+
+
+class _StateBox:
+    """Holds the carried state variables out of Keras' weight tracking, so
+    they are neither trained nor saved."""
+
+    def __init__(self, variables):
+        self.variables = variables
+
+
+class CarriedStatePolicy(BehaviorCloningPolicy):
+    """A `BehaviorCloningPolicy` whose `train_step` carries the state from
+    one batch to the next, row by row (see the module docstring).
+
+    Batches are `(x, targets, reset)`: `x` as for the policy but
+    `[streams, segment_frames, ...]`, targets per frame
+    `{head: [streams, segment_frames, ...]}`, and `reset [streams]` (1.0
+    where the row starts a new piece and must start from the zero state).
+
+    Args:
+        backbone: a `RecurrentBackbone`.
+        streams: batch rows (fixed: the carried state has this batch size).
+
+    Example:
+    >>> policy = CarriedStatePolicy(build_backbone("lstm", 128), streams=32)
+    >>> policy.compile(optimizer="adam")
+    >>> policy.fit(segment_dataset(arrays, 60, 32), steps_per_epoch=steps_per_epoch(arrays, 60, 32))
+    >>> plain = policy.to_policy()   # a BehaviorCloningPolicy with the same weights
+    """
+
+    def __init__(self, backbone, streams: int, **kwargs):
+        kwargs.pop("truncate_bptt", None)
+        super().__init__(backbone, truncate_bptt=None, **kwargs)
+        self.streams = streams
+        self._carried = _StateBox(
+            tf.nest.map_structure(lambda z: tf.Variable(z, trainable=False), backbone.initial_state(streams))
+        )
+
+    def train_step(self, data):
+        x, targets, reset_B = data[0], data[1], data[2]
+        keep_Bx1 = 1.0 - tf.cast(reset_B, tf.float32)[:, None]
+        state = tf.nest.map_structure(lambda v: v * keep_Bx1, self._carried.variables)
+        with tf.GradientTape() as tape:
+            frames_BxTxE = self.encode(x, training=True)
+            outputs_BxTxU, new_state = self.backbone.unroll(frames_BxTxE, state, training=True)
+            logits = self.apply_heads(outputs_BxTxU)
+            flat_logits = {h: _flatten_time(v) for h, v in logits.items()}
+            flat_targets = {h: _flatten_time(v) for h, v in targets.items()}
+            loss, _ = policy_loss(flat_targets, flat_logits)
+            total = scaled_for_replicas(loss + tf.add_n(self.losses) if self.losses else loss)
+        grads = tape.gradient(total, self.trainable_variables)
+        self.optimizer.apply(grads, self.trainable_variables)
+        for var, value in zip(tf.nest.flatten(self._carried.variables), tf.nest.flatten(new_state)):
+            var.assign(tf.stop_gradient(value))
+        return self._record(loss, flat_targets, flat_logits)
+
+    @property
+    def carried_state_variables(self) -> list:
+        """The state carried between steps, for backups (a resumed run must
+        carry on from the same state)."""
+        return tf.nest.flatten(self._carried.variables)
+
+    def to_policy(self) -> BehaviorCloningPolicy:
+        """A plain `BehaviorCloningPolicy` holding these weights."""
+        b = self.backbone
+        plain = build_policy(
+            backbone=b.cell_type, embed_size=b.embed_size, hidden_size=b.hidden_size, num_layers=b.num_layers, dropout=b.dropout
+        )
+        plain.set_weights(self.get_weights())
+        return plain
+
+    def get_config(self):
+        return {**super().get_config(), "streams": self.streams}
+
+
+def _flatten_time(v):
+    """`[B, T, ...] -> [B*T, ...]`."""
+    shape = tf.shape(v)
+    return tf.reshape(v, tf.concat([[shape[0] * shape[1]], shape[2:]], axis=0))
+
+
+def cut_pieces(arrays: list[PolicyArrays], segment_frames: int, piece_frames: int) -> list[tuple[int, int, int]]:
+    """`[(trajectory, start, segments)]`: each trajectory cut into pieces of
+    whole segments, at most `piece_frames` long (the tail shorter than one
+    segment is dropped)."""
+    per_piece = max(1, piece_frames // segment_frames)
+    pieces = []
+    for i, a in enumerate(arrays):
+        segments = len(a) // segment_frames
+        for first in range(0, segments, per_piece):
+            pieces.append((i, first * segment_frames, min(per_piece, segments - first)))
+    return pieces
+
+
+def segment_batches(arrays: list[PolicyArrays], segment_frames: int, streams: int, piece_frames: int = DEFAULT_PIECE_FRAMES, seed: int = 0):
+    """An endless generator of `(x, targets, reset)` numpy batches (see
+    `CarriedStatePolicy`): `streams` rows, each walking through pieces of
+    games in order, a new piece from a seeded shuffled queue when one ends."""
+    pieces = cut_pieces(arrays, segment_frames, piece_frames)
+    if not pieces:
+        raise ValueError(f"no game has {segment_frames} frames to train on")
+    rng = np.random.default_rng(seed)
+    queue: list = []
+
+    def next_piece():
+        if not queue:
+            queue.extend(pieces[k] for k in rng.permutation(len(pieces)))
+        return queue.pop()
+
+    # Per row: (trajectory, next start frame, segments left).
+    rows = [list(next_piece()) for _ in range(streams)]
+    fresh = [True] * streams
+    heads = list(arrays[0].targets)
+    while True:
+        numeric = np.empty((streams, segment_frames, features.NUMERIC_SIZE), np.float32)
+        categorical = np.empty((streams, segment_frames, features.CATEGORICAL_SIZE), np.int32)
+        targets = {h: np.empty((streams, segment_frames) + arrays[0].targets[h].shape[1:], arrays[0].targets[h].dtype) for h in heads}
+        reset = np.asarray(fresh, np.float32)
+        for r, (traj, start, left) in enumerate(rows):
+            a, end = arrays[traj], start + segment_frames
+            numeric[r] = a.numeric[start:end]
+            categorical[r] = a.categorical[start:end]
+            for h in heads:
+                targets[h][r] = a.targets[h][start:end]
+            if left > 1:
+                rows[r], fresh[r] = [traj, end, left - 1], False
+            else:
+                rows[r], fresh[r] = list(next_piece()), True
+        yield {"numeric": numeric, "categorical": categorical}, targets, reset
+
+
+def segment_dataset(arrays: list[PolicyArrays], segment_frames: int, streams: int, piece_frames: int = DEFAULT_PIECE_FRAMES, seed: int = 0) -> tf.data.Dataset:
+    """`segment_batches` as an endless, ordered `tf.data.Dataset` (never
+    shuffle or interleave it: the rows' order is what carries the state)."""
+    sample = arrays[0]
+    signature = (
+        {
+            "numeric": tf.TensorSpec([streams, segment_frames, features.NUMERIC_SIZE], tf.float32),
+            "categorical": tf.TensorSpec([streams, segment_frames, features.CATEGORICAL_SIZE], tf.int32),
+        },
+        {h: tf.TensorSpec([streams, segment_frames] + list(v.shape[1:]), tf.as_dtype(v.dtype)) for h, v in sample.targets.items()},
+        tf.TensorSpec([streams], tf.float32),
+    )
+    return tf.data.Dataset.from_generator(
+        lambda: segment_batches(arrays, segment_frames, streams, piece_frames, seed), output_signature=signature
+    ).prefetch(2)
+
+
+def steps_per_epoch(arrays: list[PolicyArrays], segment_frames: int, streams: int, piece_frames: int = DEFAULT_PIECE_FRAMES) -> int:
+    """Steps that show every whole segment of the training games once."""
+    segments = sum(p[2] for p in cut_pieces(arrays, segment_frames, piece_frames))
+    return max(1, -(-segments // streams))
+
+
+__all__ = [
+    "CarriedStatePolicy",
+    "cut_pieces",
+    "segment_batches",
+    "segment_dataset",
+    "steps_per_epoch",
+]

@@ -1,0 +1,426 @@
+"""Training a policy on a folder of replays, under `model.fit`.
+
+Everything a run makes goes to its run folder (`--output`; names and reading
+it back: `keras_lstm.training.run_folder`). Starting again with the same `--output`
+after a kill resumes from the newest complete backup (`keras_lstm.training.run_backup`),
+at the batch where it was taken, in the same batch order: the run ends as if
+never stopped. `backup/` is removed only after every other file is in place.
+
+The data comes from a replay folder (`replays`, parsed at each run) or from a
+dataset prepared once (`data_dir`, see `keras_lstm.data.tfds_dataset`; streamed by
+`keras_lstm.data.pipeline`). `strategy` picks the `tf.distribute` strategy
+(`keras_lstm.training.distribute`): under `multi-worker` only the chief writes the run
+folder; the other workers write to temporary folders, and each keeps its own
+`backup-<task>` so a restarted cluster resumes.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import shutil
+from pathlib import Path
+from typing import Callable
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from keras_lstm.data import features
+from keras_lstm.data.pipeline import TrainInputs, prepared_inputs
+from keras_lstm.data.replays import find_replays, replays_or_default
+from keras_lstm.data.trajectories import LoadReport, load_trajectories
+from keras_lstm.data.windows import Windows, check_seed, make_windows, split_by_game
+from keras_lstm.evaluation import baselines
+from keras_lstm.evaluation.evaluate import evaluate_policy
+from keras_lstm.files import atomic
+from keras_lstm.files.lock import FolderLock
+from keras_lstm.model.backbone import CELL_TYPES, build_backbone, check_positive
+from keras_lstm.model.policy import build_policy
+from keras_lstm.training import carried_training, distribute, run_backup
+from keras_lstm.training.carried_training import DEFAULT_PIECE_FRAMES
+from keras_lstm.training.run_folder import BEST_FILE, HISTORY_FILE, METRICS_FILE, MODEL_FILE, RUN_FILE, check_resumable, load_run
+
+
+
+@dataclasses.dataclass
+class TrainConfig:
+    replays: str
+    output: str = "runs/latest"
+    backbone: str = "lstm"
+    embed_size: int = 128
+    hidden_size: int = 256
+    num_layers: int = 2
+    dropout: float = 0.1
+    window_size: int = 60
+    truncate_bptt: int | None = None
+    stride: int = 4
+    delay: int = 0
+    epochs: int = 3
+    batch_size: int = 64
+    learning_rate: float = 1e-3
+    val_fraction: float = 0.15
+    seed: int = 0
+    max_replays: int | None = None
+    max_frames: int | None = None
+    backup_every_steps: int = 200
+    matmul_dtype: str | None = None  # "bfloat16": faster recurrent matmuls on CPUs with AVX512_BF16
+    data_dir: str | None = None  # a dataset from `keras-lstm prepare`, instead of `replays`
+    strategy: str = "default"  # "default" | "mirrored" | "multi-worker"
+    # Carried-state training (`keras_lstm.training.carried_training`): each of
+    # `carried_streams` rows walks through whole games, `window_size` frames a
+    # step, the state carried from step to step and the loss on every frame.
+    carried_state: bool = False
+    carried_streams: int = 32
+    carried_piece_frames: int = DEFAULT_PIECE_FRAMES
+
+    def validate(self) -> None:
+        """Raise ValueError naming the first bad option."""
+        for name in ("embed_size", "hidden_size", "num_layers", "window_size", "stride", "epochs", "batch_size", "learning_rate"):
+            check_positive(**{name.replace("_", "-"): getattr(self, name)})
+        if not math.isfinite(self.learning_rate):
+            raise ValueError(f"learning-rate must be a finite positive number, got {self.learning_rate}")
+        check_seed(self.seed)
+        check_positive(**{"backup-every-steps": self.backup_every_steps})
+        if self.backbone not in CELL_TYPES:
+            raise ValueError(f"backbone must be one of {CELL_TYPES}, got {self.backbone!r}")
+        if self.matmul_dtype not in (None, "float32", "bfloat16"):
+            raise ValueError(f"matmul-dtype must be float32 or bfloat16, got {self.matmul_dtype!r}")
+        if not 0.0 <= self.dropout < 1.0:
+            raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
+        if self.delay < 0:
+            raise ValueError(f"delay must be >= 0, got {self.delay}")
+        if not 0.0 <= self.val_fraction < 1.0:
+            raise ValueError(f"val-fraction must be in [0, 1), got {self.val_fraction}")
+        if self.truncate_bptt is not None:
+            check_positive(truncate_bptt=self.truncate_bptt)
+            if self.truncate_bptt > self.window_size:
+                raise ValueError(
+                    f"truncate-bptt ({self.truncate_bptt}) must not exceed window-size ({self.window_size})"
+                )
+        for name in ("max_replays", "max_frames"):
+            value = getattr(self, name)
+            if value is not None:
+                check_positive(**{name.replace("_", "-"): value})
+        if self.strategy not in distribute.STRATEGIES:
+            raise ValueError(f"strategy must be one of {distribute.STRATEGIES}, got {self.strategy!r}")
+        if self.carried_state:
+            check_positive(**{"carried-streams": self.carried_streams, "carried-piece-frames": self.carried_piece_frames})
+            if self.data_dir or self.truncate_bptt is not None or self.strategy != "default":
+                raise ValueError(
+                    "--carried-state trains from --replays on one device, on segments of --window-size frames "
+                    "with the state carried: it takes no --data-dir, --truncate-bptt or --strategy"
+                )
+        if self.strategy == "multi-worker" and not self.data_dir:
+            raise ValueError("--strategy multi-worker needs --data-dir: each worker streams its own shard of a prepared dataset")
+
+
+def config_from_options(
+    replays: str | Path | None = None,
+    data_dir: str | Path | None = None,
+    *,
+    temporal: bool = True,
+    output: str | Path = "runs/latest",
+    backbone: str = "lstm",
+    strategy: str = "default",
+    matmul_dtype: str = "float32",
+    **options,
+) -> TrainConfig:
+    """The TrainConfig of `keras-lstm train`'s options (names as TrainConfig's
+    fields): `replays` defaults to $KERAS_LSTM_REPLAYS, then ~/Slippi, unless
+    `data_dir` (a prepared dataset) is given; names are case-insensitive;
+    `matmul_dtype` "float32" is the default (None). Raises ValueError for
+    options that cannot go together; `TrainConfig.validate` checks the rest."""
+    if not temporal:
+        raise ValueError("--no-temporal is not supported: the policy is recurrent and trains on windows")
+    if data_dir is not None and replays is not None:
+        raise ValueError("give --replays or --data-dir, not both (the prepared dataset remembers its replay folder)")
+    return TrainConfig(
+        replays=str(replays_or_default(replays)) if data_dir is None else "",
+        output=str(output),
+        backbone=backbone.lower(),
+        data_dir=str(data_dir) if data_dir is not None else None,
+        strategy=strategy.lower(),
+        matmul_dtype=None if matmul_dtype.lower() == "float32" else matmul_dtype.lower(),
+        **options,
+    )
+
+
+class TrainingDiverged(ValueError):
+    """The loss became NaN or infinite and `TerminateOnNaN` stopped the run."""
+
+
+@dataclasses.dataclass
+class PreparedData:
+    train: Windows
+    val: Windows
+    train_report: LoadReport
+    val_report: LoadReport
+    train_files: list[str]
+    val_files: list[str]
+
+
+def load_split(config: TrainConfig, on_skip: Callable[[str, str], None] | None = None) -> PreparedData:
+    """Find, split (by file), read and window the replays."""
+    paths = find_replays(config.replays)
+    if config.max_replays is not None:
+        paths = paths[: config.max_replays]
+    train_files, val_files = split_by_game([str(p) for p in paths], config.val_fraction, config.seed)
+    cap_train = cap_val = None
+    if config.max_frames is not None:
+        cap_val = max(1, int(config.max_frames * config.val_fraction))
+        cap_train = max(1, config.max_frames - cap_val)
+    train_report = load_trajectories([Path(p) for p in train_files], max_frames=cap_train, on_skip=on_skip)
+    val_report = load_trajectories([Path(p) for p in val_files], max_frames=cap_val, on_skip=on_skip)
+    if not train_report.trajectories:
+        skipped = train_report.replays_skipped + val_report.replays_skipped
+        raise ValueError(
+            f"{config.replays}: no usable replay for training ({skipped} of {len(paths)} files skipped, "
+            f"{val_report.replays_used} usable file(s) held out for validation)"
+        )
+
+    def windows(report):
+        return make_windows([features.align(t, config.delay) for t in report.trajectories], config.window_size, config.stride)
+
+    train, val = windows(train_report), windows(val_report)
+    if len(train) < config.batch_size:
+        raise ValueError(
+            f"{config.replays}: only {len(train)} training windows of {config.window_size} frames, "
+            f"fewer than one batch of {config.batch_size}"
+        )
+    return PreparedData(train, val, train_report, val_report, train_files, val_files)
+
+
+def replay_inputs(config: TrainConfig, on_skip: Callable[[str, str], None] | None = None) -> TrainInputs:
+    """`TrainInputs` from a replay folder, all in memory (`load_split`)."""
+    data = load_split(config, on_skip)
+    steps = len(data.train) // config.batch_size
+    return TrainInputs(
+        make_train_dataset=lambda skip_steps=0: training_batches(data.train, config, steps, skip_steps),
+        steps_per_epoch=steps,
+        train_windows=len(data.train),
+        val=data.val,
+        stats=baselines.fit_baselines(data.train.predicted_targets(), data.train.previous_targets()),
+        train_files=data.train_files,
+        val_files=data.val_files,
+        train_counts=data.train_report.counts(),
+        counts=_combined_counts(data.train_report, data.val_report),
+        skipped=data.train_report.skipped + data.val_report.skipped,
+    )
+
+
+def carried_inputs(config: TrainConfig, on_skip: Callable[[str, str], None] | None = None) -> TrainInputs:
+    """`TrainInputs` for carried-state training: the same split, validation
+    windows and baselines as `replay_inputs`; training batches are segments
+    of whole games in a fixed order (`carried_training.segment_dataset`)."""
+    data = load_split(config, on_skip)
+    arrays = [features.align(t, config.delay) for t in data.train_report.trajectories]
+    W, streams, piece = config.window_size, config.carried_streams, config.carried_piece_frames
+
+    def make_train_dataset(skip_steps: int = 0):
+        batches = carried_training.segment_dataset(arrays, W, streams, piece, config.seed)
+        return batches.skip(skip_steps) if skip_steps else batches
+
+    return TrainInputs(
+        make_train_dataset=make_train_dataset,
+        steps_per_epoch=carried_training.steps_per_epoch(arrays, W, streams, piece),
+        train_windows=len(data.train),
+        val=data.val,
+        stats=baselines.fit_baselines(data.train.predicted_targets(), data.train.previous_targets()),
+        train_files=data.train_files,
+        val_files=data.val_files,
+        train_counts=data.train_report.counts(),
+        counts=_combined_counts(data.train_report, data.val_report),
+        skipped=data.train_report.skipped + data.val_report.skipped,
+    )
+
+
+def training_batches(windows: Windows, config: TrainConfig, steps_per_epoch: int, skip_steps: int = 0) -> tf.data.Dataset:
+    """Every epoch's batches in a fixed order, less the first `skip_steps`.
+
+    Epoch `e` takes the windows in the order of a permutation seeded by
+    `(seed, e)` and drops the last partial batch; so the batch a resumed run
+    starts at is the one the uninterrupted run would have trained next.
+    """
+    used = steps_per_epoch * config.batch_size
+    order = np.concatenate(
+        [np.random.default_rng([config.seed, epoch]).permutation(len(windows))[:used] for epoch in range(config.epochs)]
+    )
+    ordered = dataclasses.replace(windows, ends=windows.ends[order[skip_steps * config.batch_size :]])
+    return ordered.dataset(config.batch_size, shuffle=False, drop_remainder=True)
+
+
+def _combined_counts(*reports: LoadReport) -> dict:
+    total = {}
+    for report in reports:
+        for k, v in report.counts().items():
+            total[k] = total.get(k, 0) + v
+    return total
+
+
+def train(
+    config: TrainConfig,
+    on_skip: Callable[[str, str], None] | None = None,
+    callbacks: list | None = None,
+    verbose: int | str = "auto",
+    on_warning: Callable[[str], None] | None = None,
+) -> dict:
+    """Train, save the run folder, and return the final summary (also written
+    to `metrics.json`).
+
+    Resumes from the run folder's newest complete backup when there is one.
+    `on_warning(message)` hears of damaged backups passed over. Raises
+    `TrainingDiverged` when the loss became NaN, FolderBusyError when another
+    process trains in the same folder.
+    """
+    config.validate()
+    # First: a multi-worker strategy must exist before any other TF op runs.
+    strategy = distribute.select_strategy(config.strategy)
+    out = Path(config.output).expanduser()
+    chief = distribute.is_chief(strategy)
+    backup = distribute.backup_dir(out, strategy)
+    with FolderLock(out, "run folder", lock_file=".lock" if chief else f".lock-{backup.name}"):
+        return _train_locked(config, strategy, out, backup, on_skip, callbacks, verbose, on_warning)
+
+
+def _train_locked(config, strategy, out, backup, on_skip, callbacks, verbose, on_warning) -> dict:
+    keras.utils.set_random_seed(config.seed)
+    check_resumable(out, backup, dataclasses.asdict(config))
+    chief = distribute.is_chief(strategy)
+    write_dir = distribute.write_dir(out, strategy)  # the run folder, or a temporary one for a non-chief worker
+    atomic.remove_stale_temporaries(write_dir)
+
+    if config.data_dir:
+        data = prepared_inputs(config, strategy)
+    else:
+        data = (carried_inputs if config.carried_state else replay_inputs)(config, on_skip)
+    stats = data.stats
+    steps = data.steps_per_epoch
+    with strategy.scope():
+        if config.carried_state:
+            backbone = build_backbone(config.backbone, config.embed_size, config.hidden_size, config.num_layers, config.dropout)
+            policy = carried_training.CarriedStatePolicy(backbone, streams=config.carried_streams)
+        else:
+            policy = build_policy(
+                config.backbone,
+                config.embed_size,
+                config.hidden_size,
+                config.num_layers,
+                config.dropout,
+                config.truncate_bptt,
+                config.matmul_dtype,
+            )
+        policy.compile(optimizer=keras.optimizers.Adam(config.learning_rate))
+        progress = run_backup.load_latest(backup, policy, on_warning) or run_backup.Progress()
+        metric_state = [v.numpy() for m in policy.metrics for v in m.variables] if progress.step else None
+    distribute.prepare_for_fit(policy, strategy)
+
+    val_ds = data.val.dataset(config.batch_size * 4, shuffle=False) if len(data.val) else None
+    monitor = "val_loss" if val_ds is not None else "loss"
+    def saveable(model):  # what model.keras and best.keras hold: always a plain policy
+        return model.to_policy() if config.carried_state else model
+
+    recorder = run_backup.RunProgress(
+        progress, steps, backup, config.backup_every_steps, write_dir / BEST_FILE, monitor, metric_state, saveable
+    )
+    fit_callbacks = [
+        keras.callbacks.TerminateOnNaN(),  # before the recorder: it never backs up a NaN model
+        recorder,
+        keras.callbacks.TensorBoard(str(write_dir / "logs")),
+        *(callbacks or []),
+    ]
+    run_info = {
+        "config": dataclasses.asdict(config),
+        "feature_version": features.FEATURE_VERSION,
+        "train_files": data.train_files,
+        "val_files": data.val_files,
+        "baseline_stats": stats.to_json(),
+    }
+    atomic.write_json(write_dir / RUN_FILE, run_info)
+
+    def fit(first_epoch: int, last_epoch: int, steps_per_epoch: int) -> None:
+        policy.fit(
+            data.make_train_dataset(progress.global_step(steps)),
+            validation_data=val_ds,
+            initial_epoch=first_epoch,
+            epochs=last_epoch,
+            steps_per_epoch=steps_per_epoch,
+            callbacks=fit_callbacks,
+            verbose=verbose,
+            shuffle=False,
+        )
+
+    # A run resumed mid-epoch first finishes that epoch (Keras cannot run a
+    # shorter first epoch), then goes on with whole ones.
+    if progress.step and progress.epoch < config.epochs:
+        fit(progress.epoch, progress.epoch + 1, steps - progress.step)
+    if progress.epoch < config.epochs and not policy.stop_training:
+        fit(progress.epoch, config.epochs, steps)
+    losses = progress.history.get("loss", [])
+    if losses and not math.isfinite(losses[-1]):  # TerminateOnNaN stopped it
+        raise TrainingDiverged(
+            f"{out}: training stopped in epoch {len(losses)}: the loss became NaN or infinite "
+            f"(try a lower --learning-rate); {MODEL_FILE} was not written"
+        )
+
+    epochs_run = len(next(iter(progress.history.values()), []))
+    history = {k: list(v) for k, v in progress.history.items()}
+    atomic.write_json(write_dir / HISTORY_FILE, history)
+    final = saveable(policy)
+    with atomic.atomic_path(write_dir / MODEL_FILE) as tmp:
+        final.save(tmp)  # every worker saves (saving may all-reduce); only the chief's is kept
+
+    rows_per_step = config.carried_streams if config.carried_state else config.batch_size
+    trained_windows = steps * rows_per_step * epochs_run
+    seconds = progress.train_seconds
+    summary = {
+        "config": dataclasses.asdict(config),
+        "parameters": int(final.count_params()),
+        "backbone_parameters": int(final.backbone.count_params()),
+        "epochs_run": epochs_run,
+        "train_seconds": seconds,
+        "train_windows_per_s": trained_windows / seconds if seconds else None,
+        "train_frames_per_s": trained_windows * config.window_size / seconds if seconds else None,
+        "train_windows": data.train_windows,
+        "val_windows": len(data.val),
+        **{f"train_{k}": v for k, v in data.train_counts.items()},
+        **data.counts,
+        "skipped": data.skipped,
+        "output": str(out),
+        "model_path": str(out / MODEL_FILE),
+        "logs_path": str(out / "logs"),
+    }
+    if len(data.val) and chief:
+        summary.update(evaluate_policy(distribute.local_model(final), data.val, stats))
+    else:
+        summary["val_loss"] = None
+    summary["strategy"] = {"name": config.strategy, "replicas": strategy.num_replicas_in_sync, "chief": chief}
+    atomic.write_json(write_dir / METRICS_FILE, summary)
+    # Last: only now is everything the backup stands for in place.
+    shutil.rmtree(backup, ignore_errors=True)
+    distribute.cleanup(write_dir, out)
+    return summary
+
+
+def evaluate_folder(
+    model_dir: str | Path, replays: str | Path, on_skip=None, batch_size: int = 256, stride: int | None = None
+) -> dict:
+    """Evaluate a trained run on every usable replay in a folder, predicting
+    every `stride`-th frame (default: the stride the run trained with)."""
+    check_positive(**{"batch-size": batch_size})
+    if stride is not None:
+        check_positive(stride=stride)
+    policy, run = load_run(model_dir)
+    cfg = run["config"]
+    report = load_trajectories(find_replays(replays), on_skip=on_skip)
+    if not report.trajectories:
+        raise ValueError(f"{replays}: no usable replay ({report.replays_skipped} skipped)")
+    stride = cfg["stride"] if stride is None else stride
+    windows = make_windows([features.align(t, cfg["delay"]) for t in report.trajectories], cfg["window_size"], stride)
+    stats = baselines.BaselineStats.from_json(run["baseline_stats"])
+    summary = evaluate_policy(policy, windows, stats, batch_size)
+    summary.update(report.counts())
+    summary["skipped"] = report.skipped
+    summary["parameters"] = int(policy.count_params())
+    summary["model_path"] = str(model_dir)
+    return summary

@@ -1,0 +1,306 @@
+"""The prepared TFDS dataset: splits by game, exact round trip of the
+trajectories, deterministic keys and bytes, skipped files in the metadata,
+no-op rebuilds, plain-Python `tfds.builder`, and `keras-lstm prepare`."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import tensorflow_datasets as tfds
+from typer.testing import CliRunner
+
+from keras_lstm.cli.main import app
+from keras_lstm.data import dataset_swap, tfds_dataset
+from keras_lstm.data.replays import ReplayError, find_replays
+from keras_lstm.data.trajectories import load_trajectories
+from keras_lstm.data.windows import split_by_game
+from keras_lstm.files.lock import FolderBusyError, FolderLock
+
+from conftest import BAD, CLIPS, GAMES, REPO
+
+tfds.disable_progress_bar()
+
+# Short games: two human 1v1s on odd ports, one vs a CPU, a teams game; two
+# unreadable files in a subfolder. Symlinks only: the replays are never copied.
+SMALL = {
+    "peppi_transform.slp": GAMES,
+    "slippi-js_v2_test.slp": GAMES,
+    "slippi-js_test.slp": GAMES,
+    "libmelee_test_game_2.slp": GAMES,
+    "slippi-js_teams_time.slp": GAMES,
+    "bad/libmelee_corrupt_game_1.slp": BAD.parent,
+    "bad/peppi_corrupt.slp": BAD.parent,
+}
+VAL_FRACTION = 0.25  # puts peppi_transform.slp and the teams game in validation
+
+
+def _link_folder(folder: Path, names=SMALL) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    for name, base in names.items():
+        (folder / name).parent.mkdir(parents=True, exist_ok=True)
+        (folder / name).symlink_to(base / name)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def small(tmp_path_factory, replays_dir):
+    folder = _link_folder(tmp_path_factory.mktemp("replays"))
+    data_dir = tmp_path_factory.mktemp("data")
+    summary = tfds_dataset.prepare(folder, data_dir, val_fraction=VAL_FRACTION)
+    return folder, data_dir, summary
+
+
+def _file_digests(path: Path) -> dict:
+    return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(path.glob("*.tfrecord*"))}
+
+
+def test_splits_are_by_game_and_match_split_by_game(small):
+    folder, data_dir, summary = small
+    builder = tfds_dataset.load_builder(data_dir, VAL_FRACTION)
+    meta = builder.info.metadata
+    paths = [str(p) for p in find_replays(folder)]
+    train, val = split_by_game(paths, VAL_FRACTION, 0)
+    assert meta["train_files"] == [Path(p).relative_to(folder).as_posix() for p in train]
+    assert meta["val_files"] == [Path(p).relative_to(folder).as_posix() for p in val]
+    assert set(meta["train_files"]).isdisjoint(meta["val_files"])
+    # Every example's game is on its split's side.
+    for split, files in ((tfds_dataset.TRAIN, meta["train_files"]), (tfds_dataset.VALIDATION, meta["val_files"])):
+        sources = {ex["source"].decode() for ex in tfds.as_numpy(builder.as_dataset(split=split))}
+        assert sources <= set(files)
+    assert summary["status"] == "prepared"
+    assert builder.version == f"{tfds_dataset.features.FEATURE_VERSION}.0.0"
+
+
+def test_trajectories_round_trip_exactly_in_load_order(small):
+    folder, data_dir, _ = small
+    builder = tfds_dataset.load_builder(data_dir, VAL_FRACTION)
+    meta = builder.info.metadata
+    for split, key in ((tfds_dataset.TRAIN, "train_files"), (tfds_dataset.VALIDATION, "val_files")):
+        expected = load_trajectories([folder / f for f in meta[key]]).trajectories
+        got = tfds_dataset.read_trajectories(builder, split)
+        assert [(Path(t.source).name, t.port) for t in got] == [(Path(t.source).name, t.port) for t in expected]
+        for a, b in zip(got, expected):
+            np.testing.assert_array_equal(a.state_numeric, b.state_numeric)
+            np.testing.assert_array_equal(a.state_categorical, b.state_categorical)
+            assert a.state_numeric.dtype == b.state_numeric.dtype and a.state_categorical.dtype == b.state_categorical.dtype
+            for head in b.targets:
+                np.testing.assert_array_equal(a.targets[head], b.targets[head])
+                assert a.targets[head].dtype == b.targets[head].dtype, head
+
+
+def test_skipped_files_are_named_and_counted_in_the_metadata(small):
+    _, data_dir, summary = small
+    meta = tfds_dataset.load_builder(data_dir, VAL_FRACTION).info.metadata
+    skipped = dict(meta["skipped"])
+    assert set(skipped) == {"bad/libmelee_corrupt_game_1.slp", "bad/peppi_corrupt.slp", "slippi-js_teams_time.slp"}
+    assert skipped["slippi-js_teams_time.slp"].startswith("not a 1v1 game")
+    assert all("unreadable" in skipped[n] for n in skipped if n.startswith("bad/"))
+    counts = meta["counts"]
+    assert summary["replays_skipped"] == 3 and summary["replays_unreadable"] == 2 and summary["replays_not_1v1"] == 1
+    assert summary["replays_used"] == 4 and summary["cpu_players_not_imitated"] == 1
+    assert summary["trajectories"] == 7 == sum(summary["examples"].values())
+    assert counts["train"]["trajectories"] == summary["examples"]["train"]
+
+
+def test_keys_and_bytes_are_deterministic(small, tmp_path):
+    folder, data_dir, _ = small
+    again = tfds_dataset.prepare(folder, tmp_path, val_fraction=VAL_FRACTION)
+    first = tfds_dataset.load_builder(data_dir, VAL_FRACTION)
+    second = tfds_dataset.load_builder(tmp_path, VAL_FRACTION)
+    assert _file_digests(Path(first.data_path)) == _file_digests(Path(second.data_path))
+    assert again["examples"] == small[2]["examples"]
+    ids = [ex["tfds_id"] for ex in tfds.as_numpy(first.as_dataset(split="train", read_config=tfds.ReadConfig(add_tfds_id=True)))]
+    assert len(set(ids)) == len(ids)
+
+
+def test_rebuilding_an_unchanged_folder_is_a_no_op_and_a_changed_one_rebuilds(small, tmp_path):
+    folder = _link_folder(tmp_path / "replays", {k: v for k, v in SMALL.items() if not k.startswith("bad/")})
+    data_dir = tmp_path / "data"
+    first = tfds_dataset.prepare(folder, data_dir, val_fraction=VAL_FRACTION)
+    builder = tfds_dataset.load_builder(data_dir, VAL_FRACTION)
+    stamps = {p: p.stat().st_mtime_ns for p in Path(builder.data_path).iterdir()}
+    calls = []
+    again = tfds_dataset.prepare(folder, data_dir, val_fraction=VAL_FRACTION, on_file=lambda *a: calls.append(a))
+    assert again["status"] == "up to date" and calls == []
+    assert {p: p.stat().st_mtime_ns for p in Path(builder.data_path).iterdir()} == stamps
+    assert again["examples"] == first["examples"]
+    # A new game in the folder: prepared afresh, with it.
+    (folder / "slippi-js_id_2_to_21.slp").symlink_to(GAMES / "slippi-js_id_2_to_21.slp")
+    changed = tfds_dataset.prepare(folder, data_dir, val_fraction=VAL_FRACTION)
+    assert changed["status"] == "prepared" and changed["files"] == first["files"] + 1
+    assert sum(changed["examples"].values()) == sum(first["examples"].values()) + 2
+
+
+def test_plain_tfds_builder_reads_the_default_config(tmp_path, replays_dir):
+    folder = _link_folder(tmp_path / "replays",
+                          {n: GAMES for n in ("peppi_transform.slp", "slippi-js_v2_test.slp", "libmelee_test_game_2.slp")})
+    tfds_dataset.prepare(folder, tmp_path / "data")
+    builder = tfds.builder("slippi_replays", data_dir=str(tmp_path / "data"))
+    assert builder.builder_config.name == "default"
+    ex = next(iter(tfds.as_numpy(builder.as_dataset(split="train"))))
+    assert ex["state_numeric"].shape[1] == tfds_dataset.features.STATE_NUMERIC_SIZE
+    assert ex["targets"]["buttons"].shape[1] == 8
+    from_dir = tfds.builder_from_directory(builder.data_path)
+    assert from_dir.info.splits["train"].num_examples == builder.info.splits["train"].num_examples
+
+
+def test_all_held_out_games_unusable_gives_no_validation_split(tmp_path, replays_dir):
+    # With the default split the held-out file here is the teams game.
+    names = {n: GAMES for n in ("peppi_transform.slp", "slippi-js_v2_test.slp", "slippi-js_test.slp", "slippi-js_teams_time.slp")}
+    assert split_by_game(list(names), 0.15, 0)[1] == ["slippi-js_teams_time.slp"]
+    folder = _link_folder(tmp_path / "replays", names)
+    summary = tfds_dataset.prepare(folder, tmp_path / "data")
+    assert set(summary["examples"]) == {"train"}
+    assert dict(summary["skipped"]) == {"slippi-js_teams_time.slp": "not a 1v1 game (teams)"}
+    builder = tfds_dataset.load_builder(tmp_path / "data")
+    assert tfds_dataset.read_trajectories(builder, tfds_dataset.VALIDATION) == []
+
+
+def test_bad_input_is_a_clear_error(tmp_path):
+    with pytest.raises(ReplayError, match="no such folder"):
+        tfds_dataset.prepare(tmp_path / "missing", tmp_path / "data")
+    with pytest.raises(ReplayError, match="holds no .slp"):
+        tfds_dataset.prepare(tmp_path, tmp_path / "data")
+    with pytest.raises(FileNotFoundError, match="keras-lstm prepare"):
+        tfds_dataset.load_builder(tmp_path / "nothing")
+    only_bad = _link_folder(tmp_path / "bad",
+                            {"peppi_corrupt.slp": BAD, "libmelee_corrupt_game_1.slp": BAD})
+    with pytest.raises(ValueError, match="no usable replay for training"):
+        tfds_dataset.prepare(only_bad, tmp_path / "data2")
+
+
+def test_prepare_command(tmp_path, replays_dir):
+    folder = _link_folder(tmp_path / "replays",
+                          {n: GAMES for n in ("peppi_transform.slp", "slippi-js_v2_test.slp", "slippi-js_teams_time.slp")})
+    runner = CliRunner()
+    args = ["prepare", "--replays", str(folder), "--data-dir", str(tmp_path / "data"), "--val-fraction", "0.4", "--no-progress"]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0, result.output
+    assert "slippi_replays/val0.4-seed0:1.0.0" in result.output and "skipped slippi-js_teams_time.slp" in result.output
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0 and "up to date" in result.output
+    result = runner.invoke(app, ["prepare", "--replays", str(tmp_path / "nope"), "--data-dir", str(tmp_path / "data")])
+    assert result.exit_code == 2
+    assert result.output.strip().count("\n") == 0 and "no such folder" in result.output
+
+
+def test_seed_outside_32_bits_is_refused(tmp_path):
+    for seed in (-1, 2**32):
+        with pytest.raises(ValueError, match=f"--seed must be between 0 and 4294967295, got {seed}"):
+            tfds_dataset.SlippiReplaysConfig.make(seed=seed)
+    assert tfds_dataset.SlippiReplaysConfig.make(seed=2**32 - 1).seed == 2**32 - 1
+    folder = _link_folder(tmp_path / "replays", {"peppi_buttons_abxy.slp": CLIPS})
+    with pytest.raises(ValueError, match="--seed must be between"):
+        tfds_dataset.prepare(folder, tmp_path / "data", seed=-1)
+    result = CliRunner().invoke(app, ["prepare", "--replays", str(folder), "--data-dir", str(tmp_path / "data"), "--seed", "-1"])
+    assert result.exit_code == 2
+    assert result.output.strip() == "error: --seed must be between 0 and 4294967295, got -1"
+    assert not (tmp_path / "data").exists()
+
+
+def test_a_data_dir_in_use_is_refused(tmp_path):
+    folder = _link_folder(tmp_path / "replays", {"peppi_buttons_abxy.slp": CLIPS})
+    data_dir = tmp_path / "data"
+    with FolderLock(data_dir, "data dir"):
+        with pytest.raises(FolderBusyError, match=f"data dir is in use by process {os.getpid()}"):
+            tfds_dataset.prepare(folder, data_dir)
+        result = CliRunner().invoke(app, ["prepare", "--replays", str(folder), "--data-dir", str(data_dir)])
+        assert result.exit_code == 2 and result.output.strip().count("\n") == 0
+        assert "data dir is in use by process" in result.output
+    assert not list((data_dir).glob("slippi_replays"))
+
+
+def test_unusable_entries_are_in_the_prepared_metadata(tmp_path):
+    folder = _link_folder(tmp_path / "replays", {"peppi_buttons_abxy.slp": CLIPS, "peppi_dpad_udlr.slp": CLIPS})
+    (folder / "archive.slpp").write_bytes(b"not a slippi replay")
+    (folder / "gone.slp").symlink_to(folder / "deleted.slp")
+    (folder / "loop.slp").symlink_to(folder / "loop.slp")
+    summary = tfds_dataset.prepare(folder, tmp_path / "data", val_fraction=0.0)
+    skipped = dict(summary["skipped"])
+    assert set(skipped) == {"archive.slpp", "gone.slp", "loop.slp"}
+    assert skipped["gone.slp"] == "dangling symbolic link" and skipped["loop.slp"] == "symbolic link loop"
+    assert summary["files"] == 5 and summary["replays_used"] == 2
+    assert summary["replays_skipped"] == summary["replays_unreadable"] == 3
+    meta = tfds_dataset.load_builder(tmp_path / "data", 0.0).info.metadata
+    assert meta["skipped"] == summary["skipped"]
+    # The command names each as it reads it, progress bar on (stderr), and
+    # keeps stdout for the summary.
+    args = ["prepare", "--replays", str(folder), "--data-dir", str(tmp_path / "cli"), "--val-fraction", "0", "--json"]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    assert "skipped archive.slpp: peppi .slpp archive" in result.stderr
+    assert "skipped loop.slp: symbolic link loop" in result.stderr
+    assert json.loads(result.stdout)["skipped"] == summary["skipped"]
+    # Only unusable entries: the one-line "no usable replay" error.
+    for name in ("peppi_buttons_abxy.slp", "peppi_dpad_udlr.slp"):
+        (folder / name).unlink()
+    with pytest.raises(ValueError, match=r"no usable replay for training \(3 of 3 files skipped\)"):
+        tfds_dataset.prepare(folder, tmp_path / "data2", val_fraction=0.0)
+
+
+def _leftovers(data_dir: Path) -> list[Path]:
+    return [p for p in data_dir.rglob("*") if p.name.startswith((".tmp-", "incomplete."))]
+
+
+def _prepare_until_paused(folder: Path, data_dir: Path, stage: str, tmp_path: Path, exchange: bool = True) -> None:
+    """Run prepare in a subprocess that stops at `stage` (the test hook), then
+    kill it there with SIGKILL. `exchange=False`: as on a file system without
+    an atomic exchange of two folders."""
+    signal_file = tmp_path / f"paused-{stage}"
+    env = {**os.environ, dataset_swap.PAUSE_ENV: f"{stage}:{signal_file}", "TF_CPP_MIN_LOG_LEVEL": "3"}
+    code = "from keras_lstm.data import dataset_swap, tfds_dataset\n"
+    if not exchange:
+        code += "dataset_swap.exchange = lambda a, b: False\n"
+    code += f"tfds_dataset.prepare({str(folder)!r}, {str(data_dir)!r}, val_fraction=0.0)\n"
+    proc = subprocess.Popen([sys.executable, "-c", code], cwd=REPO, env=env, stderr=subprocess.PIPE)
+    try:
+        deadline = time.monotonic() + 300
+        while not signal_file.exists():
+            if proc.poll() is not None:
+                pytest.fail(f"prepare ended (code {proc.returncode}) before pausing at {stage}: {proc.stderr.read().decode()[-2000:]}")
+            assert time.monotonic() < deadline, f"prepare never reached {stage}"
+            time.sleep(0.05)
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()  # reaped: its process id is dead
+        proc.stderr.close()
+
+
+def _read_all(data_dir: Path) -> tuple[dict, int]:
+    builder = tfds_dataset.load_builder(data_dir, 0.0)
+    trajectories = tfds_dataset.read_trajectories(builder, tfds_dataset.TRAIN)
+    return builder.info.metadata, len(trajectories)
+
+
+@pytest.mark.slow  # a second TensorFlow process: ~5 s each, more on a busy machine
+@pytest.mark.parametrize("stage,exchange", [("generate", True), ("set-aside", False)])
+def test_a_kill_while_preparing_a_changed_folder_keeps_the_old_dataset(tmp_path, replays_dir, stage, exchange):
+    folder = _link_folder(tmp_path / "replays", {"peppi_buttons_abxy.slp": CLIPS, "peppi_dpad_udlr.slp": CLIPS})
+    data_dir = tmp_path / "data"
+    first = tfds_dataset.prepare(folder, data_dir, val_fraction=0.0)
+    (folder / "peppi_cstick_udlr.slp").symlink_to(CLIPS / "peppi_cstick_udlr.slp")
+    # Killed while generating; or, without an atomic exchange, between
+    # setting the old dataset aside and moving the new one in.
+    _prepare_until_paused(folder, data_dir, stage, tmp_path, exchange)
+    # The old dataset, whole (put back by `load_builder` if it was set aside).
+    meta, n = _read_all(data_dir)
+    assert meta["files"] == first["files"] == 2 and n == first["trajectories"] == 2
+    assert meta["fingerprint"] != tfds_dataset.folder_fingerprint(folder.resolve(), tfds_dataset.SlippiReplaysConfig.make(0.0))
+    # A leftover of TFDS's own in-place generation (older versions) is stale too.
+    config_dir = Path(tfds_dataset.load_builder(data_dir, 0.0).data_path).parent
+    (config_dir / "incomplete.ABC123_1.0.0").mkdir()
+    assert _leftovers(data_dir)
+    again = tfds_dataset.prepare(folder, data_dir, val_fraction=0.0)
+    assert again["status"] == "prepared" and again["files"] == 3
+    meta, n = _read_all(data_dir)
+    assert meta["files"] == 3 and n == 3
+    assert _leftovers(data_dir) == []

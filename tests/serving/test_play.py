@@ -1,0 +1,150 @@
+"""The play loop: libmelee game states give the training features, and a
+policy plays a real replay frame by frame."""
+
+from __future__ import annotations
+
+import melee
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from conftest import GAMES
+from keras_lstm.data import controller, features
+from keras_lstm.data.replays import FIRST_PLAYABLE_FRAME, read_game
+from keras_lstm.serving import export, melee_state, play
+from test_export import make_run
+
+REPLAY = GAMES / "py-slippi_v3.14.0.slp"  # Slippi 3.14, Falco v Sheik on Dream Land, two humans
+N = 1500
+STATE_AGE = [i for i, (name, _) in enumerate(features.PLAYER_FIELDS) if name == "state_age"]
+STATE_AGE += [i + len(features.PLAYER_FIELDS) for i in STATE_AGE]
+
+
+def libmelee_rows(replay, port, delay, n=N):
+    console = melee.Console(is_dolphin=False, path=str(replay))
+    console.connect()
+    featurizer = melee_state.FrameFeaturizer(port, delay)
+    rows = []
+    while len(rows) < n:
+        gamestate = console.step()
+        if gamestate is None:
+            break
+        if gamestate.frame >= FIRST_PLAYABLE_FRAME:
+            rows.append(featurizer.row(gamestate))
+    numeric = np.concatenate([r[0] for r in rows])
+    categorical = np.concatenate([r[1] for r in rows])
+    targets = {h: np.concatenate([r[2][h] for r in rows]) for h in controller.HEADS}
+    return numeric, categorical, targets
+
+
+@pytest.mark.parametrize("player, delay", [(0, 0), (1, 0), (0, 2)])
+def test_libmelee_features_match_peppi_features(player, delay):
+    trajectory = features.game_to_trajectories(read_game(REPLAY), REPLAY)[0][player]
+    expected = features.align(trajectory, delay)
+    numeric, categorical, targets = libmelee_rows(REPLAY, trajectory.port + 1, delay)
+    # Row i of libmelee is frame i's inputs for predicting frame i + 1; align's
+    # rows start at 1 + delay, and its row j predicts frame j + 1 + delay.
+    got_numeric, got_categorical = numeric[delay : delay + N - 10], categorical[delay : delay + N - 10]
+    want_numeric, want_categorical = expected.numeric[: N - 10], expected.categorical[: N - 10]
+    np.testing.assert_array_equal(got_categorical, want_categorical)
+    exact = [i for i in range(features.NUMERIC_SIZE) if i not in STATE_AGE]
+    np.testing.assert_allclose(got_numeric[:, exact], want_numeric[:, exact], atol=1e-6)
+    # libmelee truncates the action's frame count to a whole frame: at most 1/60 after scaling.
+    assert np.abs(got_numeric[:, STATE_AGE] - want_numeric[:, STATE_AGE]).max() <= 1.0 / 60 + 1e-6
+    for head in controller.HEADS:  # the pad at t is the target at t
+        np.testing.assert_array_equal(targets[head][: N - 10], trajectory.targets[head][: N - 10], err_msg=head)
+    assert targets["main_x"].std() > 0 and np.abs(numeric[:, 0]).max() > 0  # real play, not zeros
+
+
+def test_featurizer_rejects_bad_ports():
+    with pytest.raises(ValueError, match="port must be"):
+        melee_state.FrameFeaturizer(5)
+    console = melee.Console(is_dolphin=False, path=str(REPLAY))
+    console.connect()
+    gamestate = console.step()
+    with pytest.raises(ValueError, match="no player on port 3"):
+        melee_state.FrameFeaturizer(3).row(gamestate)
+
+
+def test_play_replay_reports_latency_and_match(tmp_path):
+    policy = make_run(tmp_path / "run")
+    agent = play.load_agent(tmp_path / "run")
+    frames = []
+    report = play.play_replay(agent, REPLAY, port=1, max_frames=300, on_frame=lambda f, pad, ms: frames.append(f))
+    assert report.frames == 300 and report.scored_frames == 299
+    assert frames[0] == FIRST_PLAYABLE_FRAME and frames == list(range(frames[0], frames[0] + 300))
+    assert 0 <= report.latency_median_ms <= report.latency_p99_ms <= report.latency_worst_ms
+    assert set(report.match) == set(report.repeat_previous_match)
+    assert all(0.0 <= v <= 1.0 for v in report.match.values())
+    # Inputs persist across frames: the repeat-previous baseline is right most of the time.
+    assert report.repeat_previous_match["main_x"] > 0.8
+    text = play.format_report(report)
+    assert "frames over" in text or "over the" in text
+    assert "repeat-previous" in text
+
+
+def test_saved_model_agent_plays_like_the_run(tmp_path):
+    make_run(tmp_path / "run")
+    saved = export.export_run(tmp_path / "run", base_dir=tmp_path / "sm", name="bot")
+    pads = {}
+    for name, model in (("run", tmp_path / "run"), ("saved", tmp_path / "sm" / "bot")):  # name folder: highest version
+        agent = play.load_agent(model)
+        pads[name] = []
+        play.play_replay(agent, REPLAY, port=2, max_frames=60, on_frame=lambda f, pad, ms: pads[name].append(pad))
+    assert isinstance(play.load_agent(saved), play.SavedModelAgent)
+    for run_pad, saved_pad in zip(pads["run"], pads["saved"]):
+        for key in ("buttons_prob", "main_x_prob", "shoulder_prob", "main_y", "buttons"):
+            np.testing.assert_allclose(np.asarray(saved_pad[key]).reshape(-1), np.asarray(run_pad[key]).reshape(-1), atol=1e-5)
+
+
+def test_cli_play(tmp_path):
+    from keras_lstm.cli.main import app
+
+    make_run(tmp_path / "run")
+    runner = CliRunner()
+    ok = runner.invoke(app, ["play", "--model", str(tmp_path / "run"), "--replay", str(REPLAY), "--port", "1", "--max-frames", "120", "--json"])
+    assert ok.exit_code == 0, ok.output
+    assert '"frames": 120' in ok.output and '"latency_p99_ms"' in ok.output
+    bad = [
+        (["--port", "5", "--replay", str(REPLAY)], "--port must be"),
+        (["--port", "3", "--replay", str(REPLAY)], "no player on port 3"),
+        (["--port", "1", "--replay", str(tmp_path / "missing.slp")], "no such replay"),
+        (["--port", "1", "--replay", str(tmp_path)], f"{tmp_path}: is a folder, not a replay file (expected one .slp file)"),
+        (["--port", "1", "--replay", str(GAMES / "slippi-js_doubles.slp")],
+         f"{GAMES / 'slippi-js_doubles.slp'}: not a 1v1 game (4 players on ports [1, 2, 3, 4])"),
+        (["--port", "1", "--replay", str(GAMES / "peppi_v0.1.slp")], f"{GAMES / 'peppi_v0.1.slp'}: libmelee cannot read it"),
+        (["--port", "1"], "exactly one of"),
+    ]
+    for args, message in bad:
+        result = runner.invoke(app, ["play", "--model", str(tmp_path / "run"), *args])
+        assert result.exit_code == 2, (args, result.output)
+        assert message in result.output, (args, result.output)
+        assert "Traceback" not in result.output
+
+
+def test_press_maps_the_decoded_controller_to_libmelee():
+    class FakeController:
+        def __init__(self):
+            self.calls = []
+
+        def __getattr__(self, name):
+            return lambda *args: self.calls.append((name, *args))
+
+    pad = {"buttons": np.array([[1, 0, 0, 0, 0, 0, 0, 1]], np.float32), "main_x": np.array([1.0]), "main_y": np.array([-1.0]),
+           "c_x": np.array([0.0]), "c_y": np.array([0.25]), "shoulder": np.array([0.5])}
+    fake = FakeController()
+    play.press(fake, pad)
+    B = melee.enums.Button
+    assert ("press_button", B.BUTTON_A) in fake.calls and ("press_button", B.BUTTON_D_UP) in fake.calls
+    assert ("release_button", B.BUTTON_B) in fake.calls
+    assert ("tilt_analog", B.BUTTON_MAIN, 1.0, 0.0) in fake.calls  # libmelee sticks run 0..1
+    assert ("tilt_analog", B.BUTTON_C, 0.5, 0.625) in fake.calls
+    assert ("press_shoulder", B.BUTTON_L, 0.5) in fake.calls
+
+
+def test_cli_play_dolphin_needs_an_iso(tmp_path):
+    from keras_lstm.cli.main import app
+
+    make_run(tmp_path / "run")
+    result = CliRunner().invoke(app, ["play", "--model", str(tmp_path / "run"), "--port", "1", "--dolphin", str(tmp_path)])
+    assert result.exit_code == 2 and "--iso" in result.output

@@ -18,8 +18,7 @@ def export(
     base_dir: Annotated[Path, typer.Option(help="TF Serving model base folder.")] = Path("savedmodels"),
 ):
     """Export a trained policy as a SavedModel for TF Serving: savedmodels/<name>/<version>/."""
-    from keras_lstm.evaluation.report import format_export_summary
-    from keras_lstm.serving.export import export_run
+    from keras_lstm.serving.export import export_run, format_export_summary
 
     path = export_run(model, base_dir=base_dir, name=name, version=version)
     typer.echo(format_export_summary(path))

@@ -22,3 +22,42 @@ def replays_dir() -> Path:
     if not GAMES.is_dir():
         pytest.fail(f"sample replays not found at {REPLAYS} (set KERAS_LSTM_TEST_REPLAYS)")
     return REPLAYS
+
+
+# A small prepared dataset (`keras-lstm prepare`), shared by the tests of the
+# stream (tests/data/test_pipeline.py) and of training from it
+# (tests/training/test_inputs.py).
+PREPARED_NAMES = (
+    "peppi_transform.slp",
+    "slippi-js_v2_test.slp",
+    "slippi-js_test.slp",
+    "libmelee_test_game_2.slp",
+    "slippi-js_id_2_to_21.slp",
+    "slippi-js_teams_time.slp",
+)
+PREPARED_VAL_FRACTION = 0.25
+
+
+@pytest.fixture(scope="session")
+def prepared(tmp_path_factory, replays_dir):
+    """`(replay folder, data folder, builder)`: PREPARED_NAMES (links to the
+    sample games, never copies) prepared with PREPARED_VAL_FRACTION."""
+    from keras_lstm.data import tfds_dataset
+
+    folder = tmp_path_factory.mktemp("replays")
+    for name in PREPARED_NAMES:
+        (folder / name).symlink_to(GAMES / name)
+    data_dir = tmp_path_factory.mktemp("data")
+    tfds_dataset.prepare(folder, data_dir, val_fraction=PREPARED_VAL_FRACTION)
+    return folder, data_dir, tfds_dataset.load_builder(data_dir, PREPARED_VAL_FRACTION)
+
+
+def reference_windows(folder: Path, builder, split: str, W: int, stride: int, delay: int):
+    """The in-memory windows (`make_windows`) of the games of a prepared split."""
+    from keras_lstm.data import features
+    from keras_lstm.data.trajectories import load_trajectories
+    from keras_lstm.data.windows import make_windows
+
+    files = builder.info.metadata["train_files" if split == "train" else "val_files"]
+    report = load_trajectories([folder / f for f in files])
+    return make_windows([features.align(t, delay) for t in report.trajectories], W, stride)

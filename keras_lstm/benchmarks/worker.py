@@ -31,7 +31,8 @@ from keras_lstm.evaluation.deploy_eval import evaluate_deployed
 from keras_lstm.model.backbone import recurrent_param_count
 from keras_lstm.serving import inference
 from keras_lstm.training.run_folder import load_run
-from keras_lstm.training.train import TrainConfig, load_split, train
+from keras_lstm.training.inputs import load_split
+from keras_lstm.training.train import TrainConfig, train
 
 
 class FitProbe(StepTimer):

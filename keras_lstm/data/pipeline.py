@@ -14,24 +14,19 @@ Unshuffled, the stream is exactly the windows and targets of
 Sharding: worker `k` of `n` reads examples `[k*N//n, (k+1)*N//n)` of the
 split (TFDS split slicing), so each worker reads only its own part.
 
-`scan_split` is one pass over the targets only: the number of windows (for
-`steps_per_epoch`) and the baselines' statistics, streamed.
+What training takes from a prepared dataset (window counts, baselines, the
+distributed stream) is built on these in `keras_lstm.training.inputs`.
 """
 
 from __future__ import annotations
 
-import dataclasses
-from pathlib import Path
 from typing import Callable
 
 import numpy as np
 import tensorflow as tf
 import tensorflow_datasets as tfds
 
-from keras_lstm.data import controller, features, tfds_dataset
-from keras_lstm.data.windows import make_windows
-from keras_lstm.evaluation.baselines import BaselineStats
-from keras_lstm.training import distribute
+from keras_lstm.data import controller, tfds_dataset
 
 DEFAULT_CYCLE_LENGTH = 8
 DEFAULT_EXAMPLE_BUFFER = 8
@@ -77,7 +72,8 @@ def window_ends(n_rows: int, window_size: int, stride: int) -> np.ndarray:
     return np.arange(first_window_end(window_size), max(n_rows, 0), stride, dtype=np.int64)
 
 
-def _check_window_options(window_size: int, stride: int, delay: int) -> None:
+def check_window_options(window_size: int, stride: int, delay: int) -> None:
+    """Raise ValueError for a window size or stride under 1, or a negative delay."""
     if window_size < 1 or stride < 1:
         raise ValueError(f"window_size and stride must be positive, got {window_size} and {stride}")
     if delay < 0:
@@ -126,7 +122,7 @@ def window_dataset(
     `repeat=True` gives an endless stream (epochs reshuffled, deterministic for
     a seed); otherwise one pass.
     """
-    _check_window_options(window_size, stride, delay)
+    check_window_options(window_size, stride, delay)
     W = window_size
     offsets = tf.range(1 - W, 1, dtype=tf.int64)
     first_end = first_window_end(W)
@@ -199,170 +195,3 @@ def dataset_fn(
         return batches.skip(skip_steps) if skip_steps else batches
 
     return make
-
-
-# -- one pass over the targets: window counts and baseline statistics ---------
-
-
-class BaselineAccumulator:
-    """`baselines.fit_baselines`, streamed: add the targets at predicted frames
-    and the controller one frame earlier, chunk by chunk; `stats()` gives the
-    same numbers as `fit_baselines` on everything at once."""
-
-    def __init__(self):
-        self.frames = 0
-        self.buttons_on = np.zeros(len(controller.BUTTONS), np.float64)
-        self.buttons_changed = np.zeros(len(controller.BUTTONS), np.int64)
-        self.class_counts = {h: np.zeros(controller.HEAD_CLASSES[h], np.int64) for h in controller.CLASS_HEADS}
-        self.changed = {h: 0 for h in controller.CLASS_HEADS}
-
-    def add(self, targets: dict, previous: dict) -> None:
-        buttons = np.asarray(targets["buttons"], np.float64)
-        self.frames += len(buttons)
-        self.buttons_on += buttons.sum(0)
-        self.buttons_changed += (buttons != np.asarray(previous["buttons"])).sum(0)
-        for head in controller.CLASS_HEADS:
-            self.class_counts[head] += np.bincount(targets[head], minlength=controller.HEAD_CLASSES[head])[: controller.HEAD_CLASSES[head]]
-            self.changed[head] += int(np.sum(np.asarray(targets[head]) != np.asarray(previous[head])))
-
-    def stats(self) -> BaselineStats:
-        if self.frames == 0:
-            raise ValueError("no training frames to fit the baselines on")
-        n = self.frames
-        button_prior = (self.buttons_on + 1) / (n + 2)
-        class_prior, change = {}, {}
-        for head in controller.CLASS_HEADS:
-            counts = self.class_counts[head].astype(np.float64) + 1
-            class_prior[head] = (counts / counts.sum()).tolist()
-            change[head] = float(np.clip(self.changed[head] / n, 1e-4, 1.0))
-        change["buttons"] = np.clip(self.buttons_changed / n, 1e-4, 1.0).tolist()
-        return BaselineStats(button_prior.tolist(), class_prior, change)
-
-
-@dataclasses.dataclass
-class SplitScan:
-    """What one pass over a split's targets gives."""
-
-    windows_per_example: list  # [num_examples] windows in each trajectory
-    frames: int  # per-frame rows stored (before alignment)
-    trajectories_too_short: int
-    stats: BaselineStats | None
-
-    @property
-    def windows(self) -> int:
-        return int(sum(self.windows_per_example))
-
-    def shard_windows(self, num_shards: int) -> list[int]:
-        n = len(self.windows_per_example)
-        return [
-            int(sum(self.windows_per_example[slice(*shard_bounds(n, k, num_shards))])) for k in range(num_shards)
-        ]
-
-
-def scan_split(builder, split: str, window_size: int, stride: int, delay: int, fit_stats: bool = True) -> SplitScan:
-    """Count the windows of every trajectory and (optionally) fit the
-    baselines, reading the targets only (the states are not decompressed)."""
-    _check_window_options(window_size, stride, delay)
-    skip = {"state_numeric": tfds.decode.SkipDecoding(), "state_categorical": tfds.decode.SkipDecoding()}
-    ds = read_examples(builder, split, decoders=skip)
-    ds = ds.map(lambda ex: ex["targets"], num_parallel_calls=tf.data.AUTOTUNE)
-    first = 1 + delay
-    accumulator = BaselineAccumulator() if fit_stats else None
-    counts, frames, too_short = [], 0, 0
-    for targets in tfds.as_numpy(ds):
-        T = len(targets["main_x"])
-        frames += T
-        ends = window_ends(T - first, window_size, stride)
-        counts.append(len(ends))
-        if not len(ends):
-            too_short += 1
-            continue
-        if accumulator is not None:
-            predicted = {h: v[first + ends] for h, v in targets.items()}
-            previous = {h: v[first + ends - 1] for h, v in targets.items()}
-            predicted["buttons"] = predicted["buttons"].astype(np.float32)
-            previous["buttons"] = previous["buttons"].astype(np.float32)
-            accumulator.add(predicted, previous)
-    stats = accumulator.stats() if accumulator is not None and accumulator.frames else None
-    return SplitScan(counts, frames, too_short, stats)
-
-
-# -- what `train` needs, from a prepared dataset -------------------------------
-
-
-@dataclasses.dataclass
-class TrainInputs:
-    """Everything `train.train` takes from its data, whichever the source.
-
-    `make_train_dataset(skip_steps)` is called after the model is built,
-    under the strategy: the training batches of every epoch in a fixed order
-    (the same for the same seed), less the first `skip_steps` (batches a
-    resumed run already trained on); `steps_per_epoch` batches make an epoch.
-    """
-
-    make_train_dataset: Callable[[int], object]
-    steps_per_epoch: int
-    train_windows: int
-    val: object  # data.Windows, in memory (evaluation gathers from it)
-    stats: BaselineStats
-    train_files: list
-    val_files: list
-    train_counts: dict
-    counts: dict
-    skipped: list
-
-
-def prepared_inputs(config, strategy: tf.distribute.Strategy | None = None, **window_options) -> TrainInputs:
-    """`TrainInputs` from the dataset `keras-lstm prepare` wrote to
-    `config.data_dir` (the config with `config.val_fraction` and `config.seed`).
-
-    Training windows stream from disk, `strategy`'s workers each reading their
-    own shard; the validation windows (15 % of the games by default) are read
-    into memory, exactly as `train.load_split` makes them, so the evaluation
-    is the same code on the same frames.
-    """
-    strategy = strategy or tf.distribute.get_strategy()
-    for name in ("max_replays", "max_frames"):
-        if getattr(config, name) is not None:
-            flag = name.replace("_", "-")
-            raise ValueError(f"--{flag} applies to --replays; with --data-dir, prepare a smaller folder instead")
-    builder = tfds_dataset.load_builder(config.data_dir, config.val_fraction, config.seed)
-    meta = builder.info.metadata
-    root = Path(meta["replays_dir"])
-    W, stride, delay = config.window_size, config.stride, config.delay
-
-    if tfds_dataset.TRAIN not in builder.info.splits:
-        raise ValueError(f"{config.data_dir}: the prepared dataset has no training split")
-    scan = scan_split(builder, tfds_dataset.TRAIN, W, stride, delay)
-    if scan.windows < config.batch_size:
-        raise ValueError(
-            f"{config.data_dir}: only {scan.windows} training windows of {W} frames, fewer than one batch of {config.batch_size}"
-        )
-    replicas = strategy.num_replicas_in_sync
-    if config.batch_size % replicas:
-        raise ValueError(f"batch-size ({config.batch_size}) must be a multiple of the {replicas} replicas")
-    workers = distribute.num_workers(strategy)
-    if len(scan.windows_per_example) < workers or min(scan.shard_windows(workers)) == 0:
-        raise ValueError(
-            f"{config.data_dir}: {len(scan.windows_per_example)} training trajectories cannot give each of {workers} workers windows"
-        )
-
-    val_trajectories = tfds_dataset.read_trajectories(builder, tfds_dataset.VALIDATION)
-    val = make_windows([features.align(t, delay) for t in val_trajectories], W, stride)
-    def make_train_dataset(skip_steps: int = 0):
-        train_fn = dataset_fn(builder, tfds_dataset.TRAIN, config.batch_size, W, stride, delay, config.seed, skip_steps, **window_options)
-        return strategy.distribute_datasets_from_function(train_fn)
-
-    counts = meta["counts"]
-    return TrainInputs(
-        make_train_dataset=make_train_dataset,
-        steps_per_epoch=scan.windows // config.batch_size,
-        train_windows=scan.windows,
-        val=val,
-        stats=scan.stats,
-        train_files=[str(root / f) for f in meta["train_files"]],
-        val_files=[str(root / f) for f in meta["val_files"]],
-        train_counts=dict(counts[tfds_dataset.TRAIN]),
-        counts={k: counts[tfds_dataset.TRAIN][k] + counts[tfds_dataset.VALIDATION][k] for k in counts[tfds_dataset.TRAIN]},
-        skipped=[(str(root / name), reason) for name, reason in meta["skipped"]],
-    )

@@ -38,18 +38,52 @@ class BaselineStats:
         return cls(**data)
 
 
+class BaselineAccumulator:
+    """The baselines' statistics, streamed: `add` the targets at predicted
+    frames and the controller one frame earlier, chunk by chunk; `stats()`
+    fits them on everything added (`fit_baselines` is one `add`, so the two
+    give the same numbers)."""
+
+    def __init__(self):
+        self.frames = 0
+        self.buttons_on = np.zeros(len(controller.BUTTONS), np.float64)
+        self.buttons_changed = np.zeros(len(controller.BUTTONS), np.int64)
+        self.class_counts = {h: np.zeros(controller.HEAD_CLASSES[h], np.int64) for h in controller.CLASS_HEADS}
+        self.changed = {h: 0 for h in controller.CLASS_HEADS}
+
+    def add(self, targets: dict, previous: dict) -> None:
+        buttons = np.asarray(targets["buttons"], np.float64)
+        self.frames += len(buttons)
+        self.buttons_on += buttons.sum(0)
+        self.buttons_changed += (buttons != np.asarray(previous["buttons"])).sum(0)
+        for head in controller.CLASS_HEADS:
+            classes = controller.HEAD_CLASSES[head]
+            values = np.asarray(targets[head])
+            self.class_counts[head] += np.bincount(values, minlength=classes)[:classes]
+            self.changed[head] += int(np.sum(values != np.asarray(previous[head])))
+
+    def stats(self) -> BaselineStats:
+        """Laplace-smoothed priors, and change rates clipped to [1e-4, 1]."""
+        if self.frames == 0:
+            raise ValueError("no training frames to fit the baselines on")
+        n = self.frames
+        button_prior = (self.buttons_on + 1) / (n + 2)
+        class_prior, change = {}, {}
+        for head in controller.CLASS_HEADS:
+            counts = self.class_counts[head].astype(np.float64) + 1
+            class_prior[head] = (counts / counts.sum()).tolist()
+            change[head] = float(np.clip(self.changed[head] / n, 1e-4, 1.0))
+        change["buttons"] = np.clip(self.buttons_changed / n, 1e-4, 1.0).tolist()
+        return BaselineStats(button_prior.tolist(), class_prior, change)
+
+
 def fit_baselines(targets: dict, previous: dict) -> BaselineStats:
     """Fit priors and change rates on training frames (targets and the
-    controller one frame earlier)."""
-    buttons = np.asarray(targets["buttons"], np.float64)
-    button_prior = (buttons.sum(0) + 1) / (len(buttons) + 2)
-    class_prior, change = {}, {}
-    for head in controller.CLASS_HEADS:
-        counts = np.bincount(targets[head], minlength=controller.HEAD_CLASSES[head]).astype(np.float64) + 1
-        class_prior[head] = (counts / counts.sum()).tolist()
-        change[head] = float(np.clip(np.mean(targets[head] != previous[head]), 1e-4, 1.0))
-    change["buttons"] = np.clip(np.mean(buttons != previous["buttons"], axis=0), 1e-4, 1.0).tolist()
-    return BaselineStats(button_prior.tolist(), class_prior, change)
+    controller one frame earlier), all at once. Raises ValueError when there
+    are no frames."""
+    accumulator = BaselineAccumulator()
+    accumulator.add(targets, previous)
+    return accumulator.stats()
 
 
 def _bernoulli_nll(p_on: np.ndarray, pressed: np.ndarray) -> np.ndarray:

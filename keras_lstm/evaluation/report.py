@@ -72,9 +72,3 @@ def format_prepare_summary(summary: dict, replays) -> str:
         lines.extend(f"  skipped {display_name(name)}: {reason}" for name, reason in summary["skipped"])
     return "\n".join(lines)
 
-
-def format_export_summary(path) -> str:
-    """`keras-lstm export`'s report: the version folder written and its signatures."""
-    from keras_lstm.serving.export import SIGNATURES
-
-    return f"exported {path}\nsignatures: {', '.join(SIGNATURES)} (saved_model_cli show --dir {path} --all)"

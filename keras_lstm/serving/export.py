@@ -414,6 +414,11 @@ def export_run(model: str | os.PathLike, base_dir: str | os.PathLike = DEFAULT_B
     return export_policy(policy, base_dir, name, version, metadata)
 
 
+def format_export_summary(path) -> str:
+    """`keras-lstm export`'s report: the version folder written and its signatures."""
+    return f"exported {path}\nsignatures: {', '.join(SIGNATURES)} (saved_model_cli show --dir {path} --all)"
+
+
 _REQUIRED_METADATA = ("feature_version", "numeric_size", "categorical_size", "cell_type", "hidden_size", "num_layers")
 
 

@@ -8,7 +8,7 @@ never stopped. `backup/` is removed only after every other file is in place.
 
 The data comes from a replay folder (`replays`, parsed at each run) or from a
 dataset prepared once (`data_dir`, see `keras_lstm.data.tfds_dataset`; streamed by
-`keras_lstm.data.pipeline`). `strategy` picks the `tf.distribute` strategy
+`keras_lstm.data.pipeline`), as `keras_lstm.training.inputs.TrainInputs`. `strategy` picks the `tf.distribute` strategy
 (`keras_lstm.training.distribute`): under `multi-worker` only the chief writes the run
 folder; the other workers write to temporary folders, and each keeps its own
 `backup-<task>` so a restarted cluster resumes.
@@ -23,14 +23,11 @@ from pathlib import Path
 from typing import Callable
 
 import keras
-import numpy as np
-import tensorflow as tf
 
 from keras_lstm.data import features
-from keras_lstm.data.pipeline import TrainInputs, prepared_inputs
 from keras_lstm.data.replays import find_replays, replays_or_default
-from keras_lstm.data.trajectories import LoadReport, load_trajectories
-from keras_lstm.data.windows import Windows, check_seed, make_windows, split_by_game
+from keras_lstm.data.trajectories import load_trajectories
+from keras_lstm.data.windows import check_seed, make_windows
 from keras_lstm.evaluation import baselines
 from keras_lstm.evaluation.evaluate import evaluate_policy
 from keras_lstm.files import atomic
@@ -39,8 +36,8 @@ from keras_lstm.model.backbone import CELL_TYPES, build_backbone, check_positive
 from keras_lstm.model.policy import build_policy
 from keras_lstm.training import carried_training, distribute, run_backup
 from keras_lstm.training.carried_training import DEFAULT_PIECE_FRAMES
+from keras_lstm.training.inputs import carried_inputs, prepared_inputs, replay_inputs
 from keras_lstm.training.run_folder import BEST_FILE, HISTORY_FILE, METRICS_FILE, MODEL_FILE, RUN_FILE, check_resumable, load_run
-
 
 
 @dataclasses.dataclass
@@ -148,114 +145,6 @@ def config_from_options(
 
 class TrainingDiverged(ValueError):
     """The loss became NaN or infinite and `TerminateOnNaN` stopped the run."""
-
-
-@dataclasses.dataclass
-class PreparedData:
-    train: Windows
-    val: Windows
-    train_report: LoadReport
-    val_report: LoadReport
-    train_files: list[str]
-    val_files: list[str]
-
-
-def load_split(config: TrainConfig, on_skip: Callable[[str, str], None] | None = None) -> PreparedData:
-    """Find, split (by file), read and window the replays."""
-    paths = find_replays(config.replays)
-    if config.max_replays is not None:
-        paths = paths[: config.max_replays]
-    train_files, val_files = split_by_game([str(p) for p in paths], config.val_fraction, config.seed)
-    cap_train = cap_val = None
-    if config.max_frames is not None:
-        cap_val = max(1, int(config.max_frames * config.val_fraction))
-        cap_train = max(1, config.max_frames - cap_val)
-    train_report = load_trajectories([Path(p) for p in train_files], max_frames=cap_train, on_skip=on_skip)
-    val_report = load_trajectories([Path(p) for p in val_files], max_frames=cap_val, on_skip=on_skip)
-    if not train_report.trajectories:
-        skipped = train_report.replays_skipped + val_report.replays_skipped
-        raise ValueError(
-            f"{config.replays}: no usable replay for training ({skipped} of {len(paths)} files skipped, "
-            f"{val_report.replays_used} usable file(s) held out for validation)"
-        )
-
-    def windows(report):
-        return make_windows([features.align(t, config.delay) for t in report.trajectories], config.window_size, config.stride)
-
-    train, val = windows(train_report), windows(val_report)
-    if len(train) < config.batch_size:
-        raise ValueError(
-            f"{config.replays}: only {len(train)} training windows of {config.window_size} frames, "
-            f"fewer than one batch of {config.batch_size}"
-        )
-    return PreparedData(train, val, train_report, val_report, train_files, val_files)
-
-
-def replay_inputs(config: TrainConfig, on_skip: Callable[[str, str], None] | None = None) -> TrainInputs:
-    """`TrainInputs` from a replay folder, all in memory (`load_split`)."""
-    data = load_split(config, on_skip)
-    steps = len(data.train) // config.batch_size
-    return TrainInputs(
-        make_train_dataset=lambda skip_steps=0: training_batches(data.train, config, steps, skip_steps),
-        steps_per_epoch=steps,
-        train_windows=len(data.train),
-        val=data.val,
-        stats=baselines.fit_baselines(data.train.predicted_targets(), data.train.previous_targets()),
-        train_files=data.train_files,
-        val_files=data.val_files,
-        train_counts=data.train_report.counts(),
-        counts=_combined_counts(data.train_report, data.val_report),
-        skipped=data.train_report.skipped + data.val_report.skipped,
-    )
-
-
-def carried_inputs(config: TrainConfig, on_skip: Callable[[str, str], None] | None = None) -> TrainInputs:
-    """`TrainInputs` for carried-state training: the same split, validation
-    windows and baselines as `replay_inputs`; training batches are segments
-    of whole games in a fixed order (`carried_training.segment_dataset`)."""
-    data = load_split(config, on_skip)
-    arrays = [features.align(t, config.delay) for t in data.train_report.trajectories]
-    W, streams, piece = config.window_size, config.carried_streams, config.carried_piece_frames
-
-    def make_train_dataset(skip_steps: int = 0):
-        batches = carried_training.segment_dataset(arrays, W, streams, piece, config.seed)
-        return batches.skip(skip_steps) if skip_steps else batches
-
-    return TrainInputs(
-        make_train_dataset=make_train_dataset,
-        steps_per_epoch=carried_training.steps_per_epoch(arrays, W, streams, piece),
-        train_windows=len(data.train),
-        val=data.val,
-        stats=baselines.fit_baselines(data.train.predicted_targets(), data.train.previous_targets()),
-        train_files=data.train_files,
-        val_files=data.val_files,
-        train_counts=data.train_report.counts(),
-        counts=_combined_counts(data.train_report, data.val_report),
-        skipped=data.train_report.skipped + data.val_report.skipped,
-    )
-
-
-def training_batches(windows: Windows, config: TrainConfig, steps_per_epoch: int, skip_steps: int = 0) -> tf.data.Dataset:
-    """Every epoch's batches in a fixed order, less the first `skip_steps`.
-
-    Epoch `e` takes the windows in the order of a permutation seeded by
-    `(seed, e)` and drops the last partial batch; so the batch a resumed run
-    starts at is the one the uninterrupted run would have trained next.
-    """
-    used = steps_per_epoch * config.batch_size
-    order = np.concatenate(
-        [np.random.default_rng([config.seed, epoch]).permutation(len(windows))[:used] for epoch in range(config.epochs)]
-    )
-    ordered = dataclasses.replace(windows, ends=windows.ends[order[skip_steps * config.batch_size :]])
-    return ordered.dataset(config.batch_size, shuffle=False, drop_remainder=True)
-
-
-def _combined_counts(*reports: LoadReport) -> dict:
-    total = {}
-    for report in reports:
-        for k, v in report.counts().items():
-            total[k] = total.get(k, 0) + v
-    return total
 
 
 def train(

@@ -1,10 +1,15 @@
-"""Baselines: correct maths on hand-made frames."""
+"""Baselines: correct maths on hand-made frames, and the streamed statistics
+(`BaselineAccumulator`, chunk by chunk) equal to the one-shot fit on replay frames."""
 
 import numpy as np
 import pytest
 
-from keras_lstm.data import controller
+from keras_lstm.data import controller, features
+from keras_lstm.data.trajectories import load_trajectories
+from keras_lstm.data.windows import make_windows
 from keras_lstm.evaluation import baselines
+
+from conftest import GAMES, PREPARED_NAMES
 
 
 def targets(main_x, buttons_a):
@@ -42,3 +47,20 @@ def test_stats_round_trip_json():
     y = targets([8, 0], [1, 0])
     stats = baselines.fit_baselines(y, y)
     assert baselines.BaselineStats.from_json(stats.to_json()) == stats
+
+
+def test_baseline_accumulator_in_chunks_equals_fit_baselines(replays_dir):
+    report = load_trajectories([GAMES / name for name in PREPARED_NAMES])
+    windows = make_windows([features.align(t, 0) for t in report.trajectories], 5, 3)
+    targets, previous = windows.predicted_targets(), windows.previous_targets()
+    acc = baselines.BaselineAccumulator()
+    for chunk in np.array_split(np.arange(len(windows)), 7):
+        acc.add({h: v[chunk] for h, v in targets.items()}, {h: v[chunk] for h, v in previous.items()})
+    assert acc.frames == len(windows) > 0
+    assert acc.stats() == baselines.fit_baselines(targets, previous)
+
+
+def test_no_frames_is_an_error():
+    y = targets([], [])
+    with pytest.raises(ValueError, match="no training frames"):
+        baselines.fit_baselines(y, y)

@@ -17,7 +17,8 @@ from keras_lstm.cli.main import app
 from keras_lstm.files.lock import FolderBusyError, FolderLock
 from keras_lstm.model.policy import build_policy
 from keras_lstm.training import run_backup
-from keras_lstm.training.train import TrainConfig, TrainingDiverged, load_split, train
+from keras_lstm.training.inputs import load_split
+from keras_lstm.training.train import TrainConfig, TrainingDiverged, train
 
 from conftest import CLIPS, GAMES, REPO
 

@@ -1,0 +1,278 @@
+"""What `train` takes from its data, whichever the source: `TrainInputs`.
+
+- `replay_inputs`: a replay folder, parsed, split by game (`load_split`) and
+  windowed in memory; the training batches of every epoch in a fixed order
+  (`training_batches`);
+- `carried_inputs`: the same split, for carried-state training: the training
+  batches are segments of whole games (`keras_lstm.training.carried_training`);
+- `prepared_inputs`: a dataset prepared once (`keras_lstm.data.tfds_dataset`),
+  the training windows streamed from disk (`keras_lstm.data.pipeline`), each
+  worker of a `tf.distribute` strategy reading its own shard. `scan_split`
+  is one pass over the split's targets only: the number of windows (for
+  `steps_per_epoch`) and the baselines' statistics, streamed
+  (`keras_lstm.evaluation.baselines.BaselineAccumulator`).
+
+All three give the same validation windows, baselines, file lists and counts
+for the same replays and options (tests hold them equal). Each takes the run's
+options as `config`, a `keras_lstm.training.train.TrainConfig` (not imported
+here: `train` imports this module).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import tensorflow as tf
+import tensorflow_datasets as tfds
+
+from keras_lstm.data import features, pipeline, tfds_dataset
+from keras_lstm.data.replays import find_replays
+from keras_lstm.data.trajectories import LoadReport, load_trajectories
+from keras_lstm.data.windows import Windows, make_windows, split_by_game
+from keras_lstm.evaluation import baselines
+from keras_lstm.training import carried_training, distribute
+
+@dataclasses.dataclass
+class TrainInputs:
+    """Everything `train.train` takes from its data, whichever the source.
+
+    `make_train_dataset(skip_steps)` is called after the model is built,
+    under the strategy: the training batches of every epoch in a fixed order
+    (the same for the same seed), less the first `skip_steps` (batches a
+    resumed run already trained on); `steps_per_epoch` batches make an epoch.
+    """
+
+    make_train_dataset: Callable[[int], object]
+    steps_per_epoch: int
+    train_windows: int
+    val: object  # data.Windows, in memory (evaluation gathers from it)
+    stats: baselines.BaselineStats
+    train_files: list
+    val_files: list
+    train_counts: dict
+    counts: dict
+    skipped: list
+
+
+# -- from a replay folder, in memory ------------------------------------------
+
+
+@dataclasses.dataclass
+class PreparedData:
+    """A replay folder split by game, read and windowed (`load_split`)."""
+
+    train: Windows
+    val: Windows
+    train_report: LoadReport
+    val_report: LoadReport
+    train_files: list[str]
+    val_files: list[str]
+
+
+def load_split(config, on_skip: Callable[[str, str], None] | None = None) -> PreparedData:
+    """Find, split (by file), read and window the replays."""
+    paths = find_replays(config.replays)
+    if config.max_replays is not None:
+        paths = paths[: config.max_replays]
+    train_files, val_files = split_by_game([str(p) for p in paths], config.val_fraction, config.seed)
+    cap_train = cap_val = None
+    if config.max_frames is not None:
+        cap_val = max(1, int(config.max_frames * config.val_fraction))
+        cap_train = max(1, config.max_frames - cap_val)
+    train_report = load_trajectories([Path(p) for p in train_files], max_frames=cap_train, on_skip=on_skip)
+    val_report = load_trajectories([Path(p) for p in val_files], max_frames=cap_val, on_skip=on_skip)
+    if not train_report.trajectories:
+        skipped = train_report.replays_skipped + val_report.replays_skipped
+        raise ValueError(
+            f"{config.replays}: no usable replay for training ({skipped} of {len(paths)} files skipped, "
+            f"{val_report.replays_used} usable file(s) held out for validation)"
+        )
+
+    def windows(report):
+        return make_windows([features.align(t, config.delay) for t in report.trajectories], config.window_size, config.stride)
+
+    train, val = windows(train_report), windows(val_report)
+    if len(train) < config.batch_size:
+        raise ValueError(
+            f"{config.replays}: only {len(train)} training windows of {config.window_size} frames, "
+            f"fewer than one batch of {config.batch_size}"
+        )
+    return PreparedData(train, val, train_report, val_report, train_files, val_files)
+
+
+def replay_inputs(config, on_skip: Callable[[str, str], None] | None = None) -> TrainInputs:
+    """`TrainInputs` from a replay folder, all in memory (`load_split`)."""
+    data = load_split(config, on_skip)
+    steps = len(data.train) // config.batch_size
+    return TrainInputs(
+        make_train_dataset=lambda skip_steps=0: training_batches(data.train, config, steps, skip_steps),
+        steps_per_epoch=steps,
+        train_windows=len(data.train),
+        val=data.val,
+        stats=baselines.fit_baselines(data.train.predicted_targets(), data.train.previous_targets()),
+        train_files=data.train_files,
+        val_files=data.val_files,
+        train_counts=data.train_report.counts(),
+        counts=_combined_counts(data.train_report, data.val_report),
+        skipped=data.train_report.skipped + data.val_report.skipped,
+    )
+
+
+def carried_inputs(config, on_skip: Callable[[str, str], None] | None = None) -> TrainInputs:
+    """`TrainInputs` for carried-state training: the same split, validation
+    windows and baselines as `replay_inputs`; training batches are segments
+    of whole games in a fixed order (`carried_training.segment_dataset`)."""
+    data = load_split(config, on_skip)
+    arrays = [features.align(t, config.delay) for t in data.train_report.trajectories]
+    W, streams, piece = config.window_size, config.carried_streams, config.carried_piece_frames
+
+    def make_train_dataset(skip_steps: int = 0):
+        batches = carried_training.segment_dataset(arrays, W, streams, piece, config.seed)
+        return batches.skip(skip_steps) if skip_steps else batches
+
+    return TrainInputs(
+        make_train_dataset=make_train_dataset,
+        steps_per_epoch=carried_training.steps_per_epoch(arrays, W, streams, piece),
+        train_windows=len(data.train),
+        val=data.val,
+        stats=baselines.fit_baselines(data.train.predicted_targets(), data.train.previous_targets()),
+        train_files=data.train_files,
+        val_files=data.val_files,
+        train_counts=data.train_report.counts(),
+        counts=_combined_counts(data.train_report, data.val_report),
+        skipped=data.train_report.skipped + data.val_report.skipped,
+    )
+
+
+def training_batches(windows: Windows, config, steps_per_epoch: int, skip_steps: int = 0) -> tf.data.Dataset:
+    """Every epoch's batches in a fixed order, less the first `skip_steps`.
+
+    Epoch `e` takes the windows in the order of a permutation seeded by
+    `(seed, e)` and drops the last partial batch; so the batch a resumed run
+    starts at is the one the uninterrupted run would have trained next.
+    """
+    used = steps_per_epoch * config.batch_size
+    order = np.concatenate(
+        [np.random.default_rng([config.seed, epoch]).permutation(len(windows))[:used] for epoch in range(config.epochs)]
+    )
+    ordered = dataclasses.replace(windows, ends=windows.ends[order[skip_steps * config.batch_size :]])
+    return ordered.dataset(config.batch_size, shuffle=False, drop_remainder=True)
+
+
+def _combined_counts(*reports: LoadReport) -> dict:
+    total = {}
+    for report in reports:
+        for k, v in report.counts().items():
+            total[k] = total.get(k, 0) + v
+    return total
+
+
+# -- from a prepared dataset, streamed ----------------------------------------
+
+
+@dataclasses.dataclass
+class SplitScan:
+    """What one pass over a split's targets gives."""
+
+    windows_per_example: list  # [num_examples] windows in each trajectory
+    frames: int  # per-frame rows stored (before alignment)
+    trajectories_too_short: int
+    stats: baselines.BaselineStats | None
+
+    @property
+    def windows(self) -> int:
+        return int(sum(self.windows_per_example))
+
+    def shard_windows(self, num_shards: int) -> list[int]:
+        n = len(self.windows_per_example)
+        return [
+            int(sum(self.windows_per_example[slice(*pipeline.shard_bounds(n, k, num_shards))])) for k in range(num_shards)
+        ]
+
+
+def scan_split(builder, split: str, window_size: int, stride: int, delay: int, fit_stats: bool = True) -> SplitScan:
+    """Count the windows of every trajectory and (optionally) fit the
+    baselines, reading the targets only (the states are not decompressed)."""
+    pipeline.check_window_options(window_size, stride, delay)
+    skip = {"state_numeric": tfds.decode.SkipDecoding(), "state_categorical": tfds.decode.SkipDecoding()}
+    ds = pipeline.read_examples(builder, split, decoders=skip)
+    ds = ds.map(lambda ex: ex["targets"], num_parallel_calls=tf.data.AUTOTUNE)
+    first = 1 + delay
+    accumulator = baselines.BaselineAccumulator() if fit_stats else None
+    counts, frames, too_short = [], 0, 0
+    for targets in tfds.as_numpy(ds):
+        T = len(targets["main_x"])
+        frames += T
+        ends = pipeline.window_ends(T - first, window_size, stride)
+        counts.append(len(ends))
+        if not len(ends):
+            too_short += 1
+            continue
+        if accumulator is not None:
+            predicted = {h: v[first + ends] for h, v in targets.items()}
+            previous = {h: v[first + ends - 1] for h, v in targets.items()}
+            predicted["buttons"] = predicted["buttons"].astype(np.float32)
+            previous["buttons"] = previous["buttons"].astype(np.float32)
+            accumulator.add(predicted, previous)
+    stats = accumulator.stats() if accumulator is not None and accumulator.frames else None
+    return SplitScan(counts, frames, too_short, stats)
+
+
+def prepared_inputs(config, strategy: tf.distribute.Strategy | None = None, **window_options) -> TrainInputs:
+    """`TrainInputs` from the dataset `keras-lstm prepare` wrote to
+    `config.data_dir` (the config with `config.val_fraction` and `config.seed`).
+
+    Training windows stream from disk, `strategy`'s workers each reading their
+    own shard; the validation windows (15 % of the games by default) are read
+    into memory, exactly as `load_split` makes them, so the evaluation is the
+    same code on the same frames.
+    """
+    strategy = strategy or tf.distribute.get_strategy()
+    for name in ("max_replays", "max_frames"):
+        if getattr(config, name) is not None:
+            flag = name.replace("_", "-")
+            raise ValueError(f"--{flag} applies to --replays; with --data-dir, prepare a smaller folder instead")
+    builder = tfds_dataset.load_builder(config.data_dir, config.val_fraction, config.seed)
+    meta = builder.info.metadata
+    root = Path(meta["replays_dir"])
+    W, stride, delay = config.window_size, config.stride, config.delay
+
+    if tfds_dataset.TRAIN not in builder.info.splits:
+        raise ValueError(f"{config.data_dir}: the prepared dataset has no training split")
+    scan = scan_split(builder, tfds_dataset.TRAIN, W, stride, delay)
+    if scan.windows < config.batch_size:
+        raise ValueError(
+            f"{config.data_dir}: only {scan.windows} training windows of {W} frames, fewer than one batch of {config.batch_size}"
+        )
+    replicas = strategy.num_replicas_in_sync
+    if config.batch_size % replicas:
+        raise ValueError(f"batch-size ({config.batch_size}) must be a multiple of the {replicas} replicas")
+    workers = distribute.num_workers(strategy)
+    if len(scan.windows_per_example) < workers or min(scan.shard_windows(workers)) == 0:
+        raise ValueError(
+            f"{config.data_dir}: {len(scan.windows_per_example)} training trajectories cannot give each of {workers} workers windows"
+        )
+
+    val_trajectories = tfds_dataset.read_trajectories(builder, tfds_dataset.VALIDATION)
+    val = make_windows([features.align(t, delay) for t in val_trajectories], W, stride)
+
+    def make_train_dataset(skip_steps: int = 0):
+        train_fn = pipeline.dataset_fn(builder, tfds_dataset.TRAIN, config.batch_size, W, stride, delay, config.seed, skip_steps, **window_options)
+        return strategy.distribute_datasets_from_function(train_fn)
+
+    counts = meta["counts"]
+    return TrainInputs(
+        make_train_dataset=make_train_dataset,
+        steps_per_epoch=scan.windows // config.batch_size,
+        train_windows=scan.windows,
+        val=val,
+        stats=scan.stats,
+        train_files=[str(root / f) for f in meta["train_files"]],
+        val_files=[str(root / f) for f in meta["val_files"]],
+        train_counts=dict(counts[tfds_dataset.TRAIN]),
+        counts={k: counts[tfds_dataset.TRAIN][k] + counts[tfds_dataset.VALIDATION][k] for k in counts[tfds_dataset.TRAIN]},
+        skipped=[(str(root / name), reason) for name, reason in meta["skipped"]],
+    )

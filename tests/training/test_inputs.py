@@ -1,0 +1,124 @@
+"""What training takes from its data (`keras_lstm.training.inputs`): a pass
+over a prepared split that counts its windows and fits the baselines as the
+in-memory path does, the same `TrainInputs` from a prepared dataset as from
+its replay folder, and training from `--data-dir` end to end."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import tensorflow as tf
+import tensorflow_datasets as tfds
+from typer.testing import CliRunner
+
+from keras_lstm.cli.main import app
+from keras_lstm.data import controller, features, pipeline
+from keras_lstm.evaluation import baselines
+from keras_lstm.training import inputs
+from keras_lstm.training.train import TrainConfig, train
+
+from conftest import PREPARED_VAL_FRACTION, reference_windows
+
+tfds.disable_progress_bar()
+
+TINY = dict(embed_size=8, hidden_size=8, num_layers=1, window_size=10, stride=40, batch_size=32, epochs=1, val_fraction=PREPARED_VAL_FRACTION)
+
+
+def test_scan_gives_the_window_count_and_baselines_of_the_in_memory_path(prepared):
+    folder, _, builder = prepared
+    for W, stride, delay in ((12, 5, 0), (30, 2, 3)):
+        ref = reference_windows(folder, builder, "train", W, stride, delay)
+        scan = inputs.scan_split(builder, "train", W, stride, delay)
+        assert scan.windows == len(ref)
+        assert scan.trajectories_too_short == ref.trajectories_too_short
+        assert scan.stats == baselines.fit_baselines(ref.predicted_targets(), ref.previous_targets())
+
+
+def test_scan_counts_the_windows_of_each_shard(prepared):
+    _, _, builder = prepared
+    scan = inputs.scan_split(builder, "train", 8, 13, 0, fit_stats=False)
+    assert scan.stats is None
+    parts = [
+        int(pipeline.window_dataset(builder, "train", 8, 13, shard_index=k, num_shards=2).reduce(0, lambda n, _: n + 1))
+        for k in range(2)
+    ]
+    assert scan.shard_windows(2) == parts and sum(parts) == scan.windows
+
+
+def test_prepared_inputs_equal_replay_inputs(prepared):
+    folder, data_dir, _ = prepared
+    from_replays = inputs.replay_inputs(TrainConfig(replays=str(folder), **TINY))
+    from_dataset = inputs.prepared_inputs(TrainConfig(replays="", data_dir=str(data_dir), **TINY))
+    assert from_dataset.train_windows == from_replays.train_windows
+    assert from_dataset.steps_per_epoch == from_replays.train_windows // TINY["batch_size"]
+    assert from_dataset.stats == from_replays.stats
+    assert from_dataset.train_files == from_replays.train_files
+    assert from_dataset.val_files == from_replays.val_files
+    assert from_dataset.train_counts == from_replays.train_counts
+    assert from_dataset.counts == from_replays.counts
+    assert [tuple(s) for s in from_dataset.skipped] == [tuple(s) for s in from_replays.skipped]
+    a, b = from_dataset.val, from_replays.val
+    np.testing.assert_array_equal(a.ends, b.ends)
+    np.testing.assert_array_equal(a.numeric, b.numeric)
+    np.testing.assert_array_equal(a.categorical, b.categorical)
+    for h in controller.HEADS:
+        np.testing.assert_array_equal(a.targets[h], b.targets[h])
+    x, y = next(iter(from_dataset.make_train_dataset()))
+    assert x["numeric"].shape == (TINY["batch_size"], TINY["window_size"], features.NUMERIC_SIZE)
+    assert y["buttons"].dtype == tf.float32 and y["main_x"].dtype == tf.int32
+
+
+def test_data_dir_options_that_need_replays_are_refused(prepared):
+    _, data_dir, _ = prepared
+    with pytest.raises(ValueError, match="--max-frames"):
+        inputs.prepared_inputs(TrainConfig(replays="", data_dir=str(data_dir), max_frames=1000, **TINY))
+    with pytest.raises(FileNotFoundError, match="--val-fraction 0.5"):
+        inputs.prepared_inputs(TrainConfig(replays="", data_dir=str(data_dir), **{**TINY, "val_fraction": 0.5}))
+
+
+@pytest.mark.slow
+def test_train_from_data_dir_matches_training_from_the_folder(prepared, tmp_path):
+    folder, data_dir, _ = prepared
+    runner = CliRunner()
+    options = [f"--{k.replace('_', '-')}={v}" for k, v in TINY.items()]
+    result = runner.invoke(app, ["train", "--data-dir", str(data_dir), "--output", str(tmp_path / "ds"), "--json", *options])
+    assert result.exit_code == 0, result.output
+    from_dataset = json.loads((tmp_path / "ds" / "metrics.json").read_text())
+    from_replays = train(TrainConfig(replays=str(folder), output=str(tmp_path / "slp"), **TINY), verbose=0)
+    for key in ("train_windows", "val_windows", "frames", "trajectories", "frames_loaded", "replays_used", "replays_skipped",
+                "baseline_repeat_loss", "baseline_prior_loss", "baseline_repeat_accuracy", "parameters"):
+        assert from_dataset[key] == from_replays[key], key
+    # Same initial weights, steps and frames; only the order of the windows
+    # differs (a stream, not a permutation of an array), so the losses are close.
+    assert from_dataset["epochs_run"] == from_replays["epochs_run"] == 1
+    assert from_dataset["val_loss"] == pytest.approx(from_replays["val_loss"], rel=0.05)
+    run = json.loads((tmp_path / "ds" / "run.json").read_text())
+    assert run["train_files"] == json.loads((tmp_path / "slp" / "run.json").read_text())["train_files"]
+    # Prepare -> train -> evaluate.
+    result = runner.invoke(app, ["evaluate", "--model", str(tmp_path / "ds"), "--replays", str(folder), "--json"])
+    assert result.exit_code == 0, result.output
+
+
+def test_mirrored_strategy_trains(prepared, tmp_path):
+    _, data_dir, _ = prepared
+    summary = train(TrainConfig(replays="", data_dir=str(data_dir), output=str(tmp_path), strategy="mirrored", **TINY), verbose=0)
+    assert summary["strategy"] == {"name": "mirrored", "replicas": 1, "chief": True}
+    assert summary["val_loss"] is not None and (tmp_path / "model.keras").is_file()
+
+
+def test_train_command_errors_are_one_line(prepared, tmp_path):
+    folder, data_dir, _ = prepared
+    runner = CliRunner()
+    for args, message in (
+        (["--data-dir", str(data_dir), "--replays", str(folder)], "not both"),
+        (["--data-dir", str(data_dir), "--max-frames", "100"], "--max-frames"),
+        (["--data-dir", str(tmp_path / "none")], "keras-lstm prepare"),
+        (["--data-dir", str(data_dir), "--strategy", "multi-worker"], "TF_CONFIG"),
+        (["--data-dir", str(data_dir), "--strategy", "tpu"], "strategy must be one of"),
+        (["--replays", str(folder), "--strategy", "multi-worker"], "needs --data-dir"),
+    ):
+        result = runner.invoke(app, ["train", *args, "--output", str(tmp_path / "run")], env={"TF_CONFIG": ""})
+        assert result.exit_code == 2, (args, result.output)
+        assert message in result.output and result.output.strip().count("\n") == 0, result.output

@@ -21,58 +21,9 @@ import tensorflow as tf
 
 from keras_lstm.data import controller, features
 from keras_lstm.model.backbone import RecurrentBackbone, check_positive
+from keras_lstm.model.encoder import FrameEncoder
 from keras_lstm.model.recurrent import backbone_last_hidden
 from keras_lstm.model.tbptt import carry_state, last_chunk_start
-
-ACTION_EMBED = 32
-CHARACTER_EMBED = 8
-STAGE_EMBED = 4
-
-
-@keras.saving.register_keras_serializable(package="keras_lstm")
-class FrameEncoder(keras.layers.Layer):
-    """One frame's numeric features and categorical ids -> `[.., embed_size]`.
-
-    Action states, characters and the stage go through learned embeddings (the
-    action-state table is shared by self and opponent), which keeps the
-    backbone's input narrow instead of ~1,000 one-hot columns.
-    """
-
-    def __init__(self, embed_size: int = 128, **kwargs):
-        super().__init__(**kwargs)
-        self.embed_size = embed_size
-        self.action_embedding = keras.layers.Embedding(features.ACTION_STATES, ACTION_EMBED, name="action_embedding")
-        self.character_embedding = keras.layers.Embedding(features.CHARACTERS, CHARACTER_EMBED, name="character_embedding")
-        self.stage_embedding = keras.layers.Embedding(features.STAGES, STAGE_EMBED, name="stage_embedding")
-        self.projection = keras.layers.Dense(embed_size, activation="relu", name="projection")
-
-    def build(self, input_shape):
-        numeric_shape, _ = input_shape
-        self.action_embedding.build(None)
-        self.character_embedding.build(None)
-        self.stage_embedding.build(None)
-        width = numeric_shape[-1] + 2 * ACTION_EMBED + 2 * CHARACTER_EMBED + STAGE_EMBED
-        self.projection.build((None, width))
-
-    def call(self, inputs):
-        numeric, categorical = inputs
-        ids = keras.ops.cast(categorical, "int32")
-        parts = [
-            numeric,
-            self.action_embedding(ids[..., 0]),
-            self.action_embedding(ids[..., 1]),
-            self.character_embedding(ids[..., 2]),
-            self.character_embedding(ids[..., 3]),
-            self.stage_embedding(ids[..., 4]),
-        ]
-        return self.projection(keras.ops.concatenate(parts, axis=-1))
-
-    def compute_output_shape(self, input_shape):
-        return tuple(input_shape[0][:-1]) + (self.embed_size,)
-
-    def get_config(self):
-        return {**super().get_config(), "embed_size": self.embed_size}
-
 
 def policy_loss(targets: dict, logits: dict) -> tuple[tf.Tensor, dict]:
     """Mean over frames of the summed head cross-entropies (nats), and each

@@ -63,6 +63,7 @@ from keras_lstm.data import controller, features
 from keras_lstm.files.atomic import fsync_dir, fsync_tree, pid_alive, read_json, remove_stale_temporaries, temporary_path
 from keras_lstm.files.lock import FolderBusyError, FolderLock
 from keras_lstm.model import recurrent
+from keras_lstm.model.encoder import encode_tf
 
 DEFAULT_BASE_DIR = "savedmodels"
 METADATA_FILE = "keras_lstm.json"
@@ -125,7 +126,6 @@ class PolicyServingModule(tf.Module):
         self.num_layers = backbone.num_layers
         self.hidden_size = backbone.hidden_size
         self.has_c = backbone.cell_type == "lstm"
-        self._max_ids = tf.constant([size - 1 for size in features.CATEGORICAL_SIZES], tf.int32)
         self._head_sizes = [len(controller.BUTTONS)] + [controller.HEAD_CLASSES[h] for h in controller.CLASS_HEADS]
         # The held state of `serving_default`: one variable per layer and part,
         # so a step reads and writes them without slicing or stacking.
@@ -167,19 +167,7 @@ class PolicyServingModule(tf.Module):
         as few TF ops as possible (each op costs microseconds of dispatch at
         batch 1); the same math as the Keras layers, which
         `tests/serving/test_export.py` holds equal. Returns `(outputs, new_state)`."""
-        encoder = self.encoder
-        ids = tf.clip_by_value(categorical_BxC, 0, self._max_ids)
-        action_ids, character_ids, stage_ids = tf.split(ids, [2, 2, 1], axis=1)
-
-        def embed(table, ids_BxK):  # -> [B, K * width]; static shape, so no tf.shape op
-            return tf.reshape(tf.gather(table, ids_BxK), [-1, ids_BxK.shape[1] * table.shape[1]])
-
-        actions = embed(encoder.action_embedding.embeddings, action_ids)
-        characters = embed(encoder.character_embedding.embeddings, character_ids)
-        stage = embed(encoder.stage_embedding.embeddings, stage_ids)
-        x = tf.concat([numeric_BxF, actions, characters, stage], axis=1)
-        x = tf.nn.relu(tf.matmul(x, encoder.projection.kernel) + encoder.projection.bias)
-
+        x = encode_tf(self.encoder, numeric_BxF, categorical_BxC)
         cells = [layer.cell for layer in self.backbone.recurrent_layers]
         x, new_state = recurrent.tf_step(self.cell_type, cells, x, state)
 

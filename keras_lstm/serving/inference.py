@@ -41,6 +41,7 @@ from threadpoolctl import ThreadpoolController
 
 from keras_lstm.data import controller, features
 from keras_lstm.model import recurrent
+from keras_lstm.model.encoder import NumpyEncoder
 from keras_lstm.model.backbone import CELL_TYPES, LastTimestep
 from keras_lstm.model.recurrent import np_sigmoid
 
@@ -291,11 +292,7 @@ class PolicyStepper:
 
     def __init__(self, policy, batch: int = 1):
         encoder = policy.encoder
-        self.action_table = np.asarray(encoder.action_embedding.embeddings.numpy(), np.float32)
-        self.character_table = np.asarray(encoder.character_embedding.embeddings.numpy(), np.float32)
-        self.stage_table = np.asarray(encoder.stage_embedding.embeddings.numpy(), np.float32)
-        self.projection_w = np.asarray(encoder.projection.kernel.numpy(), np.float32)
-        self.projection_b = np.asarray(encoder.projection.bias.numpy(), np.float32)
+        self.encoder = NumpyEncoder(encoder)
         self.backbone = NumpyBackbone(policy.backbone)
         layers = [policy.head_layers[h] for h in controller.HEADS]
         self.heads_w = np.ascontiguousarray(np.concatenate([layer.kernel.numpy() for layer in layers], axis=1), np.float32)
@@ -320,18 +317,7 @@ class PolicyStepper:
 
     def encode(self, numeric_BxF, categorical_BxC) -> np.ndarray:
         """The frame encoder in numpy: `[B, NUMERIC_SIZE]`, `[B, CATEGORICAL_SIZE]` -> `[B, embed]`."""
-        ids = np.clip(categorical_BxC, 0, None)
-        parts = [
-            numeric_BxF,
-            self.action_table[np.minimum(ids[:, 0], len(self.action_table) - 1)],
-            self.action_table[np.minimum(ids[:, 1], len(self.action_table) - 1)],
-            self.character_table[np.minimum(ids[:, 2], len(self.character_table) - 1)],
-            self.character_table[np.minimum(ids[:, 3], len(self.character_table) - 1)],
-            self.stage_table[np.minimum(ids[:, 4], len(self.stage_table) - 1)],
-        ]
-        x = np.concatenate(parts, axis=1) @ self.projection_w
-        x += self.projection_b
-        return np.maximum(x, 0.0, out=x)
+        return self.encoder(numeric_BxF, categorical_BxC)
 
     def logits(self, numeric, categorical) -> dict:
         """One frame per game -> head logits `{head: [B, ...]}`; advances the state.

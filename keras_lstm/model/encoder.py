@@ -1,0 +1,108 @@
+"""The frame encoder: one frame's numeric features and categorical ids -> `[.., embed]`.
+
+The spec is `FrameEncoder`, a Keras layer inside the policy. Its two fast
+forms for one frame per game sit beside it: `encode_tf` (plain TF ops over
+the layer's variables, what the SavedModel runs) and `NumpyEncoder` (numpy
+over a snapshot of the weights, what `PolicyStepper` runs in the frame loop).
+`tests/model/test_encoder.py` holds all three equal.
+"""
+
+from __future__ import annotations
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from keras_lstm.data import features
+
+ACTION_EMBED = 32
+CHARACTER_EMBED = 8
+STAGE_EMBED = 4
+
+
+@keras.saving.register_keras_serializable(package="keras_lstm")
+class FrameEncoder(keras.layers.Layer):
+    """One frame's numeric features and categorical ids -> `[.., embed_size]`.
+
+    Action states, characters and the stage go through learned embeddings (the
+    action-state table is shared by self and opponent), which keeps the
+    backbone's input narrow instead of ~1,000 one-hot columns.
+    """
+
+    def __init__(self, embed_size: int = 128, **kwargs):
+        super().__init__(**kwargs)
+        self.embed_size = embed_size
+        self.action_embedding = keras.layers.Embedding(features.ACTION_STATES, ACTION_EMBED, name="action_embedding")
+        self.character_embedding = keras.layers.Embedding(features.CHARACTERS, CHARACTER_EMBED, name="character_embedding")
+        self.stage_embedding = keras.layers.Embedding(features.STAGES, STAGE_EMBED, name="stage_embedding")
+        self.projection = keras.layers.Dense(embed_size, activation="relu", name="projection")
+
+    def build(self, input_shape):
+        numeric_shape, _ = input_shape
+        self.action_embedding.build(None)
+        self.character_embedding.build(None)
+        self.stage_embedding.build(None)
+        width = numeric_shape[-1] + 2 * ACTION_EMBED + 2 * CHARACTER_EMBED + STAGE_EMBED
+        self.projection.build((None, width))
+
+    def call(self, inputs):
+        numeric, categorical = inputs
+        ids = keras.ops.cast(categorical, "int32")
+        parts = [
+            numeric,
+            self.action_embedding(ids[..., 0]),
+            self.action_embedding(ids[..., 1]),
+            self.character_embedding(ids[..., 2]),
+            self.character_embedding(ids[..., 3]),
+            self.stage_embedding(ids[..., 4]),
+        ]
+        return self.projection(keras.ops.concatenate(parts, axis=-1))
+
+    def compute_output_shape(self, input_shape):
+        return tuple(input_shape[0][:-1]) + (self.embed_size,)
+
+    def get_config(self):
+        return {**super().get_config(), "embed_size": self.embed_size}
+
+
+def _tables(encoder) -> list:
+    """The embedding table for each categorical column, in column order:
+    self and opponent action state, self and opponent character, stage."""
+    actions, characters = encoder.action_embedding.embeddings, encoder.character_embedding.embeddings
+    return [actions, actions, characters, characters, encoder.stage_embedding.embeddings]
+
+
+def encode_tf(encoder: FrameEncoder, numeric_BxF, categorical_BxC):
+    """`FrameEncoder` for one frame per game, `[B, F]`, `[B, C]` -> `[B, embed]`,
+    in as few TF ops as possible (each costs microseconds at batch 1). Ids out
+    of a table's range are clipped into it."""
+    max_ids = tf.constant([t.shape[0] - 1 for t in _tables(encoder)], tf.int32)
+    ids = tf.clip_by_value(tf.cast(categorical_BxC, tf.int32), 0, max_ids)
+    action_ids, character_ids, stage_ids = tf.split(ids, [2, 2, 1], axis=1)
+
+    def embed(table, ids_BxK):  # -> [B, K * width]; static shape, so no tf.shape op
+        return tf.reshape(tf.gather(table, ids_BxK), [-1, ids_BxK.shape[1] * table.shape[1]])
+
+    actions = embed(encoder.action_embedding.embeddings, action_ids)
+    characters = embed(encoder.character_embedding.embeddings, character_ids)
+    stage = embed(encoder.stage_embedding.embeddings, stage_ids)
+    x = tf.concat([numeric_BxF, actions, characters, stage], axis=1)
+    return tf.nn.relu(tf.matmul(x, encoder.projection.kernel) + encoder.projection.bias)
+
+
+class NumpyEncoder:
+    """`FrameEncoder` in numpy over a snapshot of its weights, one frame per
+    game: `encoder(numeric [B, F], categorical [B, C]) -> [B, embed]`. Ids out
+    of a table's range are clipped into it."""
+
+    def __init__(self, encoder: FrameEncoder):
+        self.tables = [np.asarray(t.numpy(), np.float32) for t in _tables(encoder)]
+        self.projection_w = np.asarray(encoder.projection.kernel.numpy(), np.float32)
+        self.projection_b = np.asarray(encoder.projection.bias.numpy(), np.float32)
+
+    def __call__(self, numeric_BxF: np.ndarray, categorical_BxC: np.ndarray) -> np.ndarray:
+        ids = np.clip(categorical_BxC, 0, None)
+        parts = [numeric_BxF] + [t[np.minimum(ids[:, i], len(t) - 1)] for i, t in enumerate(self.tables)]
+        x = np.concatenate(parts, axis=1) @ self.projection_w
+        x += self.projection_b
+        return np.maximum(x, 0.0, out=x)

@@ -64,28 +64,12 @@ from keras_lstm.files.atomic import fsync_dir, fsync_tree, pid_alive, read_json,
 from keras_lstm.files.lock import FolderBusyError, FolderLock
 from keras_lstm.model import recurrent
 from keras_lstm.model.encoder import encode_tf
+from keras_lstm.serving.decode import decode_controller_tf
 
 DEFAULT_BASE_DIR = "savedmodels"
 METADATA_FILE = "keras_lstm.json"
 SIGNATURES = ("serving_default", "reset", "step", "window")
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
-
-
-def decode_controller_tf(logits: dict) -> dict:
-    """TF twin of `keras_lstm.serving.inference.decode_controller` (the export test
-    holds the two equal): probabilities and the decoded controller. The four
-    stick heads go through one softmax and one argmax (fewer ops per call)."""
-    out = {"buttons_prob": tf.sigmoid(logits["buttons"])}
-    out["buttons"] = tf.cast(out["buttons_prob"] > 0.5, tf.float32)
-    sticks_BxSxK = tf.stack([logits[h] for h in controller.STICK_HEADS], axis=1)
-    stick_probs = tf.unstack(tf.nn.softmax(sticks_BxSxK, axis=-1), axis=1)
-    stick_values_BxS = tf.cast(tf.argmax(sticks_BxSxK, axis=-1), tf.float32) * (2.0 / (controller.STICK_CLASSES - 1)) - 1.0
-    for head, probs, value in zip(controller.STICK_HEADS, stick_probs, tf.unstack(stick_values_BxS, axis=1)):
-        out[f"{head}_prob"] = probs
-        out[head] = value
-    out["shoulder_prob"] = tf.nn.softmax(logits["shoulder"], axis=-1)
-    out["shoulder"] = tf.cast(tf.argmax(logits["shoulder"], axis=-1), tf.float32) * (1.0 / (controller.SHOULDER_CLASSES - 1))
-    return out
 
 
 class _Untracked:

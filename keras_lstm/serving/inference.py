@@ -42,8 +42,8 @@ from threadpoolctl import ThreadpoolController
 from keras_lstm.data import controller, features
 from keras_lstm.model import recurrent
 from keras_lstm.model.encoder import NumpyEncoder
+from keras_lstm.serving.decode import decode_controller
 from keras_lstm.model.backbone import CELL_TYPES, LastTimestep
-from keras_lstm.model.recurrent import np_sigmoid
 
 # ---------------------------------------------------------------------------
 # BLAS threads
@@ -255,25 +255,6 @@ def step(model, frame, hidden) -> tuple[np.ndarray, tuple]:
 
 # ---------------------------------------------------------------------------
 # The whole policy, one frame at a time
-
-
-def decode_controller(logits: dict) -> dict:
-    """Head logits `[B, ...]` -> probabilities and the controller to press.
-
-    Returns `buttons_prob [B, 8]`, `<head>_prob [B, classes]` for the stick
-    and shoulder heads, and the decoded pad: `buttons [B, 8]` (1.0 where the
-    probability exceeds 0.5), `main_x`, `main_y`, `c_x`, `c_y` in [-1, 1] and
-    `shoulder` in [0, 1] (`[B]` each, the most likely class's value).
-    """
-    out = {"buttons_prob": np_sigmoid(logits["buttons"]).astype(np.float32)}
-    out["buttons"] = (out["buttons_prob"] > 0.5).astype(np.float32)
-    for head in controller.CLASS_HEADS:
-        z = logits[head] - logits[head].max(axis=-1, keepdims=True)
-        e = np.exp(z)
-        out[f"{head}_prob"] = (e / e.sum(axis=-1, keepdims=True)).astype(np.float32)
-        cls = np.argmax(logits[head], axis=-1)
-        out[head] = controller.class_to_shoulder(cls) if head == "shoulder" else controller.class_to_stick(cls)
-    return out
 
 
 class PolicyStepper:

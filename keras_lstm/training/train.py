@@ -206,6 +206,7 @@ def _train_locked(config, strategy, out, backup, on_skip, callbacks, verbose, on
 
     val_ds = data.val.dataset(config.batch_size * 4, shuffle=False) if len(data.val) else None
     monitor = "val_loss" if val_ds is not None else "loss"
+
     def saveable(model):  # what model.keras and best.keras hold: always a plain policy
         return model.to_policy() if config.carried_state else model
 

@@ -130,6 +130,12 @@ def pid_alive(pid: int) -> bool:
     return True
 
 
+def writer_gone(pid: int) -> bool:
+    """Whether the process that named a temporary `pid` is gone (this
+    process's own temporaries are never stale)."""
+    return pid != os.getpid() and not pid_alive(pid)
+
+
 def remove_stale_temporaries(folder: str | os.PathLike) -> list[Path]:
     """Remove `.tmp-<pid>-*` entries in `folder` whose process is gone;
     return what was removed. A write in progress (its process alive) is left."""
@@ -141,9 +147,7 @@ def remove_stale_temporaries(folder: str | os.PathLike) -> list[Path]:
         if not entry.name.startswith(TMP_PREFIX):
             continue
         pid_text = entry.name[len(TMP_PREFIX):].split("-", 1)[0]
-        if pid_text.isdigit() and int(pid_text) != os.getpid() and pid_alive(int(pid_text)):
-            continue
-        if pid_text.isdigit() and int(pid_text) == os.getpid():
+        if pid_text.isdigit() and not writer_gone(int(pid_text)):
             continue
         _remove(entry)
         removed.append(entry)

@@ -60,7 +60,7 @@ import numpy as np
 import tensorflow as tf
 
 from keras_lstm.data import controller, features
-from keras_lstm.files.atomic import fsync_dir, fsync_tree, pid_alive, read_json, remove_stale_temporaries, temporary_path
+from keras_lstm.files.atomic import fsync_dir, fsync_tree, read_json, remove_stale_temporaries, temporary_path, writer_gone
 from keras_lstm.files.lock import FolderBusyError, FolderLock
 from keras_lstm.model import recurrent
 from keras_lstm.model.encoder import encode_tf
@@ -258,7 +258,7 @@ def remove_stale_exports(model_dir: Path) -> list[Path]:
     if model_dir.is_dir():
         for entry in model_dir.iterdir():
             match = _LEGACY_TMP_RE.match(entry.name)
-            if match and int(match.group(2)) != os.getpid() and not pid_alive(int(match.group(2))):
+            if match and writer_gone(int(match.group(2))):
                 shutil.rmtree(entry, ignore_errors=True)
                 removed.append(entry)
     return removed

@@ -33,7 +33,7 @@ from keras_lstm.data.replays import FIRST_PLAYABLE_FRAME, ReplayError, read_game
 from keras_lstm.serving.export import METADATA_FILE, load_saved_model
 from keras_lstm.serving.inference import PolicyStepper, frame_loop
 from keras_lstm.serving.melee_state import FrameFeaturizer
-from keras_lstm.training.run_folder import load_run
+from keras_lstm.training.run_folder import MODEL_FILE, load_run
 
 FRAME_BUDGET_MS = 1000.0 / 60.0
 
@@ -110,7 +110,7 @@ def _saved_model_version(path: Path) -> Path | None:
     with_model = [p for _, p in versions if (p / "saved_model.pb").exists()]
     if with_model:
         return with_model[-1]
-    if (path / "model.keras").exists():
+    if (path / MODEL_FILE).exists():
         return None  # a run folder
     if versions:
         raise FileNotFoundError(

@@ -103,13 +103,13 @@ def load_split(config, on_skip: Callable[[str, str], None] | None = None) -> Pre
     return PreparedData(train, val, train_report, val_report, train_files, val_files)
 
 
-def replay_inputs(config, on_skip: Callable[[str, str], None] | None = None) -> TrainInputs:
-    """`TrainInputs` from a replay folder, all in memory (`load_split`)."""
-    data = load_split(config, on_skip)
-    steps = len(data.train) // config.batch_size
+def _split_inputs(data: PreparedData, make_train_dataset, steps_per_epoch: int) -> TrainInputs:
+    """`TrainInputs` from a loaded split: its validation windows, the
+    baselines fitted on its training windows, and its counts; the training
+    batches come from `make_train_dataset`."""
     return TrainInputs(
-        make_train_dataset=lambda skip_steps=0: training_batches(data.train, config, steps, skip_steps),
-        steps_per_epoch=steps,
+        make_train_dataset=make_train_dataset,
+        steps_per_epoch=steps_per_epoch,
         train_windows=len(data.train),
         val=data.val,
         stats=baselines.fit_baselines(data.train.predicted_targets(), data.train.previous_targets()),
@@ -119,6 +119,13 @@ def replay_inputs(config, on_skip: Callable[[str, str], None] | None = None) -> 
         counts=_combined_counts(data.train_report, data.val_report),
         skipped=data.train_report.skipped + data.val_report.skipped,
     )
+
+
+def replay_inputs(config, on_skip: Callable[[str, str], None] | None = None) -> TrainInputs:
+    """`TrainInputs` from a replay folder, all in memory (`load_split`)."""
+    data = load_split(config, on_skip)
+    steps = len(data.train) // config.batch_size
+    return _split_inputs(data, lambda skip_steps=0: training_batches(data.train, config, steps, skip_steps), steps)
 
 
 def carried_inputs(config, on_skip: Callable[[str, str], None] | None = None) -> TrainInputs:
@@ -133,18 +140,7 @@ def carried_inputs(config, on_skip: Callable[[str, str], None] | None = None) ->
         batches = carried_training.segment_dataset(arrays, W, streams, piece, config.seed)
         return batches.skip(skip_steps) if skip_steps else batches
 
-    return TrainInputs(
-        make_train_dataset=make_train_dataset,
-        steps_per_epoch=carried_training.steps_per_epoch(arrays, W, streams, piece),
-        train_windows=len(data.train),
-        val=data.val,
-        stats=baselines.fit_baselines(data.train.predicted_targets(), data.train.previous_targets()),
-        train_files=data.train_files,
-        val_files=data.val_files,
-        train_counts=data.train_report.counts(),
-        counts=_combined_counts(data.train_report, data.val_report),
-        skipped=data.train_report.skipped + data.val_report.skipped,
-    )
+    return _split_inputs(data, make_train_dataset, carried_training.steps_per_epoch(arrays, W, streams, piece))
 
 
 def training_batches(windows: Windows, config, steps_per_epoch: int, skip_steps: int = 0) -> tf.data.Dataset:

@@ -10,17 +10,14 @@ from typing import Annotated, Optional
 import typer
 
 from keras_lstm.cli.common import one_line_errors, print_json
+from keras_lstm.cli.options import config_options
 
 
 @one_line_errors
+@config_options(("embed_size", "hidden_size", "num_layers", "window_size", "batch_size", "truncate_bptt"), defaults={"truncate_bptt": 15})
 def train_speed(
+    options: dict,
     cells: Annotated[str, typer.Option(help="Comma-separated cell types to measure: lstm, gru.")] = "lstm,gru",
-    batch_size: Annotated[int, typer.Option(help="Windows per batch.")] = 64,
-    window_size: Annotated[int, typer.Option(help="Frames per window.")] = 60,
-    embed_size: Annotated[int, typer.Option(help="Width of each encoded frame fed to the backbone.")] = 128,
-    hidden_size: Annotated[int, typer.Option(help="Units per recurrent layer.")] = 256,
-    num_layers: Annotated[int, typer.Option(help="Stacked recurrent layers.")] = 2,
-    truncate_bptt: Annotated[int, typer.Option(help="K for variant (c), truncated BPTT.")] = 15,
     rounds: Annotated[int, typer.Option(help="Rounds in which the variants take turns (after warm-up).")] = 6,
     steps_per_round: Annotated[int, typer.Option(help="Timed training steps per variant per round.")] = 5,
     memory: Annotated[bool, typer.Option(help="Measure peak memory (one subprocess per variant).")] = True,
@@ -31,15 +28,11 @@ def train_speed(
     """Frames/s and peak memory of (a) stock Keras model.fit, (b) our train_step with full BPTT, (c) with truncate_bptt=K, side by side on the same random data."""
     from keras_lstm.benchmarks.train_speed import TrainSpeedConfig, format_table, run_train_speed
 
-    options = dict(cells=tuple(c.strip().lower() for c in cells.split(",") if c.strip()), memory=memory)
-    sizes = dict(
-        batch_size=batch_size, window_size=window_size, embed_size=embed_size, hidden_size=hidden_size,
-        num_layers=num_layers, truncate_bptt=truncate_bptt, rounds=rounds, steps_per_round=steps_per_round,
-    )
+    chosen = dict(cells=tuple(c.strip().lower() for c in cells.split(",") if c.strip()), memory=memory)
     if quick:
-        config = TrainSpeedConfig.quick(**options)
+        config = TrainSpeedConfig.quick(**chosen)
     else:
-        config = TrainSpeedConfig(**options, **sizes)
+        config = TrainSpeedConfig.from_options(**chosen, **options, rounds=rounds, steps_per_round=steps_per_round)
     results = run_train_speed(config, log=lambda line: typer.echo(line, err=True))
     if save is not None:
         save.parent.mkdir(parents=True, exist_ok=True)

@@ -9,14 +9,15 @@ from typing import Annotated, Optional
 import typer
 
 from keras_lstm.cli.common import one_line_errors, print_json, print_skip
+from keras_lstm.cli.options import config_options
 
 
 @one_line_errors
+@config_options(("val_fraction", "seed"))
 def prepare(
+    options: dict,
     replays: Annotated[Optional[Path], typer.Option(help="Folder of .slp replays (searched recursively). Default: $KERAS_LSTM_REPLAYS, then ~/Slippi.")] = None,
     data_dir: Annotated[Path, typer.Option(help="TFDS data folder to write `slippi_replays` into (then `keras-lstm train --data-dir` it).")] = Path("~/tensorflow_datasets"),
-    val_fraction: Annotated[float, typer.Option(help="Fraction of replay files held out for validation (split by game).")] = 0.15,
-    seed: Annotated[int, typer.Option(help="Seed of the train/validation file split (0 to 4294967295).")] = 0,
     progress: Annotated[bool, typer.Option(help="Show a progress bar.")] = True,
     json_output: Annotated[bool, typer.Option("--json", help="Print the summary as one JSON object.")] = False,
 ):
@@ -64,7 +65,7 @@ def prepare(
             bar.advance(task)
 
     try:
-        summary = prepare_dataset(folder, data_dir.expanduser(), val_fraction, seed, on_file=on_file, on_start=on_start)
+        summary = prepare_dataset(folder, data_dir.expanduser(), options["val_fraction"], options["seed"], on_file=on_file, on_start=on_start)
     finally:
         bar.stop()
     if json_output:

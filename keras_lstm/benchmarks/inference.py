@@ -36,8 +36,10 @@ import numpy as np
 import tensorflow as tf
 
 from keras_lstm.benchmarks.measure import time_alternating, time_calls
+from keras_lstm.config import TrainConfig
 from keras_lstm.data import features
 from keras_lstm.data.replays import FIRST_PLAYABLE_FRAME, default_replays_dir
+from keras_lstm.model.backbone import check_positive
 from keras_lstm.model.policy import build_policy
 from keras_lstm.serving import export, inference
 from keras_lstm.serving.melee_state import FrameFeaturizer
@@ -54,18 +56,28 @@ MAX_CHECK_OVERHEAD = 0.10  # the NaN/inf input checks may add at most 10 % to a 
 
 @dataclasses.dataclass
 class BenchConfig:
-    cell_type: str = "lstm"
-    hidden_size: int = 256
-    num_layers: int = 2
-    embed_size: int = 128
-    window_size: int = 60
+    """`training`: the policy's sizes, its window and the seed
+    (`keras_lstm.config`); the rest: what is timed, how often."""
+
+    training: TrainConfig = dataclasses.field(default_factory=TrainConfig)
     iterations: int = 2000
     window_iterations: int = 200
     warmup: int = 50
     replay: str | None = None
-    model: str | None = None
-    seed: int = 0
+    model: str | None = None  # a run folder to time instead of a fresh policy
     tf_threads: int = 0  # TF intra- and inter-op threads; 0 leaves TensorFlow's default
+
+    def validate(self) -> None:
+        self.training.validate()
+        check_positive(**{"iterations": self.iterations, "window-iterations": self.window_iterations})
+        if self.tf_threads < 0:
+            raise ValueError(f"--tf-threads must be >= 0, got {self.tf_threads}")
+        if self.replay is not None and not Path(self.replay).is_file():
+            raise FileNotFoundError(f"{self.replay}: no such replay file")
+
+    def to_json(self) -> dict:
+        own = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name != "training"}
+        return {**self.training.flat(), **own}
 
 
 def _alternate_numpy_checks(fn: Callable[[], object], iterations: int, warmup: int):
@@ -142,6 +154,7 @@ def _default_replay() -> Path | None:
 
 def run(config: BenchConfig, on_row: Callable[[dict], None] | None = None) -> dict:
     """Time every path; returns `{"config", "rows", "window_over_step", ...}`."""
+    config.validate()
     if config.tf_threads:
         # Must happen before TensorFlow runs its first op in this process.
         tf.config.threading.set_intra_op_parallelism_threads(config.tf_threads)
@@ -161,11 +174,12 @@ def run(config: BenchConfig, on_row: Callable[[dict], None] | None = None) -> di
     if config.model:
         policy, _ = load_run(config.model)
     else:
-        keras.utils.set_random_seed(config.seed)
-        policy = build_policy(config.cell_type, config.embed_size, config.hidden_size, config.num_layers)
+        keras.utils.set_random_seed(config.training.run.seed)
+        network = config.training.model
+        policy = build_policy(network.backbone, network.embed_size, network.hidden_size, network.num_layers)
     backbone = policy.backbone
     E, U, L = backbone.embed_size, backbone.hidden_size, backbone.num_layers
-    rng = np.random.default_rng(config.seed)
+    rng = np.random.default_rng(config.training.run.seed)
     frame_1xE = rng.normal(size=(1, E)).astype(np.float32)
     n, w = config.iterations, config.warmup
 
@@ -226,7 +240,7 @@ def run(config: BenchConfig, on_row: Callable[[dict], None] | None = None) -> di
 
         add_check(_overhead_row("SavedModel step (explicit h/c)", time_alternating(saved_step, saved_step_unchecked, n, w)))
         del unchecked, unchecked_module, serving_unchecked, step_unchecked
-        T = config.window_size
+        T = config.training.data.window_size
         win_numeric = tf.constant(rng.normal(size=(1, T, features.NUMERIC_SIZE)).astype(np.float32))
         win_categorical = tf.constant(np.zeros((1, T, features.CATEGORICAL_SIZE), np.int32))
         window_sig = sig["window"]
@@ -264,16 +278,16 @@ def run(config: BenchConfig, on_row: Callable[[dict], None] | None = None) -> di
             lambda: act_stepper.act(act_numeric, act_categorical), n, w)))
 
     # 5. the naive way: re-run the windowed backbone on the last window every frame.
-    window_fn = tf.function(lambda x: backbone(x, training=False), input_signature=[tf.TensorSpec([1, config.window_size, E], tf.float32)])
-    window_x = tf.constant(rng.normal(size=(1, config.window_size, E)).astype(np.float32))
-    add(_row(f"window re-run ({config.window_size} frames, tf.function)", time_calls(lambda: window_fn(window_x), config.window_iterations, 5), "backbone only, what step replaces"))
+    window_fn = tf.function(lambda x: backbone(x, training=False), input_signature=[tf.TensorSpec([1, config.training.data.window_size, E], tf.float32)])
+    window_x = tf.constant(rng.normal(size=(1, config.training.data.window_size, E)).astype(np.float32))
+    add(_row(f"window re-run ({config.training.data.window_size} frames, tf.function)", time_calls(lambda: window_fn(window_x), config.window_iterations, 5), "backbone only, what step replaces"))
 
     by_name = {r["name"]: r for r in rows}
     step_ms = by_name["step (numpy)"]["median_ms"]
-    window_ms = by_name[f"window re-run ({config.window_size} frames, tf.function)"]["median_ms"]
+    window_ms = by_name[f"window re-run ({config.training.data.window_size} frames, tf.function)"]["median_ms"]
     ratio = window_ms / step_ms if step_ms else None
     return {
-        "config": dataclasses.asdict(config),
+        "config": config.to_json(),
         "load_average_1min": round(os.getloadavg()[0], 2) if hasattr(os, "getloadavg") else None,
         "cpu_count": os.cpu_count(),
         "rows": rows,
@@ -291,7 +305,7 @@ def format_table(result: dict) -> str:
     """The rows as a Markdown table, then the ratio line."""
     c = result["config"]
     lines = [
-        f"batch 1, {c['cell_type']} {c['num_layers']} x {c['hidden_size']}, embed {c['embed_size']}, "
+        f"batch 1, {c['backbone']} {c['num_layers']} x {c['hidden_size']}, embed {c['embed_size']}, "
         f"{result['parameters']:,} parameters; {c['iterations']} calls per row ({c['window_iterations']} for windows); "
         f"TF threads: {c['tf_threads'] or 'default'}",
         f"{result['cpu_count']} CPUs, 1-minute load average at the end: {result['load_average_1min']}",

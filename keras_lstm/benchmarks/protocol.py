@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import dataclasses
 
+from keras_lstm.config import TrainConfig
 from keras_lstm.model.backbone import check_positive
 
 SKIP_FIRST_STEPS = 3  # the first steps trace and compile the graph
@@ -15,44 +16,49 @@ CARRIED_CHOICES = ("auto", "always", "never")
 GAP_THRESHOLD = 1.05
 
 
+# What the protocol trains with where it differs from `keras-lstm train`'s
+# defaults: a window every 20 frames and 2 epochs keep the full protocol
+# within 30 minutes on a busy 2-core machine.
+FULL_TRAINING = {"stride": 20, "epochs": 2}
+QUICK_TRAINING = {"embed_size": 16, "hidden_size": 16, "stride": 16, "epochs": 1, "batch_size": 16, "max_frames": 4000, "carried_streams": 8}
+
+
 @dataclasses.dataclass
 class Protocol:
-    """Everything every configuration shares. `truncations` lists K values
-    (None = full BPTT) run with the LSTM at `window_size`."""
+    """Everything every configuration shares: `training` (the
+    `keras_lstm.config.TrainConfig` each run starts from) and how the runs
+    are chosen and timed. `truncations` lists K values (None = full BPTT)
+    run with the LSTM at the training window size."""
 
-    replays: str
+    training: TrainConfig
     name: str = "full"
-    embed_size: int = 128
-    hidden_size: int = 256
-    num_layers: int = 2
-    window_size: int = 60
-    stride: int = 20
-    epochs: int = 2
-    batch_size: int = 64
-    learning_rate: float = 1e-3
-    seed: int = 0
-    val_fraction: float = 0.15
-    max_frames: int | None = None
     truncations: tuple = (None, 20, 15, 10)
     carried_state: str = "auto"  # "auto": only if the LSTM's deployed/windowed loss > GAP_THRESHOLD; "always"; "never"
-    carried_streams: int = 32
     latency_steps: int = 300
     worker_timeout_s: float = 1800.0
     time_budget_s: float | None = 28 * 60  # runs that would start past it are skipped and reported
 
+    @property
+    def replays(self) -> str:
+        return self.training.data.replays
+
     def validate(self) -> None:
         """Raise ValueError naming the first bad setting."""
-        for name in ("embed_size", "hidden_size", "num_layers", "window_size", "stride", "epochs", "batch_size", "carried_streams", "latency_steps"):
-            check_positive(**{name.replace("_", "-"): getattr(self, name)})
-        if self.max_frames is not None:
-            check_positive(**{"max-frames": self.max_frames})
+        self.training.validate()
+        check_positive(**{"latency-steps": self.latency_steps})
         for k in self.truncations:
-            if k is not None and not 0 < k <= self.window_size:
-                raise ValueError(f"truncation {k} must be between 1 and the window size ({self.window_size})")
+            if k is not None and not 0 < k <= self.training.data.window_size:
+                raise ValueError(f"truncation {k} must be between 1 and the window size ({self.training.data.window_size})")
         if self.carried_state not in CARRIED_CHOICES:
             raise ValueError(f"carried-state must be one of {CARRIED_CHOICES}, got {self.carried_state!r}")
         if None not in self.truncations:
             raise ValueError("the truncations must include None (full BPTT), the reference for the speed-ups")
+
+    def to_json(self) -> dict:
+        """The protocol as results.json records it: its own settings and the
+        training options, flat."""
+        own = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name != "training"}
+        return {**self.training.flat(), **own}  # own first: its carried_state is the protocol's choice
 
     def runs(self) -> list[dict]:
         """The windowed configurations, in the order they run (the
@@ -65,52 +71,32 @@ class Protocol:
         return {"name": "lstm_carried", "backbone": "lstm", "truncate_bptt": None, "mode": "carried"}
 
     def train_config(self, run: dict, output: str) -> dict:
-        """The `keras_lstm.training.train.TrainConfig` fields of one configuration."""
-        return {
-            "replays": self.replays,
-            "output": output,
-            "backbone": run["backbone"],
-            "embed_size": self.embed_size,
-            "hidden_size": self.hidden_size,
-            "num_layers": self.num_layers,
-            "window_size": self.window_size,
-            "truncate_bptt": run["truncate_bptt"],
-            "stride": self.stride,
-            "epochs": self.epochs,
-            "batch_size": self.batch_size,
-            "learning_rate": self.learning_rate,
-            "val_fraction": self.val_fraction,
-            "seed": self.seed,
-            "max_frames": self.max_frames,
-        }
+        """The training options of one configuration, flat (`TrainConfig.from_flat`)."""
+        carried = {"carried_state": True} if run["mode"] == "carried" else {}
+        return self.training.replace(output=output, backbone=run["backbone"], truncate_bptt=run["truncate_bptt"], **carried).flat()
+
+
+def _protocol(replays: str, training: dict, own: dict, overrides: dict) -> Protocol:
+    """Overrides named as the protocol's own settings change those (its
+    `carried_state` is a choice, not the training option); the rest are
+    training options."""
+    own_names = {f.name for f in dataclasses.fields(Protocol)}
+    training = {**training, **{k: v for k, v in overrides.items() if k not in own_names}}
+    own = {**own, **{k: v for k, v in overrides.items() if k in own_names}}
+    return Protocol(training=TrainConfig.from_flat(replays=str(replays), **training), **own)
 
 
 def full_protocol(replays: str, **overrides) -> Protocol:
-    """The documented protocol: 2x256 LSTM/GRU, embed 128, window 60, batch 64,
-    every usable game (a window every 20 frames), 2 epochs; sized to finish
-    in well under 30 minutes on a busy 2-core machine."""
-    return Protocol(replays=str(replays), **overrides)
+    """The documented protocol: `keras-lstm train`'s model (2x256 LSTM/GRU,
+    embed 128, window 60, batch 64) on every usable game, with
+    `FULL_TRAINING`'s changes."""
+    return _protocol(replays, FULL_TRAINING, {}, overrides)
 
 
 def quick_protocol(replays: str, **overrides) -> Protocol:
     """A tiny protocol that checks the benchmark still runs (not its numbers)."""
-    values = dict(
-        name="quick",
-        embed_size=16,
-        hidden_size=16,
-        num_layers=2,
-        stride=16,
-        epochs=1,
-        batch_size=16,
-        max_frames=4000,
-        truncations=(None, 10),
-        carried_state="always",
-        carried_streams=8,
-        latency_steps=20,
-        worker_timeout_s=600.0,
-    )
-    values.update(overrides)
-    return Protocol(replays=str(replays), **values)
+    own = dict(name="quick", truncations=(None, 10), carried_state="always", latency_steps=20, worker_timeout_s=600.0)
+    return _protocol(replays, QUICK_TRAINING, own, overrides)
 
 
 def succeeded(run: dict | None) -> bool:

@@ -25,7 +25,6 @@ machine are noisy: compare ratios within one run.
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import os
 import subprocess
@@ -88,7 +87,7 @@ def run_protocol(protocol: Protocol, out_dir: str | Path, log: Callable[[str], N
     work = out / "work"
     work.mkdir(parents=True, exist_ok=True)
     results = {
-        "protocol": dataclasses.asdict(protocol),
+        "protocol": protocol.to_json(),
         "machine": machine_info(),
         "started": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
         "runs": [],
@@ -106,7 +105,6 @@ def run_protocol(protocol: Protocol, out_dir: str | Path, log: Callable[[str], N
         spec = {
             **spec,
             "config": protocol.train_config(spec, str(out / "runs" / spec["name"])),
-            "streams": protocol.carried_streams,
             "latency_steps": protocol.latency_steps,
         }
         log(f"[{time.perf_counter() - start:6.0f} s] {spec['name']}: training ...")

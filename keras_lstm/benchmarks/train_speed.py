@@ -34,6 +34,7 @@ import numpy as np
 import tensorflow as tf
 
 from keras_lstm.benchmarks.measure import StepTimer, machine_info, peak_rss_mb, rss_mb
+from keras_lstm.config import CELL_TYPES, FIELD_CONCERN, TrainConfig
 from keras_lstm.data import controller, features
 from keras_lstm.model.policy import build_policy
 
@@ -58,22 +59,28 @@ SHORT = {"keras_fit": "a", "ours_full": "b", "ours_truncated": "c", "ours_full_b
 
 @dataclasses.dataclass
 class TrainSpeedConfig:
+    """`training`: the model and the batch shape (`keras_lstm.config`), with
+    `truncate_bptt` the K of variant (c); the rest: how long and how often
+    the variants are timed."""
+
+    training: TrainConfig = dataclasses.field(default_factory=lambda: TrainConfig.from_flat(truncate_bptt=15))
     cells: tuple[str, ...] = ("lstm", "gru")
-    batch_size: int = 64
-    window_size: int = 60
-    embed_size: int = 128
-    hidden_size: int = 256
-    num_layers: int = 2
-    dropout: float = 0.1
-    truncate_bptt: int = 15
-    learning_rate: float = 1e-3
     warmup_steps: int = 3
     rounds: int = 6
     steps_per_round: int = 5
     loss_curve_steps: int = 20
     memory: bool = True
     memory_steps: int = 4
-    seed: int = 0
+
+    @classmethod
+    def from_options(cls, **options) -> "TrainSpeedConfig":
+        """Options named as `TrainConfig` fields go to `training` (truncate_bptt
+        15 unless given), the rest to the benchmark's own settings."""
+        training = {"truncate_bptt": 15, **{k: v for k, v in options.items() if k in FIELD_CONCERN}}
+        own = {k: v for k, v in options.items() if k not in FIELD_CONCERN}
+        if "cells" in own:
+            own["cells"] = tuple(own["cells"])
+        return cls(training=TrainConfig.from_flat(**training), **own)
 
     @classmethod
     def quick(cls, **overrides) -> "TrainSpeedConfig":
@@ -82,22 +89,26 @@ class TrainSpeedConfig:
             batch_size=4, window_size=6, embed_size=8, hidden_size=8, truncate_bptt=2,
             warmup_steps=1, rounds=2, steps_per_round=2, loss_curve_steps=3, memory_steps=2,
         )
-        return cls(**{**tiny, **overrides})
+        return cls.from_options(**{**tiny, **overrides})
+
+    def to_json(self) -> dict:
+        own = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name != "training"}
+        return {**self.training.flat(), **own}
 
     def validate(self) -> None:
-        for name in ("batch_size", "window_size", "embed_size", "hidden_size", "num_layers", "truncate_bptt",
-                     "warmup_steps", "rounds", "steps_per_round", "memory_steps"):
+        self.training.validate()
+        for name in ("warmup_steps", "rounds", "steps_per_round", "memory_steps"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"{name.replace('_', '-')} must be positive, got {getattr(self, name)}")
-        if self.truncate_bptt > self.window_size:
-            raise ValueError(f"truncate-bptt ({self.truncate_bptt}) must not exceed window-size ({self.window_size})")
+        if self.training.optim.truncate_bptt is None:
+            raise ValueError("truncate-bptt must be given: it is the K of variant (c)")
         for cell in self.cells:
-            if cell not in ("lstm", "gru"):
-                raise ValueError(f"cell must be lstm or gru, got {cell!r}")
+            if cell not in CELL_TYPES:
+                raise ValueError(f"cell must be one of {CELL_TYPES}, got {cell!r}")
 
     @property
     def frames_per_step(self) -> int:
-        return self.batch_size * self.window_size
+        return self.training.optim.batch_size * self.training.data.window_size
 
 
 # --- data and models ---------------------------------------------------------------
@@ -107,8 +118,8 @@ def synthetic_batches(config: TrainSpeedConfig, num_batches: int = 8) -> tuple[d
     """Random frames and targets that depend on them (so the loss can fall):
     buttons copy the signs of the last frame's first numeric features, each
     class head buckets one numeric feature a few frames back."""
-    rng = np.random.default_rng(config.seed)
-    n, T = config.batch_size * num_batches, config.window_size
+    rng = np.random.default_rng(config.training.run.seed)
+    n, T = config.training.optim.batch_size * num_batches, config.training.data.window_size
     numeric = rng.normal(size=(n, T, features.NUMERIC_SIZE)).astype("float32")
     categorical = rng.integers(0, 8, size=(n, T, features.CATEGORICAL_SIZE)).astype("int32")
     x = {"numeric": numeric, "categorical": categorical}
@@ -122,18 +133,19 @@ def synthetic_batches(config: TrainSpeedConfig, num_batches: int = 8) -> tuple[d
 
 
 def _dataset(config: TrainSpeedConfig, data) -> tf.data.Dataset:
-    return tf.data.Dataset.from_tensor_slices(data).batch(config.batch_size, drop_remainder=True).cache().repeat()
+    return tf.data.Dataset.from_tensor_slices(data).batch(config.training.optim.batch_size, drop_remainder=True).cache().repeat()
 
 
 def _policy(config: TrainSpeedConfig, cell: str, truncate_bptt: int | None, dropout: float):
-    keras.utils.set_random_seed(config.seed)
-    return build_policy(cell, config.embed_size, config.hidden_size, config.num_layers, dropout, truncate_bptt)
+    model = config.training.model
+    keras.utils.set_random_seed(config.training.run.seed)
+    return build_policy(cell, model.embed_size, model.hidden_size, model.num_layers, dropout, truncate_bptt)
 
 
 def build_variant(variant: str, cell: str, config: TrainSpeedConfig, dropout: float | None = None) -> keras.Model:
     """A compiled model for one variant; every variant starts from the same
     weights (same seed, same layers)."""
-    dropout = config.dropout if dropout is None else dropout
+    dropout = config.training.model.dropout if dropout is None else dropout
     reference_weights = _policy(config, cell, None, dropout).get_weights()
     if variant == "keras_fit":
         policy = _policy(config, cell, None, dropout)
@@ -144,16 +156,16 @@ def build_variant(variant: str, cell: str, config: TrainSpeedConfig, dropout: fl
         losses = {"buttons": keras.losses.BinaryCrossentropy(from_logits=True)}
         losses.update({h: keras.losses.SparseCategoricalCrossentropy(from_logits=True) for h in controller.CLASS_HEADS})
         weights = {h: (float(len(controller.BUTTONS)) if h == "buttons" else 1.0) for h in controller.HEADS}
-        model.compile(optimizer=keras.optimizers.Adam(config.learning_rate), loss=losses, loss_weights=weights)
+        model.compile(optimizer=keras.optimizers.Adam(config.training.optim.learning_rate), loss=losses, loss_weights=weights)
         return model
     if variant not in VARIANTS:
         raise ValueError(f"variant must be one of {VARIANTS}, got {variant!r}")
-    truncate = config.truncate_bptt if variant.startswith("ours_truncated") else None
+    truncate = config.training.optim.truncate_bptt if variant.startswith("ours_truncated") else None
     policy = _policy(config, cell, truncate, dropout)
     policy.set_weights(reference_weights)
     if variant.endswith("_bf16"):
         policy.matmul_dtype = "bfloat16"
-    policy.compile(optimizer=keras.optimizers.Adam(config.learning_rate))
+    policy.compile(optimizer=keras.optimizers.Adam(config.training.optim.learning_rate))
     return policy
 
 
@@ -196,7 +208,7 @@ def loss_curves(config: TrainSpeedConfig, cell: str) -> dict:
 def peak_memory_mb(config: TrainSpeedConfig, cell: str, variant: str) -> dict:
     """Train a few steps in a fresh subprocess; its peak RSS, and the peak
     minus the RSS after building the model (what training added)."""
-    payload = json.dumps({"config": dataclasses.asdict(config), "cell": cell, "variant": variant})
+    payload = json.dumps({"config": config.to_json(), "cell": cell, "variant": variant})
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
     done = subprocess.run(
         [sys.executable, "-m", "keras_lstm.benchmarks.train_speed", payload],
@@ -209,7 +221,7 @@ def peak_memory_mb(config: TrainSpeedConfig, cell: str, variant: str) -> dict:
 
 def _memory_probe(payload: str) -> dict:
     spec = json.loads(payload)
-    config = TrainSpeedConfig(**{**spec["config"], "cells": tuple(spec["config"]["cells"])})
+    config = TrainSpeedConfig.from_options(**spec["config"])
     data = synthetic_batches(config, num_batches=2)
     model = build_variant(spec["variant"], spec["cell"], config)
     before = rss_mb()
@@ -221,7 +233,7 @@ def _memory_probe(payload: str) -> dict:
 def run_train_speed(config: TrainSpeedConfig, log=print) -> dict:
     """Every measurement for every cell type; see the module docstring."""
     config.validate()
-    results = {"config": dataclasses.asdict(config), "machine": machine_info(), "cells": {}}
+    results = {"config": config.to_json(), "machine": machine_info(), "cells": {}}
     for cell in config.cells:
         rounds = measure_speed(config, cell, log)
         step_s = {v: [s for r in rounds[v] for s in r] for v in VARIANTS}

@@ -32,7 +32,8 @@ from keras_lstm.model.backbone import recurrent_param_count
 from keras_lstm.serving import inference
 from keras_lstm.training.run_folder import load_run
 from keras_lstm.training.inputs import load_split
-from keras_lstm.training.train import TrainConfig, train
+from keras_lstm.config import TrainConfig
+from keras_lstm.training.train import train
 
 
 class FitProbe(StepTimer):
@@ -110,24 +111,22 @@ def measure_step_latency(policy, steps: int) -> dict:
 def run_worker(spec: dict) -> dict:
     """Train and measure one configuration in this process (see the module
     docstring); returns a JSON-able dict."""
-    carried = spec["mode"] == "carried"
-    options = {"carried_state": True, "carried_streams": spec.get("streams", 32)} if carried else {}
-    config = TrainConfig(**spec["config"], **options)
+    config = TrainConfig.from_flat(**spec["config"])
     probe = FitProbe()
     start = time.perf_counter()
     summary = train(config, callbacks=[probe], verbose=0)
-    frames_per_step = (config.carried_streams if carried else config.batch_size) * config.window_size
+    frames_per_step = (config.optim.carried_streams if config.optim.carried_state else config.optim.batch_size) * config.data.window_size
     wall_train_s = time.perf_counter() - start
 
     steps = probe.step_s
     steady = steps[SKIP_FIRST_STEPS:] if len(steps) > SKIP_FIRST_STEPS else steps
     step_ms = float(np.median(steady) * 1000) if steady else None
 
-    policy, run_info = load_run(config.output)
+    policy, run_info = load_run(config.run.output)
     data = load_split(config)
-    arrays = [features.align(t, config.delay) for t in data.val_report.trajectories]
+    arrays = [features.align(t, config.data.delay) for t in data.val_report.trajectories]
     stats = BaselineStats.from_json(run_info["baseline_stats"])
-    gap = evaluate_deployed(policy, arrays, config.window_size, config.stride, stats) if arrays else None
+    gap = evaluate_deployed(policy, arrays, config.data.window_size, config.data.stride, stats) if arrays else None
     latency = measure_step_latency(policy, spec.get("latency_steps", 300))
 
     b = policy.backbone
@@ -167,7 +166,7 @@ def run_worker(spec: dict) -> dict:
         "epochs_run": summary.get("epochs_run"),
         "deploy": gap,
         "latency": latency,
-        "run_dir": config.output,
+        "run_dir": config.run.output,
     }
 
 

@@ -9,23 +9,14 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import numbers
 import os
 
 import numpy as np
 import tensorflow as tf
 
+from keras_lstm.config import check_seed  # noqa: F401 - prepare checks its seed as train does
 from keras_lstm.data import features
 from keras_lstm.data.features import PolicyArrays
-
-
-MAX_SEED = 2**32 - 1  # numpy and TensorFlow take seeds in [0, 2**32 - 1]
-
-
-def check_seed(seed: int) -> None:
-    """ValueError naming `--seed` unless it is an integer numpy and TensorFlow take."""
-    if isinstance(seed, bool) or not isinstance(seed, numbers.Integral) or not 0 <= seed <= MAX_SEED:
-        raise ValueError(f"--seed must be between 0 and {MAX_SEED}, got {seed}")
 
 
 def split_by_game(paths: list[str], val_fraction: float, seed: int) -> tuple[list[str], list[str]]:

@@ -10,9 +10,8 @@ from __future__ import annotations
 
 import keras
 
+from keras_lstm.config import CELL_TYPES
 from keras_lstm.model import recurrent
-
-CELL_TYPES = ("lstm", "gru")
 
 
 def recurrent_param_count(cell_type: str, input_size: int, hidden_size: int) -> int:

@@ -38,9 +38,8 @@ import tensorflow as tf
 
 from keras_lstm.data import features
 from keras_lstm.data.features import PolicyArrays
+from keras_lstm.config import DEFAULT_PIECE_FRAMES
 from keras_lstm.model.policy import BehaviorCloningPolicy, build_policy, policy_loss, scaled_for_replicas
-
-DEFAULT_PIECE_FRAMES = 3600
 
 
 class _StateBox:

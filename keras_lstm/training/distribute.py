@@ -28,7 +28,7 @@ from pathlib import Path
 import keras
 import tensorflow as tf
 
-STRATEGIES = ("default", "mirrored", "multi-worker")
+from keras_lstm.config import STRATEGIES
 
 
 def tf_config() -> dict | None:

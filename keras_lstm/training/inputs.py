@@ -74,31 +74,31 @@ class PreparedData:
 
 def load_split(config, on_skip: Callable[[str, str], None] | None = None) -> PreparedData:
     """Find, split (by file), read and window the replays."""
-    paths = find_replays(config.replays)
-    if config.max_replays is not None:
-        paths = paths[: config.max_replays]
-    train_files, val_files = split_by_game([str(p) for p in paths], config.val_fraction, config.seed)
+    paths = find_replays(config.data.replays)
+    if config.data.max_replays is not None:
+        paths = paths[: config.data.max_replays]
+    train_files, val_files = split_by_game([str(p) for p in paths], config.data.val_fraction, config.run.seed)
     cap_train = cap_val = None
-    if config.max_frames is not None:
-        cap_val = max(1, int(config.max_frames * config.val_fraction))
-        cap_train = max(1, config.max_frames - cap_val)
+    if config.data.max_frames is not None:
+        cap_val = max(1, int(config.data.max_frames * config.data.val_fraction))
+        cap_train = max(1, config.data.max_frames - cap_val)
     train_report = load_trajectories([Path(p) for p in train_files], max_frames=cap_train, on_skip=on_skip)
     val_report = load_trajectories([Path(p) for p in val_files], max_frames=cap_val, on_skip=on_skip)
     if not train_report.trajectories:
         skipped = train_report.replays_skipped + val_report.replays_skipped
         raise ValueError(
-            f"{config.replays}: no usable replay for training ({skipped} of {len(paths)} files skipped, "
+            f"{config.data.replays}: no usable replay for training ({skipped} of {len(paths)} files skipped, "
             f"{val_report.replays_used} usable file(s) held out for validation)"
         )
 
     def windows(report):
-        return make_windows([features.align(t, config.delay) for t in report.trajectories], config.window_size, config.stride)
+        return make_windows([features.align(t, config.data.delay) for t in report.trajectories], config.data.window_size, config.data.stride)
 
     train, val = windows(train_report), windows(val_report)
-    if len(train) < config.batch_size:
+    if len(train) < config.optim.batch_size:
         raise ValueError(
-            f"{config.replays}: only {len(train)} training windows of {config.window_size} frames, "
-            f"fewer than one batch of {config.batch_size}"
+            f"{config.data.replays}: only {len(train)} training windows of {config.data.window_size} frames, "
+            f"fewer than one batch of {config.optim.batch_size}"
         )
     return PreparedData(train, val, train_report, val_report, train_files, val_files)
 
@@ -124,7 +124,7 @@ def _split_inputs(data: PreparedData, make_train_dataset, steps_per_epoch: int) 
 def replay_inputs(config, on_skip: Callable[[str, str], None] | None = None) -> TrainInputs:
     """`TrainInputs` from a replay folder, all in memory (`load_split`)."""
     data = load_split(config, on_skip)
-    steps = len(data.train) // config.batch_size
+    steps = len(data.train) // config.optim.batch_size
     return _split_inputs(data, lambda skip_steps=0: training_batches(data.train, config, steps, skip_steps), steps)
 
 
@@ -133,11 +133,11 @@ def carried_inputs(config, on_skip: Callable[[str, str], None] | None = None) ->
     windows and baselines as `replay_inputs`; training batches are segments
     of whole games in a fixed order (`carried_training.segment_dataset`)."""
     data = load_split(config, on_skip)
-    arrays = [features.align(t, config.delay) for t in data.train_report.trajectories]
-    W, streams, piece = config.window_size, config.carried_streams, config.carried_piece_frames
+    arrays = [features.align(t, config.data.delay) for t in data.train_report.trajectories]
+    W, streams, piece = config.data.window_size, config.optim.carried_streams, config.optim.carried_piece_frames
 
     def make_train_dataset(skip_steps: int = 0):
-        batches = carried_training.segment_dataset(arrays, W, streams, piece, config.seed)
+        batches = carried_training.segment_dataset(arrays, W, streams, piece, config.run.seed)
         return batches.skip(skip_steps) if skip_steps else batches
 
     return _split_inputs(data, make_train_dataset, carried_training.steps_per_epoch(arrays, W, streams, piece))
@@ -150,12 +150,12 @@ def training_batches(windows: Windows, config, steps_per_epoch: int, skip_steps:
     `(seed, e)` and drops the last partial batch; so the batch a resumed run
     starts at is the one the uninterrupted run would have trained next.
     """
-    used = steps_per_epoch * config.batch_size
+    used = steps_per_epoch * config.optim.batch_size
     order = np.concatenate(
-        [np.random.default_rng([config.seed, epoch]).permutation(len(windows))[:used] for epoch in range(config.epochs)]
+        [np.random.default_rng([config.run.seed, epoch]).permutation(len(windows))[:used] for epoch in range(config.optim.epochs)]
     )
-    ordered = dataclasses.replace(windows, ends=windows.ends[order[skip_steps * config.batch_size :]])
-    return ordered.dataset(config.batch_size, shuffle=False, drop_remainder=True)
+    ordered = dataclasses.replace(windows, ends=windows.ends[order[skip_steps * config.optim.batch_size :]])
+    return ordered.dataset(config.optim.batch_size, shuffle=False, drop_remainder=True)
 
 
 def _combined_counts(*reports: LoadReport) -> dict:
@@ -219,7 +219,7 @@ def scan_split(builder, split: str, window_size: int, stride: int, delay: int, f
 
 def prepared_inputs(config, strategy: tf.distribute.Strategy | None = None, **window_options) -> TrainInputs:
     """`TrainInputs` from the dataset `keras-lstm prepare` wrote to
-    `config.data_dir` (the config with `config.val_fraction` and `config.seed`).
+    `config.data.data_dir` (the config with `config.data.val_fraction` and `config.run.seed`).
 
     Training windows stream from disk, `strategy`'s workers each reading their
     own shard; the validation windows (15 % of the games by default) are read
@@ -228,41 +228,41 @@ def prepared_inputs(config, strategy: tf.distribute.Strategy | None = None, **wi
     """
     strategy = strategy or tf.distribute.get_strategy()
     for name in ("max_replays", "max_frames"):
-        if getattr(config, name) is not None:
+        if getattr(config.data, name) is not None:
             flag = name.replace("_", "-")
             raise ValueError(f"--{flag} applies to --replays; with --data-dir, prepare a smaller folder instead")
-    builder = tfds_dataset.load_builder(config.data_dir, config.val_fraction, config.seed)
+    builder = tfds_dataset.load_builder(config.data.data_dir, config.data.val_fraction, config.run.seed)
     meta = builder.info.metadata
     root = Path(meta["replays_dir"])
-    W, stride, delay = config.window_size, config.stride, config.delay
+    W, stride, delay = config.data.window_size, config.data.stride, config.data.delay
 
     if tfds_dataset.TRAIN not in builder.info.splits:
-        raise ValueError(f"{config.data_dir}: the prepared dataset has no training split")
+        raise ValueError(f"{config.data.data_dir}: the prepared dataset has no training split")
     scan = scan_split(builder, tfds_dataset.TRAIN, W, stride, delay)
-    if scan.windows < config.batch_size:
+    if scan.windows < config.optim.batch_size:
         raise ValueError(
-            f"{config.data_dir}: only {scan.windows} training windows of {W} frames, fewer than one batch of {config.batch_size}"
+            f"{config.data.data_dir}: only {scan.windows} training windows of {W} frames, fewer than one batch of {config.optim.batch_size}"
         )
     replicas = strategy.num_replicas_in_sync
-    if config.batch_size % replicas:
-        raise ValueError(f"batch-size ({config.batch_size}) must be a multiple of the {replicas} replicas")
+    if config.optim.batch_size % replicas:
+        raise ValueError(f"batch-size ({config.optim.batch_size}) must be a multiple of the {replicas} replicas")
     workers = distribute.num_workers(strategy)
     if len(scan.windows_per_example) < workers or min(scan.shard_windows(workers)) == 0:
         raise ValueError(
-            f"{config.data_dir}: {len(scan.windows_per_example)} training trajectories cannot give each of {workers} workers windows"
+            f"{config.data.data_dir}: {len(scan.windows_per_example)} training trajectories cannot give each of {workers} workers windows"
         )
 
     val_trajectories = tfds_dataset.read_trajectories(builder, tfds_dataset.VALIDATION)
     val = make_windows([features.align(t, delay) for t in val_trajectories], W, stride)
 
     def make_train_dataset(skip_steps: int = 0):
-        train_fn = pipeline.dataset_fn(builder, tfds_dataset.TRAIN, config.batch_size, W, stride, delay, config.seed, skip_steps, **window_options)
+        train_fn = pipeline.dataset_fn(builder, tfds_dataset.TRAIN, config.optim.batch_size, W, stride, delay, config.run.seed, skip_steps, **window_options)
         return strategy.distribute_datasets_from_function(train_fn)
 
     counts = meta["counts"]
     return TrainInputs(
         make_train_dataset=make_train_dataset,
-        steps_per_epoch=scan.windows // config.batch_size,
+        steps_per_epoch=scan.windows // config.optim.batch_size,
         train_windows=scan.windows,
         val=val,
         stats=scan.stats,

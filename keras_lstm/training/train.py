@@ -16,7 +16,6 @@ folder; the other workers write to temporary folders, and each keeps its own
 
 from __future__ import annotations
 
-import dataclasses
 import math
 import shutil
 from pathlib import Path
@@ -24,92 +23,20 @@ from typing import Callable
 
 import keras
 
+from keras_lstm.config import TrainConfig
 from keras_lstm.data import features
 from keras_lstm.data.replays import find_replays, replays_or_default
 from keras_lstm.data.trajectories import load_trajectories
-from keras_lstm.data.windows import check_seed, make_windows
+from keras_lstm.data.windows import make_windows
 from keras_lstm.evaluation import baselines
 from keras_lstm.evaluation.evaluate import evaluate_policy
 from keras_lstm.files import atomic
 from keras_lstm.files.lock import FolderLock
-from keras_lstm.model.backbone import CELL_TYPES, build_backbone, check_positive
+from keras_lstm.model.backbone import build_backbone, check_positive
 from keras_lstm.model.policy import build_policy
 from keras_lstm.training import carried_training, distribute, run_backup
-from keras_lstm.training.carried_training import DEFAULT_PIECE_FRAMES
 from keras_lstm.training.inputs import carried_inputs, prepared_inputs, replay_inputs
 from keras_lstm.training.run_folder import BEST_FILE, HISTORY_FILE, METRICS_FILE, MODEL_FILE, RUN_FILE, check_resumable, load_run
-
-
-@dataclasses.dataclass
-class TrainConfig:
-    replays: str
-    output: str = "runs/latest"
-    backbone: str = "lstm"
-    embed_size: int = 128
-    hidden_size: int = 256
-    num_layers: int = 2
-    dropout: float = 0.1
-    window_size: int = 60
-    truncate_bptt: int | None = None
-    stride: int = 4
-    delay: int = 0
-    epochs: int = 3
-    batch_size: int = 64
-    learning_rate: float = 1e-3
-    val_fraction: float = 0.15
-    seed: int = 0
-    max_replays: int | None = None
-    max_frames: int | None = None
-    backup_every_steps: int = 200
-    matmul_dtype: str | None = None  # "bfloat16": faster recurrent matmuls on CPUs with AVX512_BF16
-    data_dir: str | None = None  # a dataset from `keras-lstm prepare`, instead of `replays`
-    strategy: str = "default"  # "default" | "mirrored" | "multi-worker"
-    # Carried-state training (`keras_lstm.training.carried_training`): each of
-    # `carried_streams` rows walks through whole games, `window_size` frames a
-    # step, the state carried from step to step and the loss on every frame.
-    carried_state: bool = False
-    carried_streams: int = 32
-    carried_piece_frames: int = DEFAULT_PIECE_FRAMES
-
-    def validate(self) -> None:
-        """Raise ValueError naming the first bad option."""
-        for name in ("embed_size", "hidden_size", "num_layers", "window_size", "stride", "epochs", "batch_size", "learning_rate"):
-            check_positive(**{name.replace("_", "-"): getattr(self, name)})
-        if not math.isfinite(self.learning_rate):
-            raise ValueError(f"learning-rate must be a finite positive number, got {self.learning_rate}")
-        check_seed(self.seed)
-        check_positive(**{"backup-every-steps": self.backup_every_steps})
-        if self.backbone not in CELL_TYPES:
-            raise ValueError(f"backbone must be one of {CELL_TYPES}, got {self.backbone!r}")
-        if self.matmul_dtype not in (None, "float32", "bfloat16"):
-            raise ValueError(f"matmul-dtype must be float32 or bfloat16, got {self.matmul_dtype!r}")
-        if not 0.0 <= self.dropout < 1.0:
-            raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
-        if self.delay < 0:
-            raise ValueError(f"delay must be >= 0, got {self.delay}")
-        if not 0.0 <= self.val_fraction < 1.0:
-            raise ValueError(f"val-fraction must be in [0, 1), got {self.val_fraction}")
-        if self.truncate_bptt is not None:
-            check_positive(truncate_bptt=self.truncate_bptt)
-            if self.truncate_bptt > self.window_size:
-                raise ValueError(
-                    f"truncate-bptt ({self.truncate_bptt}) must not exceed window-size ({self.window_size})"
-                )
-        for name in ("max_replays", "max_frames"):
-            value = getattr(self, name)
-            if value is not None:
-                check_positive(**{name.replace("_", "-"): value})
-        if self.strategy not in distribute.STRATEGIES:
-            raise ValueError(f"strategy must be one of {distribute.STRATEGIES}, got {self.strategy!r}")
-        if self.carried_state:
-            check_positive(**{"carried-streams": self.carried_streams, "carried-piece-frames": self.carried_piece_frames})
-            if self.data_dir or self.truncate_bptt is not None or self.strategy != "default":
-                raise ValueError(
-                    "--carried-state trains from --replays on one device, on segments of --window-size frames "
-                    "with the state carried: it takes no --data-dir, --truncate-bptt or --strategy"
-                )
-        if self.strategy == "multi-worker" and not self.data_dir:
-            raise ValueError("--strategy multi-worker needs --data-dir: each worker streams its own shard of a prepared dataset")
 
 
 def config_from_options(
@@ -118,27 +45,27 @@ def config_from_options(
     *,
     temporal: bool = True,
     output: str | Path = "runs/latest",
-    backbone: str = "lstm",
-    strategy: str = "default",
-    matmul_dtype: str = "float32",
     **options,
 ) -> TrainConfig:
-    """The TrainConfig of `keras-lstm train`'s options (names as TrainConfig's
+    """The TrainConfig of `keras-lstm train`'s options (names as the config
     fields): `replays` defaults to $KERAS_LSTM_REPLAYS, then ~/Slippi, unless
-    `data_dir` (a prepared dataset) is given; names are case-insensitive;
-    `matmul_dtype` "float32" is the default (None). Raises ValueError for
-    options that cannot go together; `TrainConfig.validate` checks the rest."""
+    `data_dir` (a prepared dataset) is given; backbone, strategy and
+    matmul-dtype names are case-insensitive, matmul-dtype float32 being the
+    default (None). Raises ValueError for options that cannot go together;
+    `TrainConfig.validate` checks the rest (`keras_lstm.config`)."""
     if not temporal:
         raise ValueError("--no-temporal is not supported: the policy is recurrent and trains on windows")
     if data_dir is not None and replays is not None:
         raise ValueError("give --replays or --data-dir, not both (the prepared dataset remembers its replay folder)")
-    return TrainConfig(
+    for name in ("backbone", "strategy", "matmul_dtype"):
+        if isinstance(options.get(name), str):
+            options[name] = options[name].lower()
+    if options.get("matmul_dtype") == "float32":
+        options["matmul_dtype"] = None
+    return TrainConfig.from_flat(
         replays=str(replays_or_default(replays)) if data_dir is None else "",
-        output=str(output),
-        backbone=backbone.lower(),
         data_dir=str(data_dir) if data_dir is not None else None,
-        strategy=strategy.lower(),
-        matmul_dtype=None if matmul_dtype.lower() == "float32" else matmul_dtype.lower(),
+        output=str(output),
         **options,
     )
 
@@ -164,8 +91,8 @@ def train(
     """
     config.validate()
     # First: a multi-worker strategy must exist before any other TF op runs.
-    strategy = distribute.select_strategy(config.strategy)
-    out = Path(config.output).expanduser()
+    strategy = distribute.select_strategy(config.run.strategy)
+    out = Path(config.run.output).expanduser()
     chief = distribute.is_chief(strategy)
     backup = distribute.backup_dir(out, strategy)
     with FolderLock(out, "run folder", lock_file=".lock" if chief else f".lock-{backup.name}"):
@@ -173,45 +100,38 @@ def train(
 
 
 def _train_locked(config, strategy, out, backup, on_skip, callbacks, verbose, on_warning) -> dict:
-    keras.utils.set_random_seed(config.seed)
-    check_resumable(out, backup, dataclasses.asdict(config))
+    keras.utils.set_random_seed(config.run.seed)
+    check_resumable(out, backup, config.flat())
     chief = distribute.is_chief(strategy)
     write_dir = distribute.write_dir(out, strategy)  # the run folder, or a temporary one for a non-chief worker
     atomic.remove_stale_temporaries(write_dir)
 
-    if config.data_dir:
+    model, optim = config.model, config.optim
+    if config.data.data_dir:
         data = prepared_inputs(config, strategy)
     else:
-        data = (carried_inputs if config.carried_state else replay_inputs)(config, on_skip)
+        data = (carried_inputs if optim.carried_state else replay_inputs)(config, on_skip)
     stats = data.stats
     steps = data.steps_per_epoch
     with strategy.scope():
-        if config.carried_state:
-            backbone = build_backbone(config.backbone, config.embed_size, config.hidden_size, config.num_layers, config.dropout)
-            policy = carried_training.CarriedStatePolicy(backbone, streams=config.carried_streams)
+        if optim.carried_state:
+            backbone = build_backbone(model.backbone, model.embed_size, model.hidden_size, model.num_layers, model.dropout)
+            policy = carried_training.CarriedStatePolicy(backbone, streams=optim.carried_streams)
         else:
-            policy = build_policy(
-                config.backbone,
-                config.embed_size,
-                config.hidden_size,
-                config.num_layers,
-                config.dropout,
-                config.truncate_bptt,
-                config.matmul_dtype,
-            )
-        policy.compile(optimizer=keras.optimizers.Adam(config.learning_rate))
+            policy = build_policy(**model.policy_args(), truncate_bptt=optim.truncate_bptt)
+        policy.compile(optimizer=keras.optimizers.Adam(optim.learning_rate))
         progress = run_backup.load_latest(backup, policy, on_warning) or run_backup.Progress()
         metric_state = [v.numpy() for m in policy.metrics for v in m.variables] if progress.step else None
     distribute.prepare_for_fit(policy, strategy)
 
-    val_ds = data.val.dataset(config.batch_size * 4, shuffle=False) if len(data.val) else None
+    val_ds = data.val.dataset(optim.batch_size * 4, shuffle=False) if len(data.val) else None
     monitor = "val_loss" if val_ds is not None else "loss"
 
-    def saveable(model):  # what model.keras and best.keras hold: always a plain policy
-        return model.to_policy() if config.carried_state else model
+    def saveable(trained):  # what model.keras and best.keras hold: always a plain policy
+        return trained.to_policy() if optim.carried_state else trained
 
     recorder = run_backup.RunProgress(
-        progress, steps, backup, config.backup_every_steps, write_dir / BEST_FILE, monitor, metric_state, saveable
+        progress, steps, backup, config.run.backup_every_steps, write_dir / BEST_FILE, monitor, metric_state, saveable
     )
     fit_callbacks = [
         keras.callbacks.TerminateOnNaN(),  # before the recorder: it never backs up a NaN model
@@ -220,7 +140,7 @@ def _train_locked(config, strategy, out, backup, on_skip, callbacks, verbose, on
         *(callbacks or []),
     ]
     run_info = {
-        "config": dataclasses.asdict(config),
+        "config": config.flat(),
         "feature_version": features.FEATURE_VERSION,
         "train_files": data.train_files,
         "val_files": data.val_files,
@@ -242,10 +162,10 @@ def _train_locked(config, strategy, out, backup, on_skip, callbacks, verbose, on
 
     # A run resumed mid-epoch first finishes that epoch (Keras cannot run a
     # shorter first epoch), then goes on with whole ones.
-    if progress.step and progress.epoch < config.epochs:
+    if progress.step and progress.epoch < optim.epochs:
         fit(progress.epoch, progress.epoch + 1, steps - progress.step)
-    if progress.epoch < config.epochs and not policy.stop_training:
-        fit(progress.epoch, config.epochs, steps)
+    if progress.epoch < optim.epochs and not policy.stop_training:
+        fit(progress.epoch, optim.epochs, steps)
     losses = progress.history.get("loss", [])
     if losses and not math.isfinite(losses[-1]):  # TerminateOnNaN stopped it
         raise TrainingDiverged(
@@ -260,17 +180,17 @@ def _train_locked(config, strategy, out, backup, on_skip, callbacks, verbose, on
     with atomic.atomic_path(write_dir / MODEL_FILE) as tmp:
         final.save(tmp)  # every worker saves (saving may all-reduce); only the chief's is kept
 
-    rows_per_step = config.carried_streams if config.carried_state else config.batch_size
+    rows_per_step = optim.carried_streams if optim.carried_state else optim.batch_size
     trained_windows = steps * rows_per_step * epochs_run
     seconds = progress.train_seconds
     summary = {
-        "config": dataclasses.asdict(config),
+        "config": config.flat(),
         "parameters": int(final.count_params()),
         "backbone_parameters": int(final.backbone.count_params()),
         "epochs_run": epochs_run,
         "train_seconds": seconds,
         "train_windows_per_s": trained_windows / seconds if seconds else None,
-        "train_frames_per_s": trained_windows * config.window_size / seconds if seconds else None,
+        "train_frames_per_s": trained_windows * config.data.window_size / seconds if seconds else None,
         "train_windows": data.train_windows,
         "val_windows": len(data.val),
         **{f"train_{k}": v for k, v in data.train_counts.items()},
@@ -284,7 +204,7 @@ def _train_locked(config, strategy, out, backup, on_skip, callbacks, verbose, on
         summary.update(evaluate_policy(distribute.local_model(final), data.val, stats))
     else:
         summary["val_loss"] = None
-    summary["strategy"] = {"name": config.strategy, "replicas": strategy.num_replicas_in_sync, "chief": chief}
+    summary["strategy"] = {"name": config.run.strategy, "replicas": strategy.num_replicas_in_sync, "chief": chief}
     atomic.write_json(write_dir / METRICS_FILE, summary)
     # Last: only now is everything the backup stands for in place.
     shutil.rmtree(backup, ignore_errors=True)

@@ -5,7 +5,6 @@ here asserts on timings."""
 
 from __future__ import annotations
 
-import dataclasses
 import json
 
 import pytest
@@ -59,7 +58,7 @@ def _run(name, backbone="lstm", k=None, mode="windows", step_ms=100.0, val_loss=
 
 def _results(runs):
     protocol = full_protocol("/somewhere")
-    return {"protocol": dataclasses.asdict(protocol), "machine": {"cpu": "test CPU", "cores": 2}, "runs": runs}
+    return {"protocol": protocol.to_json(), "machine": {"cpu": "test CPU", "cores": 2}, "runs": runs}
 
 
 def test_protocol_runs_and_validation():

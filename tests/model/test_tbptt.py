@@ -136,7 +136,7 @@ def test_full_bptt_step_matches_stock_keras_step():
         np.testing.assert_array_equal(a, b)
     for model in (ours, stock):
         _recompile_with_sgd(model)
-        model.fit(_batches(batch=config.batch_size, steps=1), epochs=1, verbose=0, shuffle=False)
+        model.fit(_batches(batch=config.training.optim.batch_size, steps=1), epochs=1, verbose=0, shuffle=False)
     for v, w0, a, b in zip(ours.weights, start, ours.get_weights(), stock.get_weights()):
         grad_ours, grad_stock = (w0 - a) / SGD_LR, (w0 - b) / SGD_LR
         scale = np.abs(grad_stock).max()

@@ -41,7 +41,7 @@ class KillAtBatch(keras.callbacks.Callback):
 
 
 def main():
-    config = TrainConfig(**json.loads(sys.argv[1]))
+    config = TrainConfig.from_flat(**json.loads(sys.argv[1]))
     point = sys.argv[2]
     callbacks = []
     if point.startswith("batch:"):

@@ -23,12 +23,12 @@ from keras_lstm.training.train import TrainConfig, train  # noqa: E402
 
 def main() -> None:
     root = Path(tempfile.mkdtemp(prefix="resume-difference-"))
-    whole = train(TrainConfig(output=str(root / "whole"), **t.CONFIG), verbose=0)["val_loss"]
+    whole = train(TrainConfig.from_flat(output=str(root / "whole"), **t.CONFIG), verbose=0)["val_loss"]
     steps = t.steps_per_epoch()
     for point in (f"batch:{steps + 8}", "backup:4", "final-save", f"batch:{2 * steps + 1}"):
         out = root / point.replace(":", "-")
         t.run_until_killed(out, point)
-        resumed = train(TrainConfig(output=str(out), **t.CONFIG), verbose=0)["val_loss"]
+        resumed = train(TrainConfig.from_flat(output=str(out), **t.CONFIG), verbose=0)["val_loss"]
         epochs = len(json.loads((out / "history.json").read_text())["loss"])
         print(f"killed at {point:12s} val_loss {resumed:.9f}  uninterrupted {whole:.9f}  "
               f"relative difference {abs(resumed - whole) / whole:.2e}  epochs in history {epochs}")

@@ -106,7 +106,7 @@ def test_to_policy_is_a_plain_policy_with_the_same_outputs():
 
 @pytest.mark.slow
 def test_train_with_carried_state_on_real_replays(tmp_path):
-    config = TrainConfig(
+    config = TrainConfig.from_flat(
         replays=str(GAMES), output=str(tmp_path), embed_size=8, hidden_size=8, num_layers=1,
         window_size=12, stride=12, batch_size=8, epochs=2, max_frames=3000,
         carried_state=True, carried_streams=4, carried_piece_frames=600, backup_every_steps=3,

@@ -49,8 +49,8 @@ def test_scan_counts_the_windows_of_each_shard(prepared):
 
 def test_prepared_inputs_equal_replay_inputs(prepared):
     folder, data_dir, _ = prepared
-    from_replays = inputs.replay_inputs(TrainConfig(replays=str(folder), **TINY))
-    from_dataset = inputs.prepared_inputs(TrainConfig(replays="", data_dir=str(data_dir), **TINY))
+    from_replays = inputs.replay_inputs(TrainConfig.from_flat(replays=str(folder), **TINY))
+    from_dataset = inputs.prepared_inputs(TrainConfig.from_flat(replays="", data_dir=str(data_dir), **TINY))
     assert from_dataset.train_windows == from_replays.train_windows
     assert from_dataset.steps_per_epoch == from_replays.train_windows // TINY["batch_size"]
     assert from_dataset.stats == from_replays.stats
@@ -73,9 +73,9 @@ def test_prepared_inputs_equal_replay_inputs(prepared):
 def test_data_dir_options_that_need_replays_are_refused(prepared):
     _, data_dir, _ = prepared
     with pytest.raises(ValueError, match="--max-frames"):
-        inputs.prepared_inputs(TrainConfig(replays="", data_dir=str(data_dir), max_frames=1000, **TINY))
+        inputs.prepared_inputs(TrainConfig.from_flat(replays="", data_dir=str(data_dir), max_frames=1000, **TINY))
     with pytest.raises(FileNotFoundError, match="--val-fraction 0.5"):
-        inputs.prepared_inputs(TrainConfig(replays="", data_dir=str(data_dir), **{**TINY, "val_fraction": 0.5}))
+        inputs.prepared_inputs(TrainConfig.from_flat(replays="", data_dir=str(data_dir), **{**TINY, "val_fraction": 0.5}))
 
 
 @pytest.mark.slow
@@ -86,7 +86,7 @@ def test_train_from_data_dir_matches_training_from_the_folder(prepared, tmp_path
     result = runner.invoke(app, ["train", "--data-dir", str(data_dir), "--output", str(tmp_path / "ds"), "--json", *options])
     assert result.exit_code == 0, result.output
     from_dataset = json.loads((tmp_path / "ds" / "metrics.json").read_text())
-    from_replays = train(TrainConfig(replays=str(folder), output=str(tmp_path / "slp"), **TINY), verbose=0)
+    from_replays = train(TrainConfig.from_flat(replays=str(folder), output=str(tmp_path / "slp"), **TINY), verbose=0)
     for key in ("train_windows", "val_windows", "frames", "trajectories", "frames_loaded", "replays_used", "replays_skipped",
                 "baseline_repeat_loss", "baseline_prior_loss", "baseline_repeat_accuracy", "parameters"):
         assert from_dataset[key] == from_replays[key], key
@@ -103,7 +103,7 @@ def test_train_from_data_dir_matches_training_from_the_folder(prepared, tmp_path
 
 def test_mirrored_strategy_trains(prepared, tmp_path):
     _, data_dir, _ = prepared
-    summary = train(TrainConfig(replays="", data_dir=str(data_dir), output=str(tmp_path), strategy="mirrored", **TINY), verbose=0)
+    summary = train(TrainConfig.from_flat(replays="", data_dir=str(data_dir), output=str(tmp_path), strategy="mirrored", **TINY), verbose=0)
     assert summary["strategy"] == {"name": "mirrored", "replicas": 1, "chief": True}
     assert summary["val_loss"] is not None and (tmp_path / "model.keras").is_file()
 

@@ -63,7 +63,7 @@ def _worker(data_dir: str, output: str, report: str, crash_at: str | None) -> No
             np.savez(report + ".npz", *[np.asarray(w) for w in self.model.get_weights()])
             Path(report + ".json").write_text(json.dumps({"loss_before": self.loss_before, "loss_after": self._loss()}))
 
-    summary = train(TrainConfig(replays="", data_dir=data_dir, output=output, strategy="multi-worker", **TINY), callbacks=[Probe()], verbose=0)
+    summary = train(TrainConfig.from_flat(replays="", data_dir=data_dir, output=output, strategy="multi-worker", **TINY), callbacks=[Probe()], verbose=0)
     data = json.loads(Path(report + ".json").read_text())
     data.update(epochs_run=summary["epochs_run"], chief=summary["strategy"]["chief"], replicas=summary["strategy"]["replicas"])
     Path(report + ".json").write_text(json.dumps(data))

@@ -28,7 +28,7 @@ REQUIRED_KEYS = {
 @pytest.fixture(scope="module")
 def tiny_run(tmp_path_factory):
     out = tmp_path_factory.mktemp("run")
-    summary = train(TrainConfig(replays=str(GAMES), output=str(out), epochs=1, max_frames=12000, **TINY), verbose=0)
+    summary = train(TrainConfig.from_flat(replays=str(GAMES), output=str(out), epochs=1, max_frames=12000, **TINY), verbose=0)
     return out, summary
 
 
@@ -75,11 +75,11 @@ class _Crash(keras.callbacks.Callback):
 
 @pytest.mark.slow
 def test_resuming_with_other_options_is_refused(tmp_path):
-    config = TrainConfig(replays=str(GAMES), output=str(tmp_path), epochs=3, max_frames=6000, backup_every_steps=2, **TINY)
+    config = TrainConfig.from_flat(replays=str(GAMES), output=str(tmp_path), epochs=3, max_frames=6000, backup_every_steps=2, **TINY)
     with pytest.raises(RuntimeError, match="simulated kill"):
         train(config, callbacks=[_Crash()], verbose=0)
     assert run_backup.exists(tmp_path / "backup")
-    other = TrainConfig(**{**config.__dict__, "hidden_size": 8})
+    other = config.replace(hidden_size=8)
     with pytest.raises(ValueError, match="unfinished run with other options \\(hidden_size\\)"):
         train(other, verbose=0)
     train(config, verbose=0)

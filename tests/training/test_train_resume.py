@@ -29,13 +29,13 @@ runner = CliRunner()
 
 
 def steps_per_epoch() -> int:
-    return len(load_split(TrainConfig(**CONFIG)).train) // CONFIG["batch_size"]
+    return len(load_split(TrainConfig.from_flat(**CONFIG)).train) // CONFIG["batch_size"]
 
 
 @pytest.fixture(scope="module")
 def uninterrupted(tmp_path_factory):
     out = tmp_path_factory.mktemp("whole")
-    summary = train(TrainConfig(output=str(out), **CONFIG), verbose=0)
+    summary = train(TrainConfig.from_flat(output=str(out), **CONFIG), verbose=0)
     return out, summary
 
 
@@ -79,7 +79,7 @@ def test_killed_mid_epoch_then_in_the_final_save_ends_as_if_never_killed(tmp_pat
     run_until_killed(tmp_path, "final-save")
     assert not (tmp_path / "model.keras").exists()  # whole or absent, never half
     assert run_backup.exists(tmp_path / "backup")  # kept until everything is in place
-    summary = train(TrainConfig(output=str(tmp_path), **CONFIG), verbose=0)
+    summary = train(TrainConfig.from_flat(output=str(tmp_path), **CONFIG), verbose=0)
     assert_same_as_uninterrupted(tmp_path, summary, uninterrupted)
     keras.models.load_model(tmp_path / "model.keras")
 
@@ -90,17 +90,17 @@ def test_killed_while_writing_a_backup_resumes_from_the_previous_one(tmp_path, u
     backup = tmp_path / "backup"
     assert [int(p.name) for p in run_backup.complete_backups(backup)] == [3 * CONFIG["backup_every_steps"]]
     assert [p.name for p in backup.iterdir() if p.name.startswith(".tmp-")]  # the half-written one
-    summary = train(TrainConfig(output=str(tmp_path), **CONFIG), verbose=0)
+    summary = train(TrainConfig.from_flat(output=str(tmp_path), **CONFIG), verbose=0)
     assert_same_as_uninterrupted(tmp_path, summary, uninterrupted)
 
 
 @pytest.mark.slow
 def test_carried_state_training_resumes_like_windowed_training(tmp_path):
     carried = {**CONFIG, "carried_state": True, "carried_streams": 4, "carried_piece_frames": 240, "truncate_bptt": None}
-    whole = train(TrainConfig(output=str(tmp_path / "whole"), **carried), verbose=0)
+    whole = train(TrainConfig.from_flat(output=str(tmp_path / "whole"), **carried), verbose=0)
     out = tmp_path / "killed"
     run_until_killed(out, "batch:8", carried)  # two batches after the backup at step 6, state carried across it
-    resumed = train(TrainConfig(output=str(out), **carried), verbose=0)
+    resumed = train(TrainConfig.from_flat(output=str(out), **carried), verbose=0)
     assert resumed["val_loss"] == pytest.approx(whole["val_loss"], rel=1e-3)
     assert resumed["epochs_run"] == carried["epochs"]
     assert type(keras.models.load_model(out / "model.keras")).__name__ == "BehaviorCloningPolicy"
@@ -147,7 +147,7 @@ def test_damaged_newest_backup_falls_back_then_says_what_to_do(tmp_path):
 
 def test_cli_says_in_one_line_that_the_backup_is_damaged(tmp_path):
     out = tmp_path / "run"
-    config = TrainConfig(output=str(out), **{**CONFIG, "epochs": 1, "max_frames": 3000})
+    config = TrainConfig.from_flat(output=str(out), **{**CONFIG, "epochs": 1, "max_frames": 3000})
     with pytest.raises(RuntimeError):
         train(config, callbacks=[_Raise(after=4)], verbose=0)
     for path in run_backup.complete_backups(out / "backup"):
@@ -170,9 +170,10 @@ class _Raise(keras.callbacks.Callback):
 
 
 def cli_args(config: TrainConfig) -> list:
-    args = ["train", "--replays", config.replays, "--output", config.output, "--epochs", str(config.epochs)]
+    flat = config.flat()
+    args = ["train", "--replays", flat["replays"], "--output", flat["output"], "--epochs", str(flat["epochs"])]
     for key in (*TINY, "max_frames", "backup_every_steps"):
-        args += [f"--{key.replace('_', '-')}", str(getattr(config, key))]
+        args += [f"--{key.replace('_', '-')}", str(flat[key])]
     return args
 
 
@@ -187,7 +188,7 @@ def test_nan_learning_rate_is_refused():
 
 
 def test_a_run_that_diverges_exits_non_zero_in_one_line(tmp_path):
-    config = TrainConfig(output=str(tmp_path / "run"), learning_rate=1e30, **{**CONFIG, "epochs": 1, "max_frames": 3000})
+    config = TrainConfig.from_flat(output=str(tmp_path / "run"), learning_rate=1e30, **{**CONFIG, "epochs": 1, "max_frames": 3000})
     assert issubclass(TrainingDiverged, ValueError)  # a user error: one line, exit 2
     result = runner.invoke(app, cli_args(config) + ["--learning-rate", "1e30"])
     assert result.exit_code == 2, result.output
@@ -206,8 +207,8 @@ def test_second_process_on_a_run_folder_is_refused(tmp_path):
     try:
         assert holder.stdout.readline().strip() == "locked"
         with pytest.raises(FolderBusyError, match=f"in use by process {holder.pid}"):
-            train(TrainConfig(output=str(out), **CONFIG), verbose=0)
-        result = runner.invoke(app, cli_args(TrainConfig(output=str(out), **CONFIG)))
+            train(TrainConfig.from_flat(output=str(out), **CONFIG), verbose=0)
+        result = runner.invoke(app, cli_args(TrainConfig.from_flat(output=str(out), **CONFIG)))
         assert result.exit_code == 2 and f"process {holder.pid}" in result.output
     finally:
         holder.kill()

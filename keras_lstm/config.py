@@ -1,0 +1,216 @@
+"""The options of a training run, grouped by concern, validated in one place.
+
+    ModelConfig     what the policy is (backbone, sizes, dropout, matmul precision)
+    DataConfig      what it learns from (replays or a prepared dataset, windows, split)
+    OptimConfig     how it learns (epochs, batch, learning rate, truncation, carried state)
+    RunConfig       where and how the run goes (run folder, seed, backups, distribution)
+    TrainConfig     the four together, plus the checks that span concerns
+
+Each field declares its default, its help text and its check once
+(`option(...)`). The `keras-lstm train` options are made from these fields
+(`keras_lstm.cli.options`), and the benchmarks build their configurations from
+these classes, so a new option is written here and nowhere else.
+
+Field names are unique across the concerns, which lets a run keep its
+configuration as one flat dict (`TrainConfig.flat`, `TrainConfig.from_flat`):
+that is the form `run.json` has always held.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import numbers
+import typing
+from typing import Any, Callable
+
+# This module imports nothing heavy: the CLI builds its options from it
+# before TensorFlow loads. The allowed values live here; the modules that use
+# them import them from here.
+CELL_TYPES = ("lstm", "gru")
+STRATEGIES = ("default", "mirrored", "multi-worker")  # keras_lstm.training.distribute
+MAX_SEED = 2**32 - 1  # numpy and TensorFlow take seeds in [0, 2**32 - 1]
+DEFAULT_PIECE_FRAMES = 3600  # keras_lstm.training.carried_training: frames per piece a game is cut into
+
+Check = Callable[[str, Any], None]
+
+
+def option(default: Any, help: str, check: Check | None = None, cli: bool = True) -> Any:
+    """A config field: its default, its `--help` text, the check its value must
+    pass (`check(option_name, value)` raises ValueError), and whether the
+    CLI offers it."""
+    return dataclasses.field(default=default, metadata={"help": help, "check": check, "cli": cli})
+
+
+def option_name(field_name: str) -> str:
+    return field_name.replace("_", "-")
+
+
+# --- checks (each raises ValueError naming the option) -------------------------
+
+
+def positive(name: str, value) -> None:
+    if value is None or isinstance(value, bool) or not value > 0 or (isinstance(value, float) and not math.isfinite(value)):
+        raise ValueError(f"{name} must be a finite positive number, got {value}" if isinstance(value, float) else f"{name} must be positive, got {value}")
+
+
+def positive_or_none(name: str, value) -> None:
+    if value is not None:
+        positive(name, value)
+
+
+def non_negative(name: str, value) -> None:
+    if value < 0:
+        raise ValueError(f"{name} must be >= 0, got {value}")
+
+
+def fraction(name: str, value) -> None:
+    if not 0.0 <= value < 1.0:
+        raise ValueError(f"{name} must be in [0, 1), got {value}")
+
+
+def one_of(*choices) -> Check:
+    def check(name: str, value) -> None:
+        if value not in choices:
+            raise ValueError(f"{name} must be one of {choices}, got {value!r}")
+
+    return check
+
+
+def check_seed(seed: int) -> None:
+    """ValueError naming `--seed` unless it is an integer numpy and TensorFlow take."""
+    if isinstance(seed, bool) or not isinstance(seed, numbers.Integral) or not 0 <= seed <= MAX_SEED:
+        raise ValueError(f"--seed must be between 0 and {MAX_SEED}, got {seed}")
+
+
+def valid_seed(name: str, value) -> None:
+    check_seed(value)
+
+
+def matmul_precision(name: str, value) -> None:
+    if value not in (None, "float32", "bfloat16"):
+        raise ValueError(f"{name} must be float32 or bfloat16, got {value!r}")
+
+
+class _Concern:
+    """Validation shared by the four concerns: every field's own check."""
+
+    def validate(self) -> None:
+        for field in dataclasses.fields(self):
+            check = field.metadata.get("check")
+            if check is not None:
+                check(option_name(field.name), getattr(self, field.name))
+
+
+# --- the concerns -----------------------------------------------------------------
+
+
+@dataclasses.dataclass
+class ModelConfig(_Concern):
+    backbone: str = option("lstm", "Recurrent backbone: lstm or gru.", one_of(*CELL_TYPES))
+    embed_size: int = option(128, "Width of each encoded frame fed to the backbone.", positive)
+    hidden_size: int = option(256, "Units per recurrent layer.", positive)
+    num_layers: int = option(2, "Stacked recurrent layers.", positive)
+    dropout: float = option(0.1, "Dropout after each recurrent layer.", fraction)
+    # None is float32; "bfloat16": faster recurrent matmuls on CPUs with AVX512_BF16.
+    matmul_dtype: str | None = option(
+        None,
+        "Recurrent matmuls in float32, or bfloat16 (faster on CPUs with AVX512_BF16; see docs/TRAINING_SPEED.md).",
+        matmul_precision,
+    )
+
+    def policy_args(self) -> dict:
+        """The `keras_lstm.model.policy.build_policy` arguments."""
+        return {k: getattr(self, k) for k in ("backbone", "embed_size", "hidden_size", "num_layers", "dropout", "matmul_dtype")}
+
+
+@dataclasses.dataclass
+class DataConfig(_Concern):
+    replays: str = option("", "Folder of .slp replays (searched recursively).", cli=False)
+    data_dir: str | None = option(None, "A dataset made by `keras-lstm prepare`, instead of replays.", cli=False)
+    window_size: int = option(60, "Frames per training window.", positive)
+    stride: int = option(4, "Frames between consecutive window starts.", positive)
+    delay: int = option(0, "Frames of reaction delay: the game state seen is from t-1-delay.", non_negative)
+    val_fraction: float = option(0.15, "Fraction of replay files held out for validation.", fraction)
+    max_replays: int | None = option(None, "Use at most this many replay files (quick runs).", positive_or_none)
+    max_frames: int | None = option(None, "Load at most this many frames (quick runs).", positive_or_none)
+
+
+@dataclasses.dataclass
+class OptimConfig(_Concern):
+    epochs: int = option(3, "Training epochs.", positive)
+    batch_size: int = option(64, "Windows per batch.", positive)
+    learning_rate: float = option(1e-3, "Adam learning rate.", positive)
+    truncate_bptt: int | None = option(None, "Backpropagate through the last K frames only (default: the whole window).", positive_or_none)
+    # Carried-state training (`keras_lstm.training.carried_training`): each of
+    # `carried_streams` rows walks through whole games, `window_size` frames a
+    # step, the state carried from step to step and the loss on every frame.
+    carried_state: bool = option(
+        False, "Train as deployed: rows walk through whole games --window-size frames a step, the state carried, the loss on every frame."
+    )
+    carried_streams: int = option(32, "With --carried-state: game rows per batch.", positive)
+    carried_piece_frames: int = option(DEFAULT_PIECE_FRAMES, "Frames per piece a carried-state game is cut into.", positive, cli=False)
+
+
+@dataclasses.dataclass
+class RunConfig(_Concern):
+    output: str = option("runs/latest", "Run folder: model, checkpoints, logs, metrics. Re-using it resumes a killed run.", cli=False)
+    seed: int = option(0, "Seed for the split, initialisation and shuffling.", valid_seed)
+    backup_every_steps: int = option(200, "Batches between backups a killed run resumes from (also at every epoch's end).", positive)
+    strategy: str = option("default", "Distribution: default, mirrored (local GPUs) or multi-worker (TF_CONFIG; see docs/DATA.md).", one_of(*STRATEGIES))
+
+
+CONCERNS = {"model": ModelConfig, "data": DataConfig, "optim": OptimConfig, "run": RunConfig}
+
+
+@dataclasses.dataclass
+class TrainConfig:
+    model: ModelConfig = dataclasses.field(default_factory=ModelConfig)
+    data: DataConfig = dataclasses.field(default_factory=DataConfig)
+    optim: OptimConfig = dataclasses.field(default_factory=OptimConfig)
+    run: RunConfig = dataclasses.field(default_factory=RunConfig)
+
+    def validate(self) -> None:
+        """Raise ValueError naming the first bad option."""
+        for concern in CONCERNS:
+            getattr(self, concern).validate()
+        data, optim, run = self.data, self.optim, self.run
+        if optim.truncate_bptt is not None and optim.truncate_bptt > data.window_size:
+            raise ValueError(f"truncate-bptt ({optim.truncate_bptt}) must not exceed window-size ({data.window_size})")
+        if optim.carried_state and (data.data_dir or optim.truncate_bptt is not None or run.strategy != "default"):
+            raise ValueError(
+                "--carried-state trains from --replays on one device, on segments of --window-size frames "
+                "with the state carried: it takes no --data-dir, --truncate-bptt or --strategy"
+            )
+        if run.strategy == "multi-worker" and not data.data_dir:
+            raise ValueError("--strategy multi-worker needs --data-dir: each worker streams its own shard of a prepared dataset")
+
+    def flat(self) -> dict:
+        """Every option by its field name, the concerns merged (run.json's form)."""
+        return {k: v for concern in CONCERNS for k, v in dataclasses.asdict(getattr(self, concern)).items()}
+
+    @classmethod
+    def from_flat(cls, **options) -> "TrainConfig":
+        """A TrainConfig from options named as the fields (`hidden_size=...`),
+        each sent to its concern; the rest keep their defaults. Raises
+        ValueError for a name no concern has."""
+        unknown = sorted(set(options) - set(FIELD_CONCERN))
+        if unknown:
+            raise ValueError(f"unknown training option(s): {', '.join(unknown)}")
+        parts = {concern: {} for concern in CONCERNS}
+        for name, value in options.items():
+            parts[FIELD_CONCERN[name]][name] = value
+        return cls(**{concern: CONCERNS[concern](**values) for concern, values in parts.items()})
+
+    def replace(self, **options) -> "TrainConfig":
+        """A copy with some options (field names, any concern) changed."""
+        return TrainConfig.from_flat(**{**self.flat(), **options})
+
+
+FIELD_CONCERN = {f.name: concern for concern, cls in CONCERNS.items() for f in dataclasses.fields(cls)}
+
+
+def cli_fields(concern: type) -> list[tuple[dataclasses.Field, Any]]:
+    """`(field, resolved type)` of the fields a concern offers on the command line."""
+    hints = typing.get_type_hints(concern)
+    return [(f, hints[f.name]) for f in dataclasses.fields(concern) if f.metadata.get("cli", True)]

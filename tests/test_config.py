@@ -1,0 +1,91 @@
+"""The configuration by concern: one set of names, checks in one place, and
+the command-line options made from it."""
+
+import dataclasses
+
+import pytest
+import typer
+
+from keras_lstm.cli.main import app
+from keras_lstm.config import CONCERNS, FIELD_CONCERN, TrainConfig, cli_fields
+
+
+def _command(*path: str):
+    command = typer.main.get_command(app)
+    for name in path:
+        command = command.commands[name]
+    return command
+
+
+def test_field_names_are_unique_across_concerns():
+    names = [f.name for concern in CONCERNS.values() for f in dataclasses.fields(concern)]
+    assert len(names) == len(set(names)) == len(FIELD_CONCERN)
+
+
+def test_flat_round_trip_and_routing():
+    config = TrainConfig.from_flat(replays="/r", hidden_size=32, stride=8, epochs=5, seed=7, matmul_dtype="bfloat16")
+    assert (config.model.hidden_size, config.data.stride, config.optim.epochs, config.run.seed) == (32, 8, 5, 7)
+    assert TrainConfig.from_flat(**config.flat()) == config
+    assert config.replace(epochs=1).optim.epochs == 1 and config.optim.epochs == 5
+    with pytest.raises(ValueError, match="unknown training option.*hiden_size"):
+        TrainConfig.from_flat(hiden_size=3)
+
+
+def test_a_run_json_config_of_the_seed_loads():
+    # The flat form run.json has always held (keys of the seed's TrainConfig).
+    seed_keys = {
+        "replays": "g", "output": "runs/latest", "backbone": "lstm", "embed_size": 128, "hidden_size": 256,
+        "num_layers": 2, "dropout": 0.1, "window_size": 60, "truncate_bptt": 15, "stride": 4, "delay": 0,
+        "epochs": 3, "batch_size": 64, "learning_rate": 1e-3, "val_fraction": 0.15, "seed": 0,
+        "max_replays": None, "max_frames": None, "backup_every_steps": 200, "matmul_dtype": None,
+        "data_dir": None, "strategy": "default", "carried_state": False, "carried_streams": 32,
+        "carried_piece_frames": 3600,
+    }
+    assert TrainConfig.from_flat(**seed_keys).flat() == seed_keys
+
+
+@pytest.mark.parametrize(
+    "options, message",
+    [
+        ({"hidden_size": 0}, "hidden-size must be positive, got 0"),
+        ({"num_layers": -1}, "num-layers must be positive"),
+        ({"learning_rate": float("nan")}, "learning-rate must be a finite positive number"),
+        ({"learning_rate": float("inf")}, "learning-rate must be a finite positive number"),
+        ({"dropout": 1.0}, "dropout must be in \\[0, 1\\)"),
+        ({"val_fraction": -0.1}, "val-fraction must be in \\[0, 1\\)"),
+        ({"delay": -1}, "delay must be >= 0"),
+        ({"backbone": "rnn"}, "backbone must be one of"),
+        ({"strategy": "tpu"}, "strategy must be one of"),
+        ({"matmul_dtype": "float16"}, "matmul-dtype must be float32 or bfloat16"),
+        ({"seed": -1}, "--seed must be between 0 and"),
+        ({"max_frames": 0}, "max-frames must be positive"),
+        ({"truncate_bptt": 61}, "truncate-bptt \\(61\\) must not exceed window-size \\(60\\)"),
+        ({"carried_state": True, "truncate_bptt": 10}, "--carried-state .* takes no"),
+        ({"strategy": "multi-worker"}, "multi-worker needs --data-dir"),
+    ],
+)
+def test_validate_names_the_bad_option(options, message):
+    with pytest.raises(ValueError, match=message):
+        TrainConfig.from_flat(replays="/r", **options).validate()
+
+
+def test_defaults_are_valid():
+    TrainConfig.from_flat(replays="/r").validate()
+
+
+def test_train_options_are_the_config_fields():
+    params = {p.name: p for p in _command("train").params}
+    for concern in CONCERNS.values():
+        for field, _ in cli_fields(concern):
+            param = params[field.name]
+            assert f"--{field.name.replace('_', '-')}" in param.opts
+            assert param.default == field.default, field.name
+            assert param.help == field.metadata["help"]
+
+
+def test_bench_options_come_from_the_same_fields():
+    speed = {p.name: p for p in _command("bench", "train-speed").params}
+    assert speed["hidden_size"].help == TrainConfig().model.__dataclass_fields__["hidden_size"].metadata["help"]
+    assert speed["truncate_bptt"].default == 15  # the benchmark's own default K
+    inference = {p.name: p for p in _command("bench", "inference").params}
+    assert inference["window_size"].default == TrainConfig().data.window_size

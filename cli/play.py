@@ -22,13 +22,23 @@ def play(
     stage: Annotated[str, typer.Option(help="With --dolphin: the stage (libmelee name, e.g. FINAL_DESTINATION).")] = "FINAL_DESTINATION",
     max_frames: Annotated[Optional[int], typer.Option(help="Stop after this many frames.")] = None,
     json_output: Annotated[bool, typer.Option("--json", help="Print the report as one JSON object.")] = False,
+    sample: Annotated[
+        bool,
+        typer.Option("--sample", help="Act by sampling from the predicted distributions (buttons: Bernoulli, sticks and shoulder: categorical) instead of pressing the most likely value."),
+    ] = False,
+    temperature: Annotated[
+        Optional[float],
+        typer.Option(help="With --sample: divide the logits by T > 0 before sampling (1.0, the default: the policy's own distributions; smaller: closer to the most likely value; larger: more random)."),
+    ] = None,
+    seed: Annotated[Optional[int], typer.Option(help="With --sample: seed of the random draws, so that a run repeats (default 0).")] = None,
 ):
-    """Run a policy frame by frame, from a replay (scored against the human) or live in Dolphin."""
+    """Run a policy frame by frame, from a replay (scored against the human, also on the frames where the
+    human's input changes) or live in Dolphin; acting on the most likely value of each head, or sampled (--sample)."""
     from keras_lstm.serving import play as play_lib
     from keras_lstm.serving.play import check_play_options
 
-    check_play_options(port, replay, dolphin, iso, max_frames)  # before the model loads
-    agent = play_lib.load_agent(model)
+    check_play_options(port, replay, dolphin, iso, max_frames, sample, temperature, seed)  # before the model loads
+    agent = play_lib.load_agent(model, play_lib.make_sampler(sample, temperature, seed))
     if replay is not None:
         report = play_lib.play_replay(agent, replay, port, max_frames=max_frames)
         if json_output:

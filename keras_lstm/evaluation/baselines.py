@@ -8,7 +8,9 @@
   value and spreads eps by the prior, with eps per head the training split's
   rate of change (fitted on training frames, like the model).
 
-Losses are in nats, summed over heads like the policy's loss.
+Losses are in nats, summed over heads like the policy's loss. On change
+frames (the input differs from the previous frame's) the prior scores the
+rate at which the new value is its mode, and repeating scores 0.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import dataclasses
 import numpy as np
 
 from keras_lstm.data import controller
+from keras_lstm.evaluation.change_frames import change_frame_accuracy
 
 _MIN_PROB = 1e-6
 
@@ -120,3 +123,28 @@ def repeat_baseline(stats: BaselineStats, targets: dict, previous: dict) -> dict
         per_head_loss[head] = float(-np.log(np.clip(p, _MIN_PROB, 1)).mean())
         accuracy[head] = float(np.mean(y == prev))
     return {"loss": float(sum(per_head_loss.values())), "per_head_loss": per_head_loss, "per_head_accuracy": accuracy}
+
+
+def prior_predictions(stats: BaselineStats, frames: int) -> dict:
+    """What the class prior predicts on `frames` frames: its most likely
+    class per head (a constant), and each button pressed iff P(pressed) > 0.5."""
+    pressed = np.asarray(stats.button_prior) > 0.5
+    out = {"buttons": np.broadcast_to(pressed, (frames, len(pressed)))}
+    for head in controller.CLASS_HEADS:
+        out[head] = np.full(frames, int(np.argmax(stats.class_prior[head])))
+    return out
+
+
+def prior_change_frame_accuracy(stats: BaselineStats, targets: dict, previous: dict) -> dict:
+    """The class prior's accuracy on change frames (see
+    `keras_lstm.evaluation.change_frames`): its prediction is constant, so
+    this is the rate at which the new value equals the prior's mode."""
+    frames = len(np.asarray(targets["buttons"]))
+    return change_frame_accuracy(prior_predictions(stats, frames), targets, previous).rates()
+
+
+def repeat_change_frame_accuracy(change_frames: dict) -> dict:
+    """Repeating the previous input on change frames is wrong on every one by
+    construction: 0.0 per head with change frames (`change_frames`: their
+    counts), None for one without. Reported so that the reader sees it."""
+    return {head: (0.0 if n else None) for head, n in change_frames.items()}

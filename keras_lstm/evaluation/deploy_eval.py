@@ -56,7 +56,7 @@ def _chunk_runner(policy, batch: int, chunk_frames: int):
     def run(numeric_BxTxF, categorical_BxTxC, state):
         frames_BxTxE = policy.encode({"numeric": numeric_BxTxF, "categorical": categorical_BxTxC}, training=False)
         outputs_BxTxU, state = backbone.unroll(frames_BxTxE, state)
-        return policy.apply_heads(outputs_BxTxU), state
+        return policy.apply_heads(outputs_BxTxU, numeric_BxTxF), state
 
     return run
 

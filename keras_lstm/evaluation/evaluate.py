@@ -1,5 +1,7 @@
 """Evaluation: the policy's loss and per-head accuracy beside both baselines,
-always on the same predicted frames."""
+always on the same predicted frames; on the same frames, the accuracy on
+change frames (`keras_lstm.evaluation.change_frames`) and the calibration
+(`keras_lstm.evaluation.calibration`)."""
 
 from __future__ import annotations
 
@@ -9,6 +11,8 @@ from keras_lstm.data import controller
 from keras_lstm.data.windows import Windows
 from keras_lstm.evaluation import baselines
 from keras_lstm.evaluation.baselines import BaselineStats
+from keras_lstm.evaluation.calibration import calibration
+from keras_lstm.evaluation.change_frames import change_frame_accuracy
 
 
 def _log_sigmoid(x):
@@ -31,6 +35,20 @@ def frame_losses(logits: dict, targets: dict) -> dict:
     return out
 
 
+def probabilities(logits: dict) -> dict:
+    """Per head: `buttons` P(pressed) `[N, 8]`, a class head its softmax `[N, classes]`."""
+    out = {"buttons": np.exp(_log_sigmoid(np.asarray(logits["buttons"], np.float64)))}
+    for head in controller.CLASS_HEADS:
+        out[head] = np.exp(_log_softmax(np.asarray(logits[head], np.float64)))
+    return out
+
+
+def predictions(logits: dict) -> dict:
+    """What the policy predicts: each button pressed iff its logit > 0, each
+    class head its most likely class (the accuracy's rule)."""
+    return {"buttons": logits["buttons"] > 0, **{h: logits[h].argmax(-1) for h in controller.CLASS_HEADS}}
+
+
 def predict_logits(policy, windows: Windows, batch_size: int = 256) -> dict:
     """Logits for every window's last frame, in window order."""
     chunks = {h: [] for h in controller.HEADS}
@@ -49,16 +67,17 @@ def evaluate_policy(policy, windows: Windows, stats: BaselineStats, batch_size: 
     previous = windows.previous_targets()
     logits = predict_logits(policy, windows, batch_size)
     losses = frame_losses(logits, targets)
+    predicted = predictions(logits)
+    buttons_right = predicted["buttons"] == (targets["buttons"] > 0.5)
     accuracy = {
-        "buttons": float(np.mean((logits["buttons"] > 0) == (targets["buttons"] > 0.5))),
-        **{h: float(np.mean(logits[h].argmax(-1) == targets[h])) for h in controller.CLASS_HEADS},
+        "buttons": float(np.mean(buttons_right)),
+        **{h: float(np.mean(predicted[h] == targets[h])) for h in controller.CLASS_HEADS},
     }
-    per_button = {
-        name: float(np.mean((logits["buttons"][:, i] > 0) == (targets["buttons"][:, i] > 0.5)))
-        for i, name in enumerate(controller.BUTTONS)
-    }
+    per_button = {name: float(np.mean(buttons_right[:, i])) for i, name in enumerate(controller.BUTTONS)}
     repeat = baselines.repeat_baseline(stats, targets, previous)
     prior = baselines.prior_baseline(stats, targets)
+    changes = change_frame_accuracy(predicted, targets, previous)
+    change_frames = changes.counts()
     return {
         "val_loss": float(sum(v.mean() for v in losses.values())),
         "per_head_loss": {h: float(v.mean()) for h, v in losses.items()},
@@ -71,4 +90,14 @@ def evaluate_policy(policy, windows: Windows, stats: BaselineStats, batch_size: 
         "baseline_prior_accuracy": prior["per_head_accuracy"],
         "baseline_prior_per_head_loss": prior["per_head_loss"],
         "frames": int(len(windows)),
+        # frames whose target differs from the previous frame's controller
+        # (buttons: change events, summed over the 8 buttons; the head's
+        # accuracy is weighted by them)
+        "change_frames": change_frames,
+        "change_frames_per_button": changes.button_counts(),
+        "change_frame_accuracy": changes.rates(),
+        "change_frame_accuracy_per_button": changes.button_rates(),
+        "baseline_repeat_change_frame_accuracy": baselines.repeat_change_frame_accuracy(change_frames),
+        "baseline_prior_change_frame_accuracy": baselines.prior_change_frame_accuracy(stats, targets, previous),
+        **calibration(probabilities(logits), targets),
     }

@@ -9,6 +9,34 @@ def _fmt(value, spec=".4f") -> str:
     return "-" if value is None else format(value, spec)
 
 
+def _decision_quality_lines(summary: dict) -> list[str]:
+    """Accuracy on change frames beside both baselines, and the calibration
+    error, per head (columns aligned with the loss table's heads). Nothing
+    for a summary written before these were measured."""
+    if "change_frame_accuracy" not in summary:
+        return []
+    label = 26  # the loss table's name and loss columns
+    counts = summary["change_frames"]
+    lines = [
+        "on change frames (the target differs from the previous frame's controller):",
+        f"{'  change frames':{label}}" + "".join(f"{counts[h]:>10,}" for h in controller.HEADS),
+    ]
+    rows = [
+        ("  policy", summary["change_frame_accuracy"]),
+        ("  repeat-prev", summary["baseline_repeat_change_frame_accuracy"]),
+        ("  class prior", summary["baseline_prior_change_frame_accuracy"]),
+    ]
+    for name, acc in rows:
+        lines.append(f"{name:{label}}" + "".join(f"{_fmt(acc[h], '.3f'):>10}" for h in controller.HEADS))
+    lines.append("(accuracy on those frames, where repeat-prev is 0 by construction; buttons: change events")
+    lines.append(" of single buttons, each button scored where it changed, the mean weighted by events)")
+    ece = summary["calibration_ece"]
+    lines.append(f"{'calibration error (ECE)':{label}}" + "".join(f"{_fmt(ece[h], '.4f'):>10}" for h in controller.HEADS))
+    bins = len(next(iter(summary["calibration_bins"].values()))["count"]) if summary.get("calibration_bins") else "?"
+    lines.append(f"(expected calibration error over {bins} confidence bins: 0 when each head is right as often as it is confident)")
+    return lines
+
+
 def format_summary(summary: dict) -> str:
     """The policy beside both baselines on the same frames, then the counts."""
     lines = []
@@ -28,6 +56,7 @@ def format_summary(summary: dict) -> str:
         best = min(summary["baseline_repeat_loss"], summary["baseline_prior_loss"])
         verdict = "beats" if summary["val_loss"] < best else "does NOT beat"
         lines.append(f"policy {verdict} both baselines ({summary['val_loss']:.4f} vs best baseline {best:.4f})")
+        lines.extend(_decision_quality_lines(summary))
     counts = (
         f"replays used {summary.get('replays_used', 0)}, skipped {summary.get('replays_skipped', 0)} "
         f"(unreadable {summary.get('replays_unreadable', 0)}, not 1v1 {summary.get('replays_not_1v1', 0)}); "

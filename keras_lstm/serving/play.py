@@ -15,9 +15,17 @@ inside the 16.6 ms frame, and the per-frame latency we report.
   `melee.MenuHelper`, and the policy's controller is pressed every in-game
   frame. It needs Slippi Dolphin and a Melee ISO, so it cannot run in CI.
 
-Models: a run folder from `keras-lstm train` (stepped with the numpy
-`PolicyStepper`) or a SavedModel version folder from `keras-lstm export`
-(stepped through its `serving_default` signature, state held in the model).
+Models (`keras_lstm.serving.agents`): a run folder from `keras-lstm train`
+(stepped with the numpy `PolicyStepper`) or a SavedModel version folder from
+`keras-lstm export` (stepped through its `serving_default` signature, state
+held in the model); acting by argmax, or by sampling from the predicted
+distributions (`--sample --temperature T --seed S`).
+
+Besides how often the policy presses what the human pressed, the report
+scores the change frames, where the human's input differs from the previous
+frame's (`keras_lstm.evaluation.change_frames`): there repeating the
+previous input scores 0, and a policy must know when and to what the input
+changes.
 """
 
 from __future__ import annotations
@@ -30,124 +38,14 @@ import numpy as np
 
 from keras_lstm.data import controller
 from keras_lstm.data.replays import FIRST_PLAYABLE_FRAME, ReplayError, read_game
-from keras_lstm.serving.export import METADATA_FILE, load_saved_model
-from keras_lstm.serving.inference import PolicyStepper, frame_loop
+from keras_lstm.evaluation.baselines import repeat_change_frame_accuracy
+from keras_lstm.evaluation.change_frames import ChangeFrameCounter
+from keras_lstm.serving.agents import SavedModelAgent, StepperAgent, load_agent, make_sampler  # noqa: F401 - play's API
+from keras_lstm.serving.decode import check_temperature
+from keras_lstm.serving.inference import frame_loop
 from keras_lstm.serving.melee_state import FrameFeaturizer
-from keras_lstm.training.run_folder import MODEL_FILE, load_run
 
 FRAME_BUDGET_MS = 1000.0 / 60.0
-
-
-# ---------------------------------------------------------------------------
-# Agents: one frame in, one decoded controller out
-
-
-class StepperAgent:
-    """A trained policy stepped in numpy (`keras_lstm.serving.inference.PolicyStepper`)."""
-
-    kind = "keras run (numpy step)"
-
-    def __init__(self, policy, delay: int = 0):
-        self.stepper = PolicyStepper(policy)
-        self.delay = delay
-        self.source = ""
-
-    def reset(self) -> None:
-        self.stepper.reset()
-
-    def act(self, numeric_1xF, categorical_1xC) -> dict:
-        return self.stepper.act(numeric_1xF, categorical_1xC)
-
-
-class SavedModelAgent:
-    """An exported SavedModel stepped through `serving_default` (state held in
-    the model; `reset` at the start of a game)."""
-
-    kind = "SavedModel (serving_default)"
-
-    def __init__(self, path: str | Path):
-        import tensorflow as tf
-
-        self.source = str(path)
-        loaded, self.meta = load_saved_model(path)  # one-line errors naming the damaged file
-        self.delay = int(self.meta.get("delay", 0))
-        self._loaded = loaded  # keeps the variables alive
-        self._serve = loaded.signatures["serving_default"]
-        self._reset = loaded.signatures["reset"]
-        self._tf = tf
-        # The first call of a loaded signature initialises it (tens of ms):
-        # pay that now, not in the first frame of a game.
-        numeric = np.zeros((1, int(self.meta["numeric_size"])), np.float32)
-        self.act(numeric, np.zeros((1, int(self.meta["categorical_size"])), np.int32))
-        self.reset()
-
-    def reset(self) -> None:
-        self._reset()
-
-    def act(self, numeric_1xF, categorical_1xC) -> dict:
-        tf = self._tf
-        try:
-            out = self._serve(numeric=tf.constant(numeric_1xF, tf.float32), categorical=tf.constant(categorical_1xC, tf.int32))
-        except tf.errors.InvalidArgumentError as err:
-            # The model's own input check (NaN or inf in the frame); its held state is unchanged.
-            lines = [line.strip() for line in err.message.splitlines() if line.strip()]
-            reason = next((line for line in lines if "NaN or inf" in line), lines[-1] if lines else type(err).__name__)
-            raise ValueError(f"{self.source}: serving_default rejected the frame ({reason[:200]})") from None
-        return {k: v.numpy() for k, v in out.items()}
-
-
-def _saved_model_version(path: Path) -> Path | None:
-    """`path` itself if it is a SavedModel version folder (it holds
-    `saved_model.pb` or `keras_lstm.json`: a damaged one is reported, not
-    skipped), else its highest version folder holding a SavedModel, else None."""
-    if path.is_file() and path.name in ("saved_model.pb", METADATA_FILE):
-        return path.parent
-    if not path.is_dir():
-        return None
-    if (path / "saved_model.pb").exists() or (path / METADATA_FILE).exists():
-        return path
-    versions = sorted((int(p.name), p) for p in path.iterdir() if p.name.isdigit() and p.is_dir())
-    with_model = [p for _, p in versions if (p / "saved_model.pb").exists()]
-    if with_model:
-        return with_model[-1]
-    if (path / MODEL_FILE).exists():
-        return None  # a run folder
-    if versions:
-        raise FileNotFoundError(
-            f"{path}: no SavedModel in its version folders {[v for v, _ in versions]} (no saved_model.pb); export the model again"
-        )
-    names = sorted(p.name for p in path.iterdir() if p.is_dir() and _saved_model_names(p))
-    if names:
-        raise FileNotFoundError(f"{path}: a SavedModel base folder (models: {', '.join(names)}); give --model {path / names[0]}")
-    return None
-
-
-def _saved_model_names(folder: Path) -> bool:
-    """Whether `folder` is a model name folder: a version folder with a SavedModel."""
-    try:
-        return any(p.name.isdigit() and (p / "saved_model.pb").exists() for p in folder.iterdir())
-    except OSError:  # unreadable: not what the user meant
-        return False
-
-
-def load_agent(model: str | Path):
-    """An agent for a run folder (or its `.keras` file), a SavedModel version
-    folder, or a SavedModel name folder (its highest version)."""
-    path = Path(model).expanduser()
-    if not path.exists():
-        raise FileNotFoundError(f"{path}: no such model (a run folder from keras-lstm train or a SavedModel from keras-lstm export)")
-    saved = _saved_model_version(path)
-    if saved is not None:
-        return SavedModelAgent(saved)
-    if path.is_file() and path.suffix != ".keras":
-        raise ValueError(
-            f"{path}: not a model (--model takes a run folder from keras-lstm train, its model.keras, "
-            "or a SavedModel folder from keras-lstm export)"
-        )
-    policy, run_info = load_run(path)
-    agent = StepperAgent(policy, int(run_info.get("config", {}).get("delay", 0)))
-    agent.source = str(path)
-    return agent
 
 
 # ---------------------------------------------------------------------------
@@ -211,6 +109,15 @@ class PlayReport:
     cpu_worst_ms: float
     match: dict  # policy vs human, per head
     repeat_previous_match: dict  # baseline: the human's previous input vs the human
+    decoding: dict  # how the policy chose its actions: {"mode": "argmax"} or sampling's temperature and seed
+    # Frames where the human's input changed from the previous frame (buttons:
+    # change events of single buttons), and how often the policy's action was
+    # the new input there (buttons: weighted by change events; None: no change
+    # frames). Repeating the previous input scores 0.0 there by construction.
+    change_frames: dict
+    change_frame_match: dict
+    change_frame_match_per_button: dict
+    repeat_previous_change_frame_match: dict
 
     def to_json(self) -> dict:
         return dataclasses.asdict(self)
@@ -282,6 +189,7 @@ def play_replay(agent, replay: str | Path, port: int, max_frames: int | None = N
     featurizer = FrameFeaturizer(port, agent.delay, stage_id=stage_id)
     agent.reset()
     latencies_ms, cpu_ms, policy_match, baseline_match = [], [], MatchCounter(), MatchCounter()
+    policy_changes = ChangeFrameCounter()
     predicted = previous_human = None
     checked = False
     with frame_loop():
@@ -307,6 +215,7 @@ def play_replay(agent, replay: str | Path, port: int, max_frames: int | None = N
             if predicted is not None:  # the policy's guess for this frame, made last frame
                 policy_match.add(predicted, human)
                 baseline_match.add(previous_human, human)
+                policy_changes.add(predicted, human, previous_human)
             predicted, previous_human = _classes(pad), human
             latencies_ms.append(latency_ms)
             if on_frame is not None:
@@ -315,6 +224,7 @@ def play_replay(agent, replay: str | Path, port: int, max_frames: int | None = N
                 break
     if not latencies_ms:
         raise ReplayError(replay, "no playable frames")
+    change_frames = policy_changes.counts()
     return PlayReport(
         replay=str(replay),
         port=port,
@@ -326,6 +236,11 @@ def play_replay(agent, replay: str | Path, port: int, max_frames: int | None = N
         budget_ms=FRAME_BUDGET_MS,
         match=policy_match.rates(),
         repeat_previous_match=baseline_match.rates(),
+        decoding=getattr(agent, "decoding", {"mode": "argmax"}),
+        change_frames=change_frames,
+        change_frame_match=policy_changes.rates(),
+        change_frame_match_per_button=policy_changes.button_rates(),
+        repeat_previous_change_frame_match=repeat_change_frame_accuracy(change_frames),
         cpu_median_ms=float(np.median(cpu_ms)),
         cpu_p99_ms=float(np.percentile(cpu_ms, 99)),
         cpu_worst_ms=float(np.max(cpu_ms)),
@@ -437,7 +352,23 @@ def format_report(report: PlayReport) -> str:
     ]
     for key in m:
         lines.append(f"  {key:<15} {m[key]:7.1%}   {b[key]:7.1%}")
+    lines.append(f"actions           {_describe_decoding(report.decoding)}")
+    lines.append("on change frames  policy   repeat-previous   change frames (the human's input differs from the previous frame's)")
+    c, rc, n = report.change_frame_match, report.repeat_previous_change_frame_match, report.change_frames
+    for head in c:
+        lines.append(f"  {head:<15} {_percent(c[head])}   {_percent(rc[head])}   {n[head]:>13,}")
+    lines.append("  (buttons: each button on the frames where it changed, weighted by change events)")
     return "\n".join(lines)
+
+
+def _percent(rate) -> str:
+    return f"{'-':>7}" if rate is None else f"{rate:7.1%}"
+
+
+def _describe_decoding(decoding: dict) -> str:
+    if decoding.get("mode") == "sample":
+        return f"sampled from the predicted distributions (temperature {decoding['temperature']:g}, seed {decoding['seed']})"
+    return "the most likely value of each head (argmax)"
 
 
 def check_play_options(
@@ -446,10 +377,14 @@ def check_play_options(
     dolphin: str | Path | None,
     iso: str | Path | None,
     max_frames: int | None,
+    sample: bool = False,
+    temperature: float | None = None,
+    seed: int | None = None,
 ) -> None:
     """`keras-lstm play`'s options, checked before the model loads: a port of
     1-4, exactly one of a replay file or Dolphin (with an ISO), a positive
-    frame limit, and a replay path that is a file."""
+    frame limit, a temperature > 0 and the sampling options only with
+    --sample, and a replay path that is a file."""
     if port not in (1, 2, 3, 4):
         raise ValueError(f"--port must be 1, 2, 3 or 4, got {port}")
     if (replay is None) == (dolphin is None):
@@ -458,5 +393,9 @@ def check_play_options(
         raise ValueError("--dolphin needs --iso (a Melee 1.02 ISO)")
     if max_frames is not None and max_frames <= 0:
         raise ValueError(f"--max-frames must be a positive integer, got {max_frames}")
+    if temperature is not None:
+        check_temperature(temperature)
+    if not sample and (temperature is not None or seed is not None):
+        raise ValueError("--temperature and --seed apply to sampled actions: add --sample")
     if replay is not None:
         check_replay_path(replay)  # a wrong path fails at once, not after the model loads

@@ -95,6 +95,16 @@ def test_saved_model_agent_plays_like_the_run(tmp_path):
     for run_pad, saved_pad in zip(pads["run"], pads["saved"]):
         for key in ("buttons_prob", "main_x_prob", "shoulder_prob", "main_y", "buttons"):
             np.testing.assert_allclose(np.asarray(saved_pad[key]).reshape(-1), np.asarray(run_pad[key]).reshape(-1), atol=1e-5)
+    # Sampling: the SavedModel returns probabilities, the run logits; with one
+    # seed both draw the same pads (and loading the SavedModel draws nothing).
+    for name, model in (("run", tmp_path / "run"), ("saved", saved)):
+        agent = play.load_agent(model, play.make_sampler(True, temperature=1.5, seed=11))
+        pads[name] = []
+        report = play.play_replay(agent, REPLAY, port=2, max_frames=60, on_frame=lambda f, pad, ms: pads[name].append(pad))
+        assert report.decoding == {"mode": "sample", "temperature": 1.5, "seed": 11}
+    for run_pad, saved_pad in zip(pads["run"], pads["saved"]):
+        for head in controller.HEADS:
+            np.testing.assert_array_equal(np.asarray(saved_pad[head]).reshape(-1), np.asarray(run_pad[head]).reshape(-1), err_msg=head)
 
 
 def test_cli_play(tmp_path):
@@ -148,3 +158,66 @@ def test_cli_play_dolphin_needs_an_iso(tmp_path):
     make_run(tmp_path / "run")
     result = CliRunner().invoke(app, ["play", "--model", str(tmp_path / "run"), "--port", "1", "--dolphin", str(tmp_path)])
     assert result.exit_code == 2 and "--iso" in result.output
+
+
+def test_play_reports_change_frames(tmp_path):
+    """Frames where the human's input changed: counted from the human's pads,
+    scored with the policy's action made the frame before; repeating scores 0."""
+    from keras_lstm.evaluation.change_frames import change_frame_accuracy
+
+    make_run(tmp_path / "run")
+    pads = []
+    report = play.play_replay(play.load_agent(tmp_path / "run"), REPLAY, port=1, max_frames=300,
+                              on_frame=lambda f, pad, ms: pads.append(pad))
+    assert report.decoding == {"mode": "argmax"}
+    _, _, human = libmelee_rows(REPLAY, 1, 0, n=300)
+    predicted = {"buttons": np.concatenate([p["buttons"] for p in pads[:-1]])}
+    for head in controller.STICK_HEADS:
+        predicted[head] = controller.stick_to_class(np.concatenate([p[head] for p in pads[:-1]]))
+    predicted["shoulder"] = controller.shoulder_to_class(np.concatenate([p["shoulder"] for p in pads[:-1]]))
+    want = change_frame_accuracy(predicted, {h: v[1:] for h, v in human.items()}, {h: v[:-1] for h, v in human.items()})
+    assert report.change_frames == want.counts() and report.change_frames["main_x"] > 0
+    assert report.change_frame_match == want.rates()
+    assert report.change_frame_match_per_button == want.button_rates()
+    assert all(report.repeat_previous_change_frame_match[h] == (0.0 if n else None) for h, n in report.change_frames.items())
+    text = play.format_report(report)
+    assert "on change frames" in text and "argmax" in text
+    assert "match with human  policy   repeat-previous baseline" in text  # the lines before stay as they were
+
+
+def test_play_samples_reproducibly(tmp_path):
+    make_run(tmp_path / "run")
+    runs = []
+    for seed in (3, 3, 4):
+        pads = []
+        agent = play.load_agent(tmp_path / "run", play.make_sampler(True, 1.0, seed))
+        report = play.play_replay(agent, REPLAY, port=1, max_frames=120, on_frame=lambda f, pad, ms: pads.append(pad))
+        runs.append(pads)
+    assert report.decoding == {"mode": "sample", "temperature": 1.0, "seed": 4}
+    assert "sampled from the predicted distributions (temperature 1, seed 4)" in play.format_report(report)
+    same = [all(np.array_equal(a[h], b[h]) for h in controller.HEADS) for a, b in zip(runs[0], runs[1])]
+    other = [all(np.array_equal(a[h], b[h]) for h in controller.HEADS) for a, b in zip(runs[0], runs[2])]
+    assert all(same) and not all(other)
+    # the untrained policy is unsure: sampling moves the sticks where argmax would not
+    assert len({float(p["main_x"][0]) for p in runs[0]}) > 3
+
+
+def test_cli_play_sampling_options(tmp_path):
+    from keras_lstm.cli.main import app
+
+    make_run(tmp_path / "run")
+    runner = CliRunner()
+    base = ["play", "--model", str(tmp_path / "run"), "--replay", str(REPLAY), "--port", "1"]
+    ok = runner.invoke(app, [*base, "--max-frames", "60", "--sample", "--temperature", "0.5", "--seed", "2", "--json"])
+    assert ok.exit_code == 0, ok.output
+    assert '"mode": "sample"' in ok.output and '"change_frame_match"' in ok.output
+    bad = [
+        (["--sample", "--temperature", "0"], "error: --temperature must be > 0, got 0.0"),
+        (["--sample", "--temperature", "-1"], "error: --temperature must be > 0, got -1.0"),
+        (["--temperature", "0.5"], "error: --temperature and --seed apply to sampled actions: add --sample"),
+        (["--seed", "1"], "error: --temperature and --seed apply to sampled actions: add --sample"),
+    ]
+    for args, message in bad:
+        result = runner.invoke(app, [*base, *args])
+        assert result.exit_code == 2, (args, result.output)
+        assert len(result.output.strip().splitlines()) == 1 and result.output.startswith(message), (args, result.output)

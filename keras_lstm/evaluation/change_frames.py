@@ -1,0 +1,79 @@
+"""Accuracy on change frames: the frames where the player's input differs
+from the previous frame's.
+
+Inputs persist across frames, so "no change" is right most of the time and
+plain accuracy hardly separates a policy from repeating the previous input.
+On change frames repeating scores 0 by construction; what is left measures
+whether a policy knows *when and to what* the input changes.
+
+- class heads (sticks, shoulder): frames where the target class differs from
+  the previous frame's; a prediction is right when it equals the new class;
+- buttons: each button on its own, on the frames where that button changed
+  (a change event); the head's figure is the mean over the 8 buttons weighted
+  by their numbers of change events (hits over all events), so a button that
+  rarely changes weighs little.
+
+`ChangeFrameCounter` streams (play adds one frame at a time); evaluation adds
+all its frames at once. Both report through `rates()`, one copy of the math.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from keras_lstm.data import controller
+
+
+def _rate(hits: int, count: int) -> float | None:
+    return hits / count if count else None
+
+
+class ChangeFrameCounter:
+    """Change frames seen and predictions right on them, per head and button.
+
+    `add(predicted, targets, previous)` takes, per head, `[B]` classes (or
+    `[B, 8]` 0/1 buttons): what was predicted for the frames, what the player
+    pressed, and what the player pressed one frame earlier.
+    """
+
+    def __init__(self):
+        self.changes = {h: 0 for h in controller.CLASS_HEADS}
+        self.hits = {h: 0 for h in controller.CLASS_HEADS}
+        self.button_changes = np.zeros(len(controller.BUTTONS), np.int64)
+        self.button_hits = np.zeros(len(controller.BUTTONS), np.int64)
+
+    def add(self, predicted: dict, targets: dict, previous: dict) -> None:
+        pressed = np.asarray(targets["buttons"]) > 0.5
+        changed = pressed != (np.asarray(previous["buttons"]) > 0.5)
+        right = (np.asarray(predicted["buttons"]) > 0.5) == pressed
+        self.button_changes += changed.sum(0)
+        self.button_hits += (changed & right).sum(0)
+        for head in controller.CLASS_HEADS:
+            y = np.asarray(targets[head]).reshape(-1)
+            changed = y != np.asarray(previous[head]).reshape(-1)
+            self.changes[head] += int(changed.sum())
+            self.hits[head] += int((changed & (np.asarray(predicted[head]).reshape(-1) == y)).sum())
+
+    def counts(self) -> dict:
+        """Change frames per head; for buttons, change events over the 8 buttons."""
+        return {"buttons": int(self.button_changes.sum()), **{h: int(self.changes[h]) for h in controller.CLASS_HEADS}}
+
+    def button_counts(self) -> dict:
+        return {name: int(n) for name, n in zip(controller.BUTTONS, self.button_changes)}
+
+    def rates(self) -> dict:
+        """Accuracy on change frames per head (None for a head without any)."""
+        buttons = _rate(int(self.button_hits.sum()), int(self.button_changes.sum()))  # weighted by change events
+        return {"buttons": buttons, **{h: _rate(self.hits[h], self.changes[h]) for h in controller.CLASS_HEADS}}
+
+    def button_rates(self) -> dict:
+        """Accuracy on change events per button (None for a button that never changed)."""
+        return {name: _rate(int(h), int(n)) for name, h, n in zip(controller.BUTTONS, self.button_hits, self.button_changes)}
+
+
+def change_frame_accuracy(predicted: dict, targets: dict, previous: dict) -> ChangeFrameCounter:
+    """A counter holding every frame at once (see `ChangeFrameCounter`)."""
+    counter = ChangeFrameCounter()
+    counter.add(predicted, targets, previous)
+    return counter
+

@@ -1,0 +1,55 @@
+"""The evaluation summary as text: the loss table as before, then the
+change-frame accuracy beside both baselines and the calibration error."""
+
+from keras_lstm.data import controller
+from keras_lstm.evaluation.report import format_summary
+
+
+def per_head(value):
+    return {h: value for h in controller.HEADS}
+
+
+BASE = {
+    "frames": 1234,
+    "val_loss": 2.0,
+    "per_head_accuracy": per_head(0.9),
+    "baseline_repeat_loss": 3.0,
+    "baseline_repeat_accuracy": per_head(0.95),
+    "baseline_prior_loss": 5.8,
+    "baseline_prior_accuracy": per_head(0.5),
+    "replays_used": 3,
+}
+DECISION_QUALITY = {
+    "change_frames": {**per_head(57), "c_y": 0, "buttons": 1500},
+    "change_frame_accuracy": {**per_head(0.25), "c_y": None},
+    "baseline_repeat_change_frame_accuracy": {**per_head(0.0), "c_y": None},
+    "baseline_prior_change_frame_accuracy": {**per_head(0.125), "c_y": None},
+    "calibration_ece": per_head(0.0321),
+    "calibration_bins": {h: {"confidence": [None] * 15, "accuracy": [None] * 15, "count": [0] * 15} for h in controller.HEADS},
+}
+
+
+def test_summary_shows_change_frames_and_calibration_per_head():
+    text = format_summary({**BASE, **DECISION_QUALITY})
+    lines = text.splitlines()
+    old = format_summary(BASE).splitlines()
+    assert lines[: len(old) - 1] == old[:-1]  # the loss table's lines as they were, first
+    assert lines[-1] == old[-1]  # the counts last
+    header = lines[1]  # the loss table's header: one column per head
+    row = {line[:26].strip(): line for line in lines if line.startswith(("  ", "calibration error"))}
+    assert "1,500" in row["change frames"] and "57" in row["change frames"]
+    assert row["policy"].split()[1:] == ["0.250", "0.250", "0.250", "0.250", "-", "0.250"]
+    assert row["repeat-prev"].split()[1:] == ["0.000", "0.000", "0.000", "0.000", "-", "0.000"]
+    assert row["class prior"].split()[2:] == ["0.125", "0.125", "0.125", "0.125", "-", "0.125"]
+    assert row["calibration error (ECE)"].split()[3:] == ["0.0321"] * 6
+    # each value sits under its head's column in the loss table
+    for i, head in enumerate(controller.HEADS):
+        end = header.index(head) + len(head)
+        assert row["policy"][end - 5 : end] == ("    -" if head == "c_y" else "0.250"), head
+    assert "15 confidence bins" in text and "by construction" in text
+
+
+def test_summary_without_the_new_keys_still_formats():
+    text = format_summary(BASE)
+    assert "change frames" not in text and "calibration" not in text
+    assert "policy beats both baselines" in text

@@ -46,14 +46,26 @@ def evaluate(
     batch_size: Annotated[int, typer.Option(help="Windows per forward pass.")] = 256,
     stride: Annotated[Optional[int], typer.Option(help="Predict every N-th frame (1: every frame). Default: the stride the model trained with.")] = None,
     json_output: Annotated[bool, typer.Option("--json", help="Print the summary as one JSON object.")] = False,
+    held_out: Annotated[bool, typer.Option(help="Evaluate on the run's own validation games (listed in its run.json) instead of --replays.")] = False,
+    reliability_plot: Annotated[
+        Optional[Path],
+        typer.Option(help="Also draw the calibration of each head (accuracy against confidence, with bin counts) to this PNG file."),
+    ] = None,
 ):
-    """Evaluate a trained policy, beside both baselines, on any folder of replays."""
+    """Evaluate a trained policy, beside both baselines, on any folder of replays: loss, accuracy,
+    accuracy on change frames (where the input changes) and calibration (ECE) per head."""
     from keras_lstm.data.replays import replays_or_default
     from keras_lstm.evaluation.report import format_summary
     from keras_lstm.training.train import evaluate_folder
 
-    summary = evaluate_folder(model, replays_or_default(replays), on_skip=print_skip, batch_size=batch_size, stride=stride)
+    if held_out and replays is not None:
+        raise ValueError("give --replays or --held-out, not both")
+    summary = evaluate_folder(
+        model, None if held_out else replays_or_default(replays), on_skip=print_skip, batch_size=batch_size, stride=stride, reliability_plot=reliability_plot
+    )
     if json_output:
         print_json(summary)
     else:
         typer.echo(format_summary(summary))
+    if reliability_plot is not None:
+        typer.echo(f"reliability plot: {reliability_plot}", err=json_output)  # stdout stays one JSON object

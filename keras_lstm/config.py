@@ -30,7 +30,8 @@ from typing import Any, Callable
 CELL_TYPES = ("lstm", "gru")
 STRATEGIES = ("default", "mirrored", "multi-worker")  # keras_lstm.training.distribute
 MAX_SEED = 2**32 - 1  # numpy and TensorFlow take seeds in [0, 2**32 - 1]
-DEFAULT_PIECE_FRAMES = 3600  # keras_lstm.training.carried_training: frames per piece a game is cut into
+DEFAULT_PIECE_FRAMES = 3600
+LR_SCHEDULES = ("constant", "cosine")  # keras_lstm.training.carried_training: frames per piece a game is cut into
 
 Check = Callable[[str, Any], None]
 
@@ -118,10 +119,13 @@ class ModelConfig(_Concern):
         "Recurrent matmuls in float32, or bfloat16 (faster on CPUs with AVX512_BF16; see docs/TRAINING_SPEED.md).",
         matmul_precision,
     )
+    previous_input_heads: bool = option(
+        True, "The controller heads also see the previous input as classes (docs/QUALITY.md); --no-previous-input-heads is the seed's policy."
+    )
 
     def policy_args(self) -> dict:
         """The `keras_lstm.model.policy.build_policy` arguments."""
-        return {k: getattr(self, k) for k in ("backbone", "embed_size", "hidden_size", "num_layers", "dropout", "matmul_dtype")}
+        return dataclasses.asdict(self)
 
 
 @dataclasses.dataclass
@@ -140,8 +144,16 @@ class DataConfig(_Concern):
 class OptimConfig(_Concern):
     epochs: int = option(3, "Training epochs.", positive)
     batch_size: int = option(64, "Windows per batch.", positive)
-    learning_rate: float = option(1e-3, "Adam learning rate.", positive)
+    learning_rate: float = option(1e-3, "Adam learning rate (the peak, with a schedule).", positive)
+    lr_schedule: str = option(
+        "constant", "Learning rate over the run: constant, or cosine (decays to 0 by the last step).", one_of(*LR_SCHEDULES)
+    )
     truncate_bptt: int | None = option(None, "Backpropagate through the last K frames only (default: the whole window).", positive_or_none)
+    loss_frames: int | None = option(
+        None,
+        "The loss on the last N frames of each window, the frames before being burn-in (1: the last frame only, the seed's; default: the last 3/4 of the window).",
+        positive_or_none,
+    )
     # Carried-state training (`keras_lstm.training.carried_training`): each of
     # `carried_streams` rows walks through whole games, `window_size` frames a
     # step, the state carried from step to step and the loss on every frame.
@@ -177,6 +189,8 @@ class TrainConfig:
         data, optim, run = self.data, self.optim, self.run
         if optim.truncate_bptt is not None and optim.truncate_bptt > data.window_size:
             raise ValueError(f"truncate-bptt ({optim.truncate_bptt}) must not exceed window-size ({data.window_size})")
+        if optim.loss_frames is not None and optim.loss_frames > data.window_size:
+            raise ValueError(f"loss-frames ({optim.loss_frames}) must not exceed window-size ({data.window_size})")
         if optim.carried_state and (data.data_dir or optim.truncate_bptt is not None or run.strategy != "default"):
             raise ValueError(
                 "--carried-state trains from --replays on one device, on segments of --window-size frames "
@@ -184,6 +198,16 @@ class TrainConfig:
             )
         if run.strategy == "multi-worker" and not data.data_dir:
             raise ValueError("--strategy multi-worker needs --data-dir: each worker streams its own shard of a prepared dataset")
+
+    @property
+    def loss_frames(self) -> int:
+        """The frames of each window that carry the loss: `optim.loss_frames`,
+        or by default the last 3/4 of the window (a quarter of burn-in, so
+        that no loss sits on a state built from a few frames)."""
+        if self.optim.loss_frames is not None:
+            return self.optim.loss_frames
+        window = self.data.window_size
+        return max(1, window - window // 4)
 
     def flat(self) -> dict:
         """Every option by its field name, the concerns merged (run.json's form)."""

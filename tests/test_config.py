@@ -41,7 +41,10 @@ def test_a_run_json_config_of_the_seed_loads():
         "data_dir": None, "strategy": "default", "carried_state": False, "carried_streams": 32,
         "carried_piece_frames": 3600,
     }
-    assert TrainConfig.from_flat(**seed_keys).flat() == seed_keys
+    loaded = TrainConfig.from_flat(**seed_keys).flat()
+    # Options added since take their defaults; check_resumable names them if
+    # an unfinished run of the seed is resumed.
+    assert {k: loaded[k] for k in seed_keys} == seed_keys
 
 
 @pytest.mark.parametrize(
@@ -89,3 +92,12 @@ def test_bench_options_come_from_the_same_fields():
     assert speed["truncate_bptt"].default == 15  # the benchmark's own default K
     inference = {p.name: p for p in _command("bench", "inference").params}
     assert inference["window_size"].default == TrainConfig().data.window_size
+
+
+def test_loss_frames_default_is_the_last_three_quarters_of_the_window():
+    assert TrainConfig.from_flat(replays="/r").loss_frames == 45
+    assert TrainConfig.from_flat(replays="/r", window_size=10).loss_frames == 8
+    assert TrainConfig.from_flat(replays="/r", window_size=1).loss_frames == 1
+    assert TrainConfig.from_flat(replays="/r", loss_frames=1).loss_frames == 1
+    with pytest.raises(ValueError, match="loss-frames \\(61\\) must not exceed window-size \\(60\\)"):
+        TrainConfig.from_flat(replays="/r", loss_frames=61).validate()

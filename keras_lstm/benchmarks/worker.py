@@ -95,7 +95,7 @@ def measure_step_latency(policy, steps: int) -> dict:
     def graph_step(numeric_1x1xF, categorical_1x1xC, state):
         frames = policy.encode({"numeric": numeric_1x1xF, "categorical": categorical_1x1xC}, training=False)
         hidden, state = backbone.unroll(frames, state)
-        return policy.apply_heads(hidden[:, -1]), state
+        return policy.apply_heads(hidden[:, -1], numeric_1x1xF[:, -1]), state
 
     x_num, x_cat = tf.constant(numeric[:, None]), tf.constant(categorical[:, None])
     state = [backbone.initial_state(1)]

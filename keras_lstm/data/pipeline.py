@@ -115,9 +115,11 @@ def window_dataset(
     cycle_length: int = DEFAULT_CYCLE_LENGTH,
     example_buffer: int = DEFAULT_EXAMPLE_BUFFER,
     shuffle_buffer: int = DEFAULT_SHUFFLE_BUFFER,
+    target_frames: int = 1,
 ) -> tf.data.Dataset:
     """Unbatched `(x, y)` windows: x = `{"numeric": [W, NUMERIC_SIZE],
-    "categorical": [W, CATEGORICAL_SIZE]}`, y = the controller at the last frame.
+    "categorical": [W, CATEGORICAL_SIZE]}`, y = the controller at the last
+    frame, or at the last `target_frames` frames (as `Windows.gather`).
 
     `repeat=True` gives an endless stream (epochs reshuffled, deterministic for
     a seed); otherwise one pass.
@@ -137,7 +139,8 @@ def window_dataset(
         def gather(ends_chunk):
             rows = ends_chunk[:, None] + offsets[None, :]
             x = {"numeric": tf.gather(numeric, rows), "categorical": tf.gather(categorical, rows)}
-            return x, {h: tf.gather(v, ends_chunk) for h, v in targets.items()}
+            at = ends_chunk if target_frames == 1 else rows[:, W - target_frames :]
+            return x, {h: tf.gather(v, at) for h, v in targets.items()}
 
         return tf.data.Dataset.from_tensor_slices(ends).batch(GATHER_CHUNK).map(gather).unbatch()
 

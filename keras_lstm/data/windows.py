@@ -67,21 +67,27 @@ class Windows:
     def predicted_targets(self) -> dict:
         return {k: v[self.ends] for k, v in self.targets.items()}
 
-    def gather(self, ends: np.ndarray):
+    def gather(self, ends: np.ndarray, target_frames: int = 1):
+        """`(x, y)` of the windows ending at `ends`: y is the controller at
+        the last frame (`[B, ...]`), or at the last `target_frames` frames
+        (`[B, target_frames, ...]`) when that is over 1."""
         rows = ends[:, None] + np.arange(1 - self.window_size, 1)[None, :]
         x = {"numeric": self.numeric[rows], "categorical": self.categorical[rows]}
-        y = {k: v[ends] for k, v in self.targets.items()}
+        at = ends if target_frames == 1 else rows[:, -target_frames:]
+        y = {k: v[at] for k, v in self.targets.items()}
         return x, y
 
-    def dataset(self, batch_size: int, shuffle: bool, seed: int = 0, drop_remainder: bool = False) -> tf.data.Dataset:
-        """`(x, y)` batches. Shuffled with a fixed seed (reshuffled each epoch)
-        so that runs repeat."""
+    def dataset(
+        self, batch_size: int, shuffle: bool, seed: int = 0, drop_remainder: bool = False, target_frames: int = 1
+    ) -> tf.data.Dataset:
+        """`(x, y)` batches (`target_frames` as in `gather`). Shuffled with a
+        fixed seed (reshuffled each epoch) so that runs repeat."""
         W = self.window_size
         F, C = self.numeric.shape[1], self.categorical.shape[1]
         heads = list(self.targets)
 
         def gather_np(ends):
-            x, y = self.gather(ends)
+            x, y = self.gather(ends, target_frames)
             return [x["numeric"], x["categorical"]] + [y[h] for h in heads]
 
         def gather_tf(ends):
@@ -92,7 +98,7 @@ class Windows:
             out[1].set_shape([n, W, C])
             y = {}
             for h, t in zip(heads, out[2:]):
-                t.set_shape([n] + list(self.targets[h].shape[1:]))
+                t.set_shape([n] + ([] if target_frames == 1 else [target_frames]) + list(self.targets[h].shape[1:]))
                 y[h] = t
             return {"numeric": out[0], "categorical": out[1]}, y
 

@@ -22,8 +22,9 @@ import tensorflow as tf
 from keras_lstm.data import controller, features
 from keras_lstm.model.backbone import RecurrentBackbone, check_positive
 from keras_lstm.model.encoder import FrameEncoder
-from keras_lstm.model.recurrent import backbone_last_hidden
-from keras_lstm.model.tbptt import carry_state, last_chunk_start
+from keras_lstm.model.heads import PreviousInput
+from keras_lstm.model.recurrent import backbone_last_hidden, backbone_unroll
+from keras_lstm.model.tbptt import carry_state, chunk_bounds, last_chunk_start
 
 def policy_loss(targets: dict, logits: dict) -> tuple[tf.Tensor, dict]:
     """Mean over frames of the summed head cross-entropies (nats), and each
@@ -40,6 +41,12 @@ def policy_loss(targets: dict, logits: dict) -> tuple[tf.Tensor, dict]:
         )
     total = tf.add_n(list(per_head.values()))
     return tf.reduce_mean(total), {h: tf.reduce_mean(v) for h, v in per_head.items()}
+
+
+def flatten_time(v):
+    """`[B, T, ...] -> [B*T, ...]`: per-frame logits or targets as frames."""
+    shape = tf.shape(v)
+    return tf.reshape(v, tf.concat([[shape[0] * shape[1]], shape[2:]], axis=0))
 
 
 def head_correct(targets: dict, logits: dict) -> dict:
@@ -78,6 +85,13 @@ class BehaviorCloningPolicy(keras.Model):
         matmul_dtype: None (float32) or "bfloat16": the recurrent matmuls in
             `train_step` take bfloat16 inputs (faster on CPUs with
             AVX512_BF16; weights, states and evaluation stay float32).
+        loss_frames: `train_step` puts the loss on the last N frames of each
+            window (targets `[B, N, ...]`); the frames before are burn-in
+            (no loss). 1: the last frame only (targets `[B, ...]`), the seed's
+            training. Gradients stop at the `truncate_bptt` chunk boundaries.
+        previous_input_heads: the heads also see the previous controller as
+            classes (`keras_lstm.model.heads`); False is the seed's policy
+            (and what a saved policy without the setting was).
 
     Example:
     >>> policy = BehaviorCloningPolicy(build_backbone("lstm", 128))
@@ -86,8 +100,15 @@ class BehaviorCloningPolicy(keras.Model):
     """
 
     def __init__(
-        self, backbone: RecurrentBackbone, truncate_bptt: int | None = None, matmul_dtype: str | None = None, **kwargs
+        self,
+        backbone: RecurrentBackbone,
+        truncate_bptt: int | None = None,
+        matmul_dtype: str | None = None,
+        loss_frames: int = 1,
+        previous_input_heads: bool = True,
+        **kwargs,
     ):
+        check_positive(loss_frames=loss_frames)
         if truncate_bptt is not None:
             check_positive(truncate_bptt=truncate_bptt)
         if matmul_dtype not in (None, "float32", "bfloat16"):
@@ -104,7 +125,10 @@ class BehaviorCloningPolicy(keras.Model):
         # === Functional model ===
         numeric = keras.Input(shape=(None, features.NUMERIC_SIZE), name="numeric")
         categorical = keras.Input(shape=(None, features.CATEGORICAL_SIZE), dtype="int32", name="categorical")
+        previous_input = PreviousInput(name="previous_input") if previous_input_heads else None
         hidden = backbone(encoder([numeric, categorical]))
+        if previous_input is not None:
+            hidden = keras.layers.Concatenate(name="head_input")([hidden, previous_input(numeric[:, -1])])
         outputs = {h: layer(hidden) for h, layer in head_layers.items()}
         super().__init__(inputs={"numeric": numeric, "categorical": categorical}, outputs=outputs, name=name, **kwargs)
 
@@ -112,8 +136,10 @@ class BehaviorCloningPolicy(keras.Model):
         self.backbone = backbone
         self.truncate_bptt = truncate_bptt
         self.matmul_dtype = matmul_dtype
+        self.loss_frames = loss_frames
         self.encoder = encoder
         self.head_layers = head_layers
+        self.previous_input = previous_input
 
         self.loss_tracker = keras.metrics.Mean(name="loss")
         self.accuracy_trackers = {h: keras.metrics.Mean(name=f"acc_{h}") for h in controller.HEADS}
@@ -123,8 +149,12 @@ class BehaviorCloningPolicy(keras.Model):
     def encode(self, x, training=False):
         return self.encoder([x["numeric"], x["categorical"]], training=training)
 
-    def apply_heads(self, hidden_BxU) -> dict:
-        return {h: layer(hidden_BxU) for h, layer in self.head_layers.items()}
+    def apply_heads(self, hidden, numeric) -> dict:
+        """Head logits from the backbone's output `[B, (T,) U]` and the
+        frames' numeric inputs `[B, (T,) F]` (for the previous controller)."""
+        if self.previous_input is not None:
+            hidden = keras.ops.concatenate([hidden, self.previous_input(numeric)], axis=-1)
+        return {h: layer(hidden) for h, layer in self.head_layers.items()}
 
     # -- explicit state: the backbone's, with frames in and logits out --------
 
@@ -137,14 +167,14 @@ class BehaviorCloningPolicy(keras.Model):
         at every frame of `x = {"numeric": [B, T, F], "categorical": [B, T, C]}`
         from `state`."""
         outputs_BxTxU, state = self.backbone.unroll(self.encode(x, training=training), state, training)
-        return self.apply_heads(outputs_BxTxU), state
+        return self.apply_heads(outputs_BxTxU, x["numeric"]), state
 
     def step(self, x, state) -> tuple:
         """`({head: logits [B, ...]}, new_state)` for one frame per game,
         `x = {"numeric": [B, F], "categorical": [B, C]}` (inference)."""
         frames_BxE = self.encode({k: v[:, None] for k, v in x.items()})[:, 0]
         output_BxU, state = self.backbone.step(frames_BxE, state)
-        return self.apply_heads(output_BxU), state
+        return self.apply_heads(output_BxU, x["numeric"]), state
 
     # -- training ------------------------------------------------------------
 
@@ -159,6 +189,8 @@ class BehaviorCloningPolicy(keras.Model):
         return {m.name: m.result() for m in self.metrics}
 
     def train_step(self, data):
+        if self.loss_frames > 1:
+            return self._sequence_train_step(data)
         x, targets = data[0], data[1]
         last_start = last_chunk_start(x["numeric"].shape[1], self.truncate_bptt)
         state = self.backbone.initial_state(tf.shape(x["numeric"])[0])
@@ -173,7 +205,39 @@ class BehaviorCloningPolicy(keras.Model):
         with tf.GradientTape() as tape:
             frames_TxBxE = tf.transpose(self.encode(last_chunk, training=True), [1, 0, 2])
             hidden, _ = backbone_last_hidden(self.backbone, frames_TxBxE, state, True, self.matmul_dtype)
-            logits = self.apply_heads(hidden)
+            logits = self.apply_heads(hidden, x["numeric"][:, -1])
+            loss, _ = policy_loss(targets, logits)
+            total = scaled_for_replicas(loss + tf.add_n(self.losses) if self.losses else loss)
+        grads = tape.gradient(total, self.trainable_variables)
+        self.optimizer.apply(grads, self.trainable_variables)
+        return self._record(loss, targets, logits)
+
+    def _sequence_train_step(self, data):
+        """The loss on the last `loss_frames` frames of the window: chunk by
+        chunk (`truncate_bptt`), the state carried with the gradient stopped
+        at each boundary; chunks wholly in the burn-in run unrecorded."""
+        x, targets = data[0], data[1]
+        window = x["numeric"].shape[1]
+        burn_in = window - self.loss_frames
+        state = self.backbone.initial_state(tf.shape(x["numeric"])[0])
+        parts = []
+        with tf.GradientTape() as tape:
+            frames_BxTxE = self.encode(x, training=True)
+            for start, end in chunk_bounds(window, self.truncate_bptt):
+                if end <= burn_in:
+                    with tape.stop_recording():
+                        _, state = backbone_unroll(self.backbone, frames_BxTxE[:, start:end], state, True, self.matmul_dtype)
+                else:
+                    chunk_TxBxE = tf.transpose(frames_BxTxE[:, start:end], [1, 0, 2])
+                    outputs_TxBxU, state = backbone_last_hidden(
+                        self.backbone, chunk_TxBxE, state, True, self.matmul_dtype, all_timesteps=True
+                    )
+                    first = max(start, burn_in)
+                    outputs_BxTxU = tf.transpose(outputs_TxBxU[first - start :], [1, 0, 2])
+                    parts.append(self.apply_heads(outputs_BxTxU, x["numeric"][:, first:end]))
+                state = tf.nest.map_structure(tf.stop_gradient, state)
+            logits = {h: flatten_time(tf.concat([p[h] for p in parts], axis=1)) for h in controller.HEADS}
+            targets = {h: flatten_time(v) for h, v in targets.items()}
             loss, _ = policy_loss(targets, logits)
             total = scaled_for_replicas(loss + tf.add_n(self.losses) if self.losses else loss)
         grads = tape.gradient(total, self.trainable_variables)
@@ -185,7 +249,7 @@ class BehaviorCloningPolicy(keras.Model):
         frames_TxBxE = tf.transpose(self.encode(x, training=False), [1, 0, 2])
         state = self.backbone.initial_state(tf.shape(frames_TxBxE)[1])
         hidden, _ = backbone_last_hidden(self.backbone, frames_TxBxE, state, training=False)
-        logits = self.apply_heads(hidden)
+        logits = self.apply_heads(hidden, x["numeric"][:, -1])
         loss, _ = policy_loss(targets, logits)
         return self._record(loss, targets, logits)
 
@@ -196,12 +260,15 @@ class BehaviorCloningPolicy(keras.Model):
             "backbone": keras.saving.serialize_keras_object(self.backbone),
             "truncate_bptt": self.truncate_bptt,
             "matmul_dtype": self.matmul_dtype,
+            "loss_frames": self.loss_frames,
+            "previous_input_heads": self.previous_input is not None,
             "name": self.name,
         }
 
     @classmethod
     def from_config(cls, config):
         config = dict(config)
+        config.setdefault("previous_input_heads", False)  # saved before the option existed
         config["backbone"] = keras.saving.deserialize_keras_object(config["backbone"])
         return cls(**config)
 
@@ -214,6 +281,8 @@ def build_policy(
     dropout: float = 0.1,
     truncate_bptt: int | None = None,
     matmul_dtype: str | None = None,
+    previous_input_heads: bool = True,
+    loss_frames: int = 1,
 ) -> BehaviorCloningPolicy:
     from keras_lstm.model.backbone import build_backbone
 
@@ -221,4 +290,6 @@ def build_policy(
         build_backbone(backbone, embed_size, hidden_size, num_layers, dropout),
         truncate_bptt=truncate_bptt,
         matmul_dtype=matmul_dtype,
+        previous_input_heads=previous_input_heads,
+        loss_frames=loss_frames,
     )

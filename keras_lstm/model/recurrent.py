@@ -287,12 +287,16 @@ def backbone_unroll(backbone, x_BxTxE, state, training: bool = False, matmul_dty
     return tf.transpose(x, [1, 0, 2]), tuple(new_state)
 
 
-def backbone_last_hidden(backbone, x_TxBxE, state, training: bool = False, matmul_dtype=None):
+def backbone_last_hidden(
+    backbone, x_TxBxE, state, training: bool = False, matmul_dtype=None, all_timesteps: bool = False
+):
     """The backbone's last-timestep output `[B, U]` (after dropout) over a
     time-major sequence from `state`, and the new state; the training path
-    (hand-written backward pass per layer).
+    (hand-written backward pass per layer). With `all_timesteps`, the top
+    layer's output at every timestep, `[T, B, U]` (the loss on many frames).
 
-    Equal to `backbone_unroll(...)[0][:, -1]` in value and gradient. Only the
+    Equal to `backbone_unroll(...)[0][:, -1]` (or, with `all_timesteps`, to
+    `backbone_unroll(...)[0]` time-major) in value and gradient. Only the
     last timestep of the top layer is computed past its recurrence, so its
     dropout is applied to `[B, U]` instead of `[B, T, U]` (the same
     distribution: each unit is dropped independently). `matmul_dtype` as in
@@ -301,7 +305,9 @@ def backbone_last_hidden(backbone, x_TxBxE, state, training: bool = False, matmu
     dtype = _matmul_dtype(matmul_dtype)
     x = x_TxBxE
     new_state = []
-    last = len(backbone.recurrent_layers) - 1
+    # The top layer keeps every timestep's output (and its gradient) exactly
+    # as the layers below it do when all of them are wanted.
+    last = len(backbone.recurrent_layers) - (0 if all_timesteps else 1)
     for n, (layer, dropout, layer_state) in enumerate(zip(backbone.recurrent_layers, backbone.dropout_layers, state)):
         cell = layer.cell
         weights = (cell.kernel, cell.recurrent_kernel, cell.bias)

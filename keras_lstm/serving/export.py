@@ -105,6 +105,7 @@ class PolicyServingModule(tf.Module):
         self.encoder = policy.encoder
         self.backbone = backbone
         self.heads = [policy.head_layers[name] for name in controller.HEADS]
+        self.previous_input = policy.previous_input
         self._policy = _Untracked(policy)
         self.cell_type = backbone.cell_type
         self.num_layers = backbone.num_layers
@@ -154,6 +155,8 @@ class PolicyServingModule(tf.Module):
         x = encode_tf(self.encoder, numeric_BxF, categorical_BxC)
         cells = [layer.cell for layer in self.backbone.recurrent_layers]
         x, new_state = recurrent.tf_step(self.cell_type, cells, x, state)
+        if self.previous_input is not None:  # heads that also see the previous input (model/heads.py)
+            x = tf.concat([x, self.previous_input(numeric_BxF)], axis=1)
 
         kernel = tf.concat([layer.kernel for layer in self.heads], axis=1)
         bias = tf.concat([layer.bias for layer in self.heads], axis=0)

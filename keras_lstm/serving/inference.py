@@ -42,6 +42,7 @@ from threadpoolctl import ThreadpoolController
 from keras_lstm.data import controller, features
 from keras_lstm.model import recurrent
 from keras_lstm.model.encoder import NumpyEncoder
+from keras_lstm.model.heads import previous_input_numpy
 from keras_lstm.serving.decode import decode_controller
 from keras_lstm.model.backbone import CELL_TYPES, LastTimestep
 
@@ -278,6 +279,8 @@ class PolicyStepper:
         layers = [policy.head_layers[h] for h in controller.HEADS]
         self.heads_w = np.ascontiguousarray(np.concatenate([layer.kernel.numpy() for layer in layers], axis=1), np.float32)
         self.heads_b = np.concatenate([layer.bias.numpy() for layer in layers]).astype(np.float32)
+        # Heads that also see the previous input: the kernel's last rows take it.
+        self.previous_input = policy.previous_input is not None
         sizes = [len(controller.BUTTONS)] + [controller.HEAD_CLASSES[h] for h in controller.CLASS_HEADS]
         self._splits = np.cumsum(sizes)[:-1]
         self.batch = batch
@@ -313,6 +316,8 @@ class PolicyStepper:
                 f"got {list(numeric.shape)} and {list(categorical.shape)}"
             )
         output_BxU, self.state = self.backbone._step(self.encode(numeric, categorical), self.state)
+        if self.previous_input:
+            output_BxU = np.concatenate([output_BxU, previous_input_numpy(numeric)], axis=1)
         z = output_BxU @ self.heads_w
         z += self.heads_b
         return dict(zip(controller.HEADS, np.split(z, self._splits, axis=1)))

@@ -39,7 +39,7 @@ import tensorflow as tf
 from keras_lstm.data import features
 from keras_lstm.data.features import PolicyArrays
 from keras_lstm.config import DEFAULT_PIECE_FRAMES
-from keras_lstm.model.policy import BehaviorCloningPolicy, build_policy, policy_loss, scaled_for_replicas
+from keras_lstm.model.policy import BehaviorCloningPolicy, build_policy, flatten_time, policy_loss, scaled_for_replicas
 
 
 class _StateBox:
@@ -85,9 +85,9 @@ class CarriedStatePolicy(BehaviorCloningPolicy):
         with tf.GradientTape() as tape:
             frames_BxTxE = self.encode(x, training=True)
             outputs_BxTxU, new_state = self.backbone.unroll(frames_BxTxE, state, training=True)
-            logits = self.apply_heads(outputs_BxTxU)
-            flat_logits = {h: _flatten_time(v) for h, v in logits.items()}
-            flat_targets = {h: _flatten_time(v) for h, v in targets.items()}
+            logits = self.apply_heads(outputs_BxTxU, x["numeric"])
+            flat_logits = {h: flatten_time(v) for h, v in logits.items()}
+            flat_targets = {h: flatten_time(v) for h, v in targets.items()}
             loss, _ = policy_loss(flat_targets, flat_logits)
             total = scaled_for_replicas(loss + tf.add_n(self.losses) if self.losses else loss)
         grads = tape.gradient(total, self.trainable_variables)
@@ -106,19 +106,14 @@ class CarriedStatePolicy(BehaviorCloningPolicy):
         """A plain `BehaviorCloningPolicy` holding these weights."""
         b = self.backbone
         plain = build_policy(
-            backbone=b.cell_type, embed_size=b.embed_size, hidden_size=b.hidden_size, num_layers=b.num_layers, dropout=b.dropout
+            backbone=b.cell_type, embed_size=b.embed_size, hidden_size=b.hidden_size, num_layers=b.num_layers, dropout=b.dropout,
+            previous_input_heads=self.previous_input is not None,
         )
         plain.set_weights(self.get_weights())
         return plain
 
     def get_config(self):
         return {**super().get_config(), "streams": self.streams}
-
-
-def _flatten_time(v):
-    """`[B, T, ...] -> [B*T, ...]`."""
-    shape = tf.shape(v)
-    return tf.reshape(v, tf.concat([[shape[0] * shape[1]], shape[2:]], axis=0))
 
 
 def cut_pieces(arrays: list[PolicyArrays], segment_frames: int, piece_frames: int) -> list[tuple[int, int, int]]:

@@ -155,7 +155,7 @@ def training_batches(windows: Windows, config, steps_per_epoch: int, skip_steps:
         [np.random.default_rng([config.run.seed, epoch]).permutation(len(windows))[:used] for epoch in range(config.optim.epochs)]
     )
     ordered = dataclasses.replace(windows, ends=windows.ends[order[skip_steps * config.optim.batch_size :]])
-    return ordered.dataset(config.optim.batch_size, shuffle=False, drop_remainder=True)
+    return ordered.dataset(config.optim.batch_size, shuffle=False, drop_remainder=True, target_frames=config.loss_frames)
 
 
 def _combined_counts(*reports: LoadReport) -> dict:
@@ -256,7 +256,10 @@ def prepared_inputs(config, strategy: tf.distribute.Strategy | None = None, **wi
     val = make_windows([features.align(t, delay) for t in val_trajectories], W, stride)
 
     def make_train_dataset(skip_steps: int = 0):
-        train_fn = pipeline.dataset_fn(builder, tfds_dataset.TRAIN, config.optim.batch_size, W, stride, delay, config.run.seed, skip_steps, **window_options)
+        train_fn = pipeline.dataset_fn(
+            builder, tfds_dataset.TRAIN, config.optim.batch_size, W, stride, delay, config.run.seed, skip_steps,
+            target_frames=config.loss_frames, **window_options,
+        )
         return strategy.distribute_datasets_from_function(train_fn)
 
     counts = meta["counts"]

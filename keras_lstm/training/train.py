@@ -30,6 +30,7 @@ from keras_lstm.data.trajectories import load_trajectories
 from keras_lstm.data.windows import make_windows
 from keras_lstm.evaluation import baselines
 from keras_lstm.evaluation.evaluate import evaluate_policy
+from keras_lstm.evaluation.reliability_plot import check_plot_destination, write_reliability_plot
 from keras_lstm.files import atomic
 from keras_lstm.files.lock import FolderLock
 from keras_lstm.model.backbone import build_backbone, check_positive
@@ -68,6 +69,14 @@ def config_from_options(
         output=str(output),
         **options,
     )
+
+
+def learning_rate(optim, steps_per_epoch: int):
+    """Adam's learning rate: a number, or a schedule over the optimizer's step
+    (which a resumed run restores, so the schedule goes on where it was)."""
+    if optim.lr_schedule == "cosine":
+        return keras.optimizers.schedules.CosineDecay(optim.learning_rate, decay_steps=max(1, steps_per_epoch * optim.epochs))
+    return optim.learning_rate
 
 
 class TrainingDiverged(ValueError):
@@ -116,10 +125,12 @@ def _train_locked(config, strategy, out, backup, on_skip, callbacks, verbose, on
     with strategy.scope():
         if optim.carried_state:
             backbone = build_backbone(model.backbone, model.embed_size, model.hidden_size, model.num_layers, model.dropout)
-            policy = carried_training.CarriedStatePolicy(backbone, streams=optim.carried_streams)
+            policy = carried_training.CarriedStatePolicy(
+                backbone, streams=optim.carried_streams, previous_input_heads=model.previous_input_heads
+            )
         else:
-            policy = build_policy(**model.policy_args(), truncate_bptt=optim.truncate_bptt)
-        policy.compile(optimizer=keras.optimizers.Adam(optim.learning_rate))
+            policy = build_policy(**model.policy_args(), truncate_bptt=optim.truncate_bptt, loss_frames=config.loss_frames)
+        policy.compile(optimizer=keras.optimizers.Adam(learning_rate(optim, steps)))
         progress = run_backup.load_latest(backup, policy, on_warning) or run_backup.Progress()
         metric_state = [v.numpy() for m in policy.metrics for v in m.variables] if progress.step else None
     distribute.prepare_for_fit(policy, strategy)
@@ -213,18 +224,32 @@ def _train_locked(config, strategy, out, backup, on_skip, callbacks, verbose, on
 
 
 def evaluate_folder(
-    model_dir: str | Path, replays: str | Path, on_skip=None, batch_size: int = 256, stride: int | None = None
+    model_dir: str | Path,
+    replays: str | Path | None,
+    on_skip=None,
+    batch_size: int = 256,
+    stride: int | None = None,
+    reliability_plot: str | Path | None = None,
 ) -> dict:
-    """Evaluate a trained run on every usable replay in a folder, predicting
-    every `stride`-th frame (default: the stride the run trained with)."""
+    """Evaluate a trained run on every usable replay in a folder (`replays`
+    None: on the run's own validation games, as `run.json` lists them),
+    predicting every `stride`-th frame (default: the stride the run trained
+    with); with `reliability_plot`, also draw each head's calibration to
+    that PNG."""
     check_positive(**{"batch-size": batch_size})
     if stride is not None:
         check_positive(stride=stride)
+    if reliability_plot is not None:
+        check_plot_destination(reliability_plot)  # before an evaluation that may take minutes
     policy, run = load_run(model_dir)
     cfg = run["config"]
-    report = load_trajectories(find_replays(replays), on_skip=on_skip)
+    if replays is None:
+        paths, where = [Path(p) for p in run.get("val_files", [])], f"{model_dir}: the run's validation games"
+    else:
+        paths, where = find_replays(replays), str(replays)
+    report = load_trajectories(paths, on_skip=on_skip)
     if not report.trajectories:
-        raise ValueError(f"{replays}: no usable replay ({report.replays_skipped} skipped)")
+        raise ValueError(f"{where}: no usable replay ({report.replays_skipped} skipped)")
     stride = cfg["stride"] if stride is None else stride
     windows = make_windows([features.align(t, cfg["delay"]) for t in report.trajectories], cfg["window_size"], stride)
     stats = baselines.BaselineStats.from_json(run["baseline_stats"])
@@ -233,4 +258,6 @@ def evaluate_folder(
     summary["skipped"] = report.skipped
     summary["parameters"] = int(policy.count_params())
     summary["model_path"] = str(model_dir)
+    if reliability_plot is not None:
+        write_reliability_plot(summary, reliability_plot)
     return summary

@@ -63,6 +63,15 @@ def test_unshuffled_windows_and_targets_are_identical_to_make_windows(prepared, 
         assert y[h].dtype == ref_y[h].dtype, h
 
 
+def test_targets_of_the_last_frames_are_identical_to_make_windows(prepared):
+    folder, _, builder = prepared
+    ref = reference_windows(folder, builder, "train", 8, 5, 0)
+    _, y = _collect(pipeline.window_dataset(builder, "train", 8, 5, target_frames=3))
+    _, ref_y = ref.gather(ref.ends, target_frames=3)
+    for h in controller.HEADS:
+        np.testing.assert_array_equal(y[h], ref_y[h])
+
+
 def test_shuffled_pass_is_a_permutation_and_deterministic_per_seed(prepared):
     folder, _, builder = prepared
     W, stride = 8, 11

@@ -38,7 +38,7 @@ def test_serving_default_equals_the_stateful_twin_call_for_call(cell_type):
     @tf.function
     def twin_probs(numeric_1xF, categorical_1xC):
         frame = policy.encode({"numeric": numeric_1xF[:, None], "categorical": categorical_1xC[:, None]})
-        return export.decode_controller_tf(policy.apply_heads(twin(frame, training=False)))
+        return export.decode_controller_tf(policy.apply_heads(twin(frame, training=False), numeric_1xF))
 
     calls = 0
     for path in GAMES_PLAYED:  # two games: the reset must clear what the first left

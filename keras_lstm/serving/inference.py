@@ -280,7 +280,7 @@ class PolicyStepper:
         self.heads_w = np.ascontiguousarray(np.concatenate([layer.kernel.numpy() for layer in layers], axis=1), np.float32)
         self.heads_b = np.concatenate([layer.bias.numpy() for layer in layers]).astype(np.float32)
         # Heads that also see the previous input: the kernel's last rows take it.
-        self.previous_input = policy.previous_input is not None
+        self.heads_see_previous_input = policy.previous_input is not None
         sizes = [len(controller.BUTTONS)] + [controller.HEAD_CLASSES[h] for h in controller.CLASS_HEADS]
         self._splits = np.cumsum(sizes)[:-1]
         self.batch = batch
@@ -316,7 +316,7 @@ class PolicyStepper:
                 f"got {list(numeric.shape)} and {list(categorical.shape)}"
             )
         output_BxU, self.state = self.backbone._step(self.encode(numeric, categorical), self.state)
-        if self.previous_input:
+        if self.heads_see_previous_input:
             output_BxU = np.concatenate([output_BxU, previous_input_numpy(numeric)], axis=1)
         z = output_BxU @ self.heads_w
         z += self.heads_b

@@ -2,7 +2,7 @@
 
     ModelConfig     what the policy is (backbone, sizes, dropout, matmul precision)
     DataConfig      what it learns from (replays or a prepared dataset, windows, split)
-    OptimConfig     how it learns (epochs, batch, learning rate, truncation, carried state)
+    OptimConfig     how it learns (epochs, batch, learning rate and schedule, truncation, loss frames, carried state)
     RunConfig       where and how the run goes (run folder, seed, backups, distribution)
     TrainConfig     the four together, plus the checks that span concerns
 

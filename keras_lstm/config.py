@@ -231,6 +231,14 @@ class TrainConfig:
         return TrainConfig.from_flat(**{**self.flat(), **options})
 
 
+def flat_settings(settings) -> dict:
+    """A dataclass of settings that holds a `training: TrainConfig` (the
+    benchmarks' configs) as results files record it: the training options
+    flat, then its own fields, which win where a name is shared."""
+    own = {f.name: getattr(settings, f.name) for f in dataclasses.fields(settings) if f.name != "training"}
+    return {**settings.training.flat(), **own}
+
+
 FIELD_CONCERN = {f.name: concern for concern, cls in CONCERNS.items() for f in dataclasses.fields(cls)}
 
 

@@ -36,7 +36,7 @@ import numpy as np
 import tensorflow as tf
 
 from keras_lstm.benchmarks.measure import time_alternating, time_calls
-from keras_lstm.config import TrainConfig
+from keras_lstm.config import TrainConfig, flat_settings
 from keras_lstm.data import features
 from keras_lstm.data.replays import FIRST_PLAYABLE_FRAME, default_replays_dir
 from keras_lstm.model.backbone import check_positive
@@ -76,8 +76,7 @@ class BenchConfig:
             raise FileNotFoundError(f"{self.replay}: no such replay file")
 
     def to_json(self) -> dict:
-        own = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name != "training"}
-        return {**self.training.flat(), **own}
+        return flat_settings(self)
 
 
 def _alternate_numpy_checks(fn: Callable[[], object], iterations: int, warmup: int):

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import dataclasses
 
-from keras_lstm.config import TrainConfig
+from keras_lstm.config import TrainConfig, flat_settings
 from keras_lstm.model.backbone import check_positive
 
 SKIP_FIRST_STEPS = 3  # the first steps trace and compile the graph
@@ -57,8 +57,7 @@ class Protocol:
     def to_json(self) -> dict:
         """The protocol as results.json records it: its own settings and the
         training options, flat."""
-        own = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name != "training"}
-        return {**self.training.flat(), **own}  # own first: its carried_state is the protocol's choice
+        return flat_settings(self)  # its own carried_state (the protocol's choice) wins
 
     def runs(self) -> list[dict]:
         """The windowed configurations, in the order they run (the

@@ -34,7 +34,7 @@ import numpy as np
 import tensorflow as tf
 
 from keras_lstm.benchmarks.measure import StepTimer, machine_info, peak_rss_mb, rss_mb
-from keras_lstm.config import CELL_TYPES, FIELD_CONCERN, TrainConfig
+from keras_lstm.config import CELL_TYPES, FIELD_CONCERN, TrainConfig, flat_settings
 from keras_lstm.data import controller, features
 from keras_lstm.model.policy import build_policy
 
@@ -92,8 +92,7 @@ class TrainSpeedConfig:
         return cls.from_options(**{**tiny, **overrides})
 
     def to_json(self) -> dict:
-        own = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name != "training"}
-        return {**self.training.flat(), **own}
+        return flat_settings(self)
 
     def validate(self) -> None:
         self.training.validate()

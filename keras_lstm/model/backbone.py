@@ -136,30 +136,32 @@ class RecurrentBackbone(keras.Model):
         return cls(**config)
 
 
+class _FixedCellBackbone(RecurrentBackbone):
+    """A `RecurrentBackbone` whose `cell_type` is the class's `CELL`."""
+
+    CELL = ""
+
+    def __init__(self, embed_size: int, hidden_size: int = 256, num_layers: int = 2, dropout: float = 0.1, **kwargs):
+        kwargs.pop("cell_type", None)  # a saved config names it; the class fixes it
+        super().__init__(embed_size, hidden_size, num_layers, dropout, cell_type=self.CELL, **kwargs)
+
+    @classmethod
+    def from_config(cls, config):
+        return cls(**{k: v for k, v in config.items() if k != "cell_type"})
+
+
 @keras.saving.register_keras_serializable(package="keras_lstm")
-class LSTMBackbone(RecurrentBackbone):
+class LSTMBackbone(_FixedCellBackbone):
     """The LSTM backbone (see `RecurrentBackbone`); `cell_type` is fixed."""
 
-    def __init__(self, embed_size: int, hidden_size: int = 256, num_layers: int = 2, dropout: float = 0.1, **kwargs):
-        kwargs.pop("cell_type", None)
-        super().__init__(embed_size, hidden_size, num_layers, dropout, cell_type="lstm", **kwargs)
-
-    @classmethod
-    def from_config(cls, config):
-        return cls(**{k: v for k, v in config.items() if k != "cell_type"})
+    CELL = "lstm"
 
 
 @keras.saving.register_keras_serializable(package="keras_lstm")
-class GRUBackbone(RecurrentBackbone):
+class GRUBackbone(_FixedCellBackbone):
     """The GRU backbone (see `RecurrentBackbone`); `cell_type` is fixed."""
 
-    def __init__(self, embed_size: int, hidden_size: int = 256, num_layers: int = 2, dropout: float = 0.1, **kwargs):
-        kwargs.pop("cell_type", None)
-        super().__init__(embed_size, hidden_size, num_layers, dropout, cell_type="gru", **kwargs)
-
-    @classmethod
-    def from_config(cls, config):
-        return cls(**{k: v for k, v in config.items() if k != "cell_type"})
+    CELL = "gru"
 
 
 def build_backbone(

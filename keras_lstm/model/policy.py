@@ -23,7 +23,7 @@ from keras_lstm.data import controller, features
 from keras_lstm.model.backbone import RecurrentBackbone, check_positive
 from keras_lstm.model.encoder import FrameEncoder
 from keras_lstm.model.heads import PreviousInput
-from keras_lstm.model.recurrent import backbone_last_hidden, backbone_unroll
+from keras_lstm.model.recurrent import backbone_last_hidden
 from keras_lstm.model.tbptt import carry_state, chunk_bounds, last_chunk_start
 
 def policy_loss(targets: dict, logits: dict) -> tuple[tf.Tensor, dict]:
@@ -178,6 +178,11 @@ class BehaviorCloningPolicy(keras.Model):
 
     # -- training ------------------------------------------------------------
 
+    def training_objective(self, loss):
+        """What a train step differentiates: the loss plus any layer
+        regularisation, scaled for the replicas (`scaled_for_replicas`)."""
+        return scaled_for_replicas(loss + tf.add_n(self.losses) if self.losses else loss)
+
     @property
     def metrics(self):
         return [self.loss_tracker, *self.accuracy_trackers.values()]
@@ -207,7 +212,7 @@ class BehaviorCloningPolicy(keras.Model):
             hidden, _ = backbone_last_hidden(self.backbone, frames_TxBxE, state, True, self.matmul_dtype)
             logits = self.apply_heads(hidden, x["numeric"][:, -1])
             loss, _ = policy_loss(targets, logits)
-            total = scaled_for_replicas(loss + tf.add_n(self.losses) if self.losses else loss)
+            total = self.training_objective(loss)
         grads = tape.gradient(total, self.trainable_variables)
         self.optimizer.apply(grads, self.trainable_variables)
         return self._record(loss, targets, logits)
@@ -215,31 +220,36 @@ class BehaviorCloningPolicy(keras.Model):
     def _sequence_train_step(self, data):
         """The loss on the last `loss_frames` frames of the window: chunk by
         chunk (`truncate_bptt`), the state carried with the gradient stopped
-        at each boundary; chunks wholly in the burn-in run unrecorded."""
+        at each boundary. The chunks wholly in the burn-in only set up the
+        state: they run before the tape opens (`carry_state`), as
+        `train_step`'s prefix does."""
         x, targets = data[0], data[1]
         window = x["numeric"].shape[1]
         burn_in = window - self.loss_frames
+        bounds = chunk_bounds(window, self.truncate_bptt)
+        prefix_end = max([end for _, end in bounds if end <= burn_in], default=0)
         state = self.backbone.initial_state(tf.shape(x["numeric"])[0])
+        if prefix_end > 0:
+            prefix = {k: v[:, :prefix_end] for k, v in x.items()}
+            state = carry_state(
+                self.backbone, self.encode(prefix, training=True), state, self.truncate_bptt, True, self.matmul_dtype
+            )
         parts = []
         with tf.GradientTape() as tape:
-            frames_BxTxE = self.encode(x, training=True)
-            for start, end in chunk_bounds(window, self.truncate_bptt):
-                if end <= burn_in:
-                    with tape.stop_recording():
-                        _, state = backbone_unroll(self.backbone, frames_BxTxE[:, start:end], state, True, self.matmul_dtype)
-                else:
-                    chunk_TxBxE = tf.transpose(frames_BxTxE[:, start:end], [1, 0, 2])
-                    outputs_TxBxU, state = backbone_last_hidden(
-                        self.backbone, chunk_TxBxE, state, True, self.matmul_dtype, all_timesteps=True
-                    )
-                    first = max(start, burn_in)
-                    outputs_BxTxU = tf.transpose(outputs_TxBxU[first - start :], [1, 0, 2])
-                    parts.append(self.apply_heads(outputs_BxTxU, x["numeric"][:, first:end]))
+            frames_BxTxE = self.encode({k: v[:, prefix_end:] for k, v in x.items()}, training=True)
+            for start, end in (b for b in bounds if b[1] > prefix_end):
+                chunk_TxBxE = tf.transpose(frames_BxTxE[:, start - prefix_end : end - prefix_end], [1, 0, 2])
+                outputs_TxBxU, state = backbone_last_hidden(
+                    self.backbone, chunk_TxBxE, state, True, self.matmul_dtype, all_timesteps=True
+                )
+                first = max(start, burn_in)
+                outputs_BxTxU = tf.transpose(outputs_TxBxU[first - start :], [1, 0, 2])
+                parts.append(self.apply_heads(outputs_BxTxU, x["numeric"][:, first:end]))
                 state = tf.nest.map_structure(tf.stop_gradient, state)
             logits = {h: flatten_time(tf.concat([p[h] for p in parts], axis=1)) for h in controller.HEADS}
             targets = {h: flatten_time(v) for h, v in targets.items()}
             loss, _ = policy_loss(targets, logits)
-            total = scaled_for_replicas(loss + tf.add_n(self.losses) if self.losses else loss)
+            total = self.training_objective(loss)
         grads = tape.gradient(total, self.trainable_variables)
         self.optimizer.apply(grads, self.trainable_variables)
         return self._record(loss, targets, logits)

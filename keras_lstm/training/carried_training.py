@@ -39,7 +39,7 @@ import tensorflow as tf
 from keras_lstm.data import features
 from keras_lstm.data.features import PolicyArrays
 from keras_lstm.config import DEFAULT_PIECE_FRAMES
-from keras_lstm.model.policy import BehaviorCloningPolicy, build_policy, flatten_time, policy_loss, scaled_for_replicas
+from keras_lstm.model.policy import BehaviorCloningPolicy, build_policy, flatten_time, policy_loss
 
 
 class _StateBox:
@@ -89,7 +89,7 @@ class CarriedStatePolicy(BehaviorCloningPolicy):
             flat_logits = {h: flatten_time(v) for h, v in logits.items()}
             flat_targets = {h: flatten_time(v) for h, v in targets.items()}
             loss, _ = policy_loss(flat_targets, flat_logits)
-            total = scaled_for_replicas(loss + tf.add_n(self.losses) if self.losses else loss)
+            total = self.training_objective(loss)
         grads = tape.gradient(total, self.trainable_variables)
         self.optimizer.apply(grads, self.trainable_variables)
         for var, value in zip(tf.nest.flatten(self._carried.variables), tf.nest.flatten(new_state)):

@@ -30,8 +30,10 @@ from typing import Any, Callable
 CELL_TYPES = ("lstm", "gru")
 STRATEGIES = ("default", "mirrored", "multi-worker")  # keras_lstm.training.distribute
 MAX_SEED = 2**32 - 1  # numpy and TensorFlow take seeds in [0, 2**32 - 1]
-DEFAULT_PIECE_FRAMES = 3600
-LR_SCHEDULES = ("constant", "cosine")  # keras_lstm.training.carried_training: frames per piece a game is cut into
+DEFAULT_PIECE_FRAMES = 3600  # keras_lstm.training.carried_training: frames per piece a game is cut into
+LR_SCHEDULES = ("constant", "cosine")
+AUGMENTATIONS = ("mirror", "swap-buttons")  # keras_lstm.data.augment
+DEFAULT_AUGMENT = "mirror,swap-buttons"
 
 Check = Callable[[str, Any], None]
 
@@ -88,6 +90,18 @@ def valid_seed(name: str, value) -> None:
     check_seed(value)
 
 
+def augmentations(name: str, value: str | None) -> tuple[str, ...]:
+    """`--augment`'s value (comma-separated names, or "none") as a tuple;
+    ValueError naming the option for an unknown name."""
+    if value is None or value.strip().lower() in ("", "none"):
+        return ()
+    names = tuple(n.strip() for n in value.split(","))
+    unknown = [n for n in names if n not in AUGMENTATIONS]
+    if unknown:
+        raise ValueError(f"{name} must list some of {', '.join(AUGMENTATIONS)} (comma-separated) or be none; unknown: {', '.join(unknown)}")
+    return names
+
+
 def matmul_precision(name: str, value) -> None:
     if value not in (None, "float32", "bfloat16"):
         raise ValueError(f"{name} must be float32 or bfloat16, got {value!r}")
@@ -138,6 +152,12 @@ class DataConfig(_Concern):
     val_fraction: float = option(0.15, "Fraction of replay files held out for validation.", fraction)
     max_replays: int | None = option(None, "Use at most this many replay files (quick runs).", positive_or_none)
     max_frames: int | None = option(None, "Load at most this many frames (quick runs).", positive_or_none)
+    augment: str | None = option(
+        None,
+        f"Training windows also drawn mirrored and with X/Y and L/R swapped, each at random (comma-separated from {', '.join(AUGMENTATIONS)}, "
+        f"or none; default: {DEFAULT_AUGMENT}, none with --carried-state; docs/QUALITY.md).",
+        augmentations,
+    )
 
 
 @dataclasses.dataclass
@@ -196,6 +216,8 @@ class TrainConfig:
                 "--carried-state trains from --replays on one device, on segments of --window-size frames "
                 "with the state carried: it takes no --data-dir, --truncate-bptt or --strategy"
             )
+        if optim.carried_state and augmentations("augment", data.augment):
+            raise ValueError("--augment applies to window training; --carried-state carries each game's state and takes none")
         if run.strategy == "multi-worker" and not data.data_dir:
             raise ValueError("--strategy multi-worker needs --data-dir: each worker streams its own shard of a prepared dataset")
 
@@ -208,6 +230,15 @@ class TrainConfig:
             return self.optim.loss_frames
         window = self.data.window_size
         return max(1, window - window // 4)
+
+    @property
+    def augmentations(self) -> tuple[str, ...]:
+        """The augmentations of the training windows: `data.augment`, or by
+        default `DEFAULT_AUGMENT` (none for carried-state training, whose
+        segments carry a game's state from one to the next)."""
+        if self.data.augment is not None:
+            return augmentations("augment", self.data.augment)
+        return () if self.optim.carried_state else augmentations("augment", DEFAULT_AUGMENT)
 
     def flat(self) -> dict:
         """Every option by its field name, the concerns merged (run.json's form)."""

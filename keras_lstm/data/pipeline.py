@@ -26,7 +26,7 @@ import numpy as np
 import tensorflow as tf
 import tensorflow_datasets as tfds
 
-from keras_lstm.data import controller, tfds_dataset
+from keras_lstm.data import augment, controller, tfds_dataset
 
 DEFAULT_CYCLE_LENGTH = 8
 DEFAULT_EXAMPLE_BUFFER = 8
@@ -173,11 +173,13 @@ def dataset_fn(
     delay: int,
     seed: int,
     skip_steps: int = 0,
+    augmentations: tuple[str, ...] = (),
     **window_options,
 ) -> Callable[[tf.distribute.InputContext], tf.data.Dataset]:
     """For `strategy.distribute_datasets_from_function`: each input pipeline
     (one per worker) reads its own shard, shuffles and repeats it, and batches
-    at the per-replica batch size. The stream's order is fixed by `seed`;
+    at the per-replica batch size, each batch then `augmentations`
+    (`keras_lstm.data.augment`). The stream's order is fixed by `seed`;
     `skip_steps` drops the batches a resumed run has already trained on."""
 
     def make(context: tf.distribute.InputContext) -> tf.data.Dataset:
@@ -195,6 +197,7 @@ def dataset_fn(
             **window_options,
         )
         batches = batched(windows, context.get_per_replica_batch_size(global_batch_size), drop_remainder=True)
-        return batches.skip(skip_steps) if skip_steps else batches
+        batches = batches.skip(skip_steps) if skip_steps else batches
+        return augment.augmented(batches, augmentations, seed + 1000 * context.input_pipeline_id, first_index=skip_steps)
 
     return make

@@ -28,7 +28,7 @@ import numpy as np
 import tensorflow as tf
 import tensorflow_datasets as tfds
 
-from keras_lstm.data import features, pipeline, tfds_dataset
+from keras_lstm.data import augment, features, pipeline, tfds_dataset
 from keras_lstm.data.replays import find_replays
 from keras_lstm.data.trajectories import LoadReport, load_trajectories
 from keras_lstm.data.windows import Windows, make_windows, split_by_game
@@ -147,15 +147,17 @@ def training_batches(windows: Windows, config, steps_per_epoch: int, skip_steps:
     """Every epoch's batches in a fixed order, less the first `skip_steps`.
 
     Epoch `e` takes the windows in the order of a permutation seeded by
-    `(seed, e)` and drops the last partial batch; so the batch a resumed run
-    starts at is the one the uninterrupted run would have trained next.
+    `(seed, e)` and drops the last partial batch, and each batch is augmented
+    from `(seed, its index)`; so the batch a resumed run starts at is the one
+    the uninterrupted run would have trained next.
     """
     used = steps_per_epoch * config.optim.batch_size
     order = np.concatenate(
         [np.random.default_rng([config.run.seed, epoch]).permutation(len(windows))[:used] for epoch in range(config.optim.epochs)]
     )
     ordered = dataclasses.replace(windows, ends=windows.ends[order[skip_steps * config.optim.batch_size :]])
-    return ordered.dataset(config.optim.batch_size, shuffle=False, drop_remainder=True, target_frames=config.loss_frames)
+    batches = ordered.dataset(config.optim.batch_size, shuffle=False, drop_remainder=True, target_frames=config.loss_frames)
+    return augment.augmented(batches, config.augmentations, config.run.seed, first_index=skip_steps)
 
 
 def _combined_counts(*reports: LoadReport) -> dict:
@@ -258,7 +260,7 @@ def prepared_inputs(config, strategy: tf.distribute.Strategy | None = None, **wi
     def make_train_dataset(skip_steps: int = 0):
         train_fn = pipeline.dataset_fn(
             builder, tfds_dataset.TRAIN, config.optim.batch_size, W, stride, delay, config.run.seed, skip_steps,
-            target_frames=config.loss_frames, **window_options,
+            target_frames=config.loss_frames, augmentations=config.augmentations, **window_options,
         )
         return strategy.distribute_datasets_from_function(train_fn)
 

@@ -111,3 +111,19 @@ def test_shards_partition_the_split(prepared):
     assert not set(parts[0]) & set(parts[1])
     with pytest.raises(ValueError, match="too few"):
         pipeline.read_examples(builder, "train", 0, 100)
+
+
+def test_streamed_batches_are_augmented_and_resume_with_the_same_draws(prepared):
+    _, _, builder = prepared
+    context = tf.distribute.InputContext()
+    options = dict(shuffle_buffer=64, cycle_length=2, example_buffer=2)
+
+    def batches(augmentations, skip_steps=0):
+        make = pipeline.dataset_fn(builder, "train", 16, 8, 11, 0, seed=3, skip_steps=skip_steps, augmentations=augmentations, **options)
+        return [(x["numeric"].numpy(), y["main_x"].numpy()) for x, y in make(context).take(6 - skip_steps)]
+
+    plain, full, resumed = batches(()), batches(("mirror", "swap-buttons")), batches(("mirror", "swap-buttons"), skip_steps=2)
+    assert any(not np.array_equal(p[0], f[0]) for p, f in zip(plain, full))
+    for (fx, fy), (rx, ry) in zip(full[2:], resumed):
+        np.testing.assert_array_equal(fx, rx)
+        np.testing.assert_array_equal(fy, ry)

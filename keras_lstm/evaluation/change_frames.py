@@ -13,8 +13,14 @@ whether a policy knows *when and to what* the input changes.
   by their numbers of change events (hits over all events), so a button that
   rarely changes weighs little.
 
+The other side of the same frames: the policy's *predicted* changes (its
+prediction differs from the previous input) and how often they are right,
+the precision of its changes. Below 1/2 on a head, each predicted change
+loses more accuracy than it wins against repeating, whatever it catches.
+
 `ChangeFrameCounter` streams (play adds one frame at a time); evaluation adds
-all its frames at once. Both report through `rates()`, one copy of the math.
+all its frames at once. Both report through `rates()` and `precisions()`,
+one copy of the math.
 """
 
 from __future__ import annotations
@@ -41,18 +47,30 @@ class ChangeFrameCounter:
         self.hits = {h: 0 for h in controller.CLASS_HEADS}
         self.button_changes = np.zeros(len(controller.BUTTONS), np.int64)
         self.button_hits = np.zeros(len(controller.BUTTONS), np.int64)
+        # the policy's changes: predictions that differ from the previous input
+        self.predicted = {h: 0 for h in controller.CLASS_HEADS}
+        self.predicted_right = {h: 0 for h in controller.CLASS_HEADS}
+        self.button_predicted = np.zeros(len(controller.BUTTONS), np.int64)
+        self.button_predicted_right = np.zeros(len(controller.BUTTONS), np.int64)
 
     def add(self, predicted: dict, targets: dict, previous: dict) -> None:
         pressed = np.asarray(targets["buttons"]) > 0.5
-        changed = pressed != (np.asarray(previous["buttons"]) > 0.5)
-        right = (np.asarray(predicted["buttons"]) > 0.5) == pressed
+        before = np.asarray(previous["buttons"]) > 0.5
+        press = np.asarray(predicted["buttons"]) > 0.5
+        changed, right = pressed != before, press == pressed
         self.button_changes += changed.sum(0)
         self.button_hits += (changed & right).sum(0)
+        self.button_predicted += (press != before).sum(0)
+        self.button_predicted_right += ((press != before) & right).sum(0)
         for head in controller.CLASS_HEADS:
             y = np.asarray(targets[head]).reshape(-1)
-            changed = y != np.asarray(previous[head]).reshape(-1)
+            before = np.asarray(previous[head]).reshape(-1)
+            guess = np.asarray(predicted[head]).reshape(-1)
+            changed, right = y != before, guess == y
             self.changes[head] += int(changed.sum())
-            self.hits[head] += int((changed & (np.asarray(predicted[head]).reshape(-1) == y)).sum())
+            self.hits[head] += int((changed & right).sum())
+            self.predicted[head] += int((guess != before).sum())
+            self.predicted_right[head] += int(((guess != before) & right).sum())
 
     def counts(self) -> dict:
         """Change frames per head; for buttons, change events over the 8 buttons."""
@@ -65,6 +83,19 @@ class ChangeFrameCounter:
         """Accuracy on change frames per head (None for a head without any)."""
         buttons = _rate(int(self.button_hits.sum()), int(self.button_changes.sum()))  # weighted by change events
         return {"buttons": buttons, **{h: _rate(self.hits[h], self.changes[h]) for h in controller.CLASS_HEADS}}
+
+    def predicted_counts(self) -> dict:
+        """The policy's predicted changes per head (buttons: summed over the 8)."""
+        return {"buttons": int(self.button_predicted.sum()), **{h: int(self.predicted[h]) for h in controller.CLASS_HEADS}}
+
+    def precisions(self) -> dict:
+        """How often a predicted change is right, per head (None for a head
+        where the policy never predicted one)."""
+        buttons = _rate(int(self.button_predicted_right.sum()), int(self.button_predicted.sum()))
+        return {"buttons": buttons, **{h: _rate(self.predicted_right[h], self.predicted[h]) for h in controller.CLASS_HEADS}}
+
+    def button_precisions(self) -> dict:
+        return {name: _rate(int(r), int(n)) for name, r, n in zip(controller.BUTTONS, self.button_predicted_right, self.button_predicted)}
 
     def button_rates(self) -> dict:
         """Accuracy on change events per button (None for a button that never changed)."""

@@ -97,6 +97,10 @@ def evaluate_policy(policy, windows: Windows, stats: BaselineStats, batch_size: 
         "change_frames_per_button": changes.button_counts(),
         "change_frame_accuracy": changes.rates(),
         "change_frame_accuracy_per_button": changes.button_rates(),
+        # the policy's own changes (prediction != previous input) and how often they are right
+        "predicted_changes": changes.predicted_counts(),
+        "predicted_change_precision": changes.precisions(),
+        "predicted_change_precision_per_button": changes.button_precisions(),
         "baseline_repeat_change_frame_accuracy": baselines.repeat_change_frame_accuracy(change_frames),
         "baseline_prior_change_frame_accuracy": baselines.prior_change_frame_accuracy(stats, targets, previous),
         **calibration(probabilities(logits), targets),

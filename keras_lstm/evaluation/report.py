@@ -30,6 +30,12 @@ def _decision_quality_lines(summary: dict) -> list[str]:
         lines.append(f"{name:{label}}" + "".join(f"{_fmt(acc[h], '.3f'):>10}" for h in controller.HEADS))
     lines.append("(accuracy on those frames, where repeat-prev is 0 by construction; buttons: change events")
     lines.append(" of single buttons, each button scored where it changed, the mean weighted by events)")
+    if "predicted_changes" in summary:
+        predicted, precision = summary["predicted_changes"], summary["predicted_change_precision"]
+        lines.append(f"{'  policy changes':{label}}" + "".join(f"{predicted[h]:>10,}" for h in controller.HEADS))
+        lines.append(f"{'  ...right':{label}}" + "".join(f"{_fmt(precision[h], '.3f'):>10}" for h in controller.HEADS))
+        lines.append("(the frames where the policy's prediction differs from the previous input, and how often it is")
+        lines.append(" right there; below 0.5 its changes lose more accuracy against repeat-prev than they win)")
     ece = summary["calibration_ece"]
     lines.append(f"{'calibration error (ECE)':{label}}" + "".join(f"{_fmt(ece[h], '.4f'):>10}" for h in controller.HEADS))
     bins = len(next(iter(summary["calibration_bins"].values()))["count"]) if summary.get("calibration_bins") else "?"

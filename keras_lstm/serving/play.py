@@ -118,6 +118,10 @@ class PlayReport:
     change_frame_match: dict
     change_frame_match_per_button: dict
     repeat_previous_change_frame_match: dict
+    # The frames where the policy's action differed from the human's previous
+    # input, and how often it was the human's input there.
+    policy_changes: dict
+    policy_change_precision: dict
 
     def to_json(self) -> dict:
         return dataclasses.asdict(self)
@@ -241,6 +245,8 @@ def play_replay(agent, replay: str | Path, port: int, max_frames: int | None = N
         change_frame_match=policy_changes.rates(),
         change_frame_match_per_button=policy_changes.button_rates(),
         repeat_previous_change_frame_match=repeat_change_frame_accuracy(change_frames),
+        policy_changes=policy_changes.predicted_counts(),
+        policy_change_precision=policy_changes.precisions(),
         cpu_median_ms=float(np.median(cpu_ms)),
         cpu_p99_ms=float(np.percentile(cpu_ms, 99)),
         cpu_worst_ms=float(np.max(cpu_ms)),
@@ -358,6 +364,10 @@ def format_report(report: PlayReport) -> str:
     for head in c:
         lines.append(f"  {head:<15} {_percent(c[head])}   {_percent(rc[head])}   {n[head]:>13,}")
     lines.append("  (buttons: each button on the frames where it changed, weighted by change events)")
+    lines.append("policy's changes  right    frames (its action differs from the human's previous input)")
+    p, pn = report.policy_change_precision, report.policy_changes
+    for head in p:
+        lines.append(f"  {head:<15} {_percent(p[head])}   {pn[head]:>13,}")
     return "\n".join(lines)
 
 

@@ -48,6 +48,19 @@ def test_change_frame_accuracy_by_hand():
     assert counter.counts()["buttons"] == 4 and counter.rates()["buttons"] == 0.5
 
 
+def test_precision_of_the_policys_own_changes_by_hand():
+    previous = frames([8, 8, 8, 16, 16], buttons([0, 0, 1, 1, 0], [0, 0, 0, 0, 0]))
+    target = frames([8, 8, 16, 16, 0], buttons([0, 1, 1, 0, 0], [0, 0, 0, 1, 1]))
+    predicted = frames([3, 8, 16, 3, 5], buttons([1, 1, 1, 1, 0], [0, 0, 0, 1, 0]))
+    counter = change_frame_accuracy(predicted, target, previous)
+    # main_x predicted != previous on frames 0 (3), 2 (16, right), 3 (3), 4 (5): 1 of 4
+    assert counter.predicted_counts()["main_x"] == 4 and counter.precisions()["main_x"] == 0.25
+    assert counter.predicted_counts()["c_x"] == 0 and counter.precisions()["c_x"] is None
+    # A predicted changes on frames 0 (press: wrong) and 1 (press: right); B on frame 3 (press: right)
+    assert counter.button_precisions()["A"] == 0.5 and counter.button_precisions()["B"] == 1.0
+    assert counter.predicted_counts()["buttons"] == 3 and counter.precisions()["buttons"] == 2 / 3
+
+
 def test_buttons_are_weighted_by_change_events():
     # A changes 3 times (all predicted), B once (missed): (3 + 0) / 4, not the mean of 1.0 and 0.0
     previous = {"buttons": buttons([0, 1, 0, 0], [0, 0, 0, 0])}
@@ -68,6 +81,7 @@ def test_streaming_equals_all_at_once():
         streamed.add(*({h: v[i : i + 1] for h, v in a.items()} for a in arrays))
     assert streamed.rates() == whole.rates() and streamed.counts() == whole.counts()
     assert streamed.button_rates() == whole.button_rates()
+    assert streamed.precisions() == whole.precisions() and streamed.predicted_counts() == whole.predicted_counts()
 
 
 def test_prior_and_repeat_on_change_frames():
@@ -136,6 +150,9 @@ def test_evaluate_policy_reports_change_frames_and_calibration():
     )
     assert sum(summary["change_frames_per_button"].values()) == summary["change_frames"]["buttons"]
     assert set(summary["change_frame_accuracy_per_button"]) == set(controller.BUTTONS)
+    # it changes exactly where the player does, and is right there
+    assert summary["predicted_changes"]["main_x"] == changed and summary["predicted_change_precision"]["main_x"] == 1.0
+    assert summary["predicted_change_precision"]["c_x"] is None
     # right and all but certain: calibrated to within e^-20
     assert all(v == pytest.approx(0.0, abs=1e-6) for v in summary["calibration_ece"].values())
     assert sum(summary["calibration_bins"]["main_x"]["count"]) == len(windows)

@@ -25,6 +25,9 @@ NEW_KEYS = {
     "baseline_prior_change_frame_accuracy",
     "calibration_ece",
     "calibration_bins",
+    "predicted_changes",
+    "predicted_change_precision",
+    "predicted_change_precision_per_button",
 }
 runner = CliRunner()
 
@@ -63,7 +66,7 @@ def test_evaluate_text_json_and_reliability_plot(tiny_run, tmp_path):
     summary = json.loads(result.stdout)  # stdout is the JSON object alone
     assert NEW_KEYS <= set(summary)
     assert plot.read_bytes()[:8] == PNG_MAGIC
-    for key in NEW_KEYS - {"change_frames_per_button", "change_frame_accuracy_per_button"}:
+    for key in NEW_KEYS - {"change_frames_per_button", "change_frame_accuracy_per_button", "predicted_change_precision_per_button"}:
         assert set(summary[key]) == set(controller.HEADS), key
     assert summary["change_frames"]["main_x"] > 0  # the clips move the sticks
     assert all(v == 0.0 for h, v in summary["baseline_repeat_change_frame_accuracy"].items() if summary["change_frames"][h])

@@ -24,6 +24,8 @@ DECISION_QUALITY = {
     "change_frame_accuracy": {**per_head(0.25), "c_y": None},
     "baseline_repeat_change_frame_accuracy": {**per_head(0.0), "c_y": None},
     "baseline_prior_change_frame_accuracy": {**per_head(0.125), "c_y": None},
+    "predicted_changes": {**per_head(40), "c_y": 0},
+    "predicted_change_precision": {**per_head(0.375), "c_y": None},
     "calibration_ece": per_head(0.0321),
     "calibration_bins": {h: {"confidence": [None] * 15, "accuracy": [None] * 15, "count": [0] * 15} for h in controller.HEADS},
 }
@@ -42,6 +44,8 @@ def test_summary_shows_change_frames_and_calibration_per_head():
     assert row["repeat-prev"].split()[1:] == ["0.000", "0.000", "0.000", "0.000", "-", "0.000"]
     assert row["class prior"].split()[2:] == ["0.125", "0.125", "0.125", "0.125", "-", "0.125"]
     assert row["calibration error (ECE)"].split()[3:] == ["0.0321"] * 6
+    assert row["policy changes"].split()[2:] == ["40", "40", "40", "40", "0", "40"]
+    assert row["...right"].split()[1:] == ["0.375", "0.375", "0.375", "0.375", "-", "0.375"]
     # each value sits under its head's column in the loss table
     for i, head in enumerate(controller.HEADS):
         end = header.index(head) + len(head)

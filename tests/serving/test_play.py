@@ -179,9 +179,10 @@ def test_play_reports_change_frames(tmp_path):
     assert report.change_frames == want.counts() and report.change_frames["main_x"] > 0
     assert report.change_frame_match == want.rates()
     assert report.change_frame_match_per_button == want.button_rates()
+    assert report.policy_changes == want.predicted_counts() and report.policy_change_precision == want.precisions()
     assert all(report.repeat_previous_change_frame_match[h] == (0.0 if n else None) for h, n in report.change_frames.items())
     text = play.format_report(report)
-    assert "on change frames" in text and "argmax" in text
+    assert "on change frames" in text and "argmax" in text and "policy's changes" in text
     assert "match with human  policy   repeat-previous baseline" in text  # the lines before stay as they were
 
 

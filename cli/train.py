@@ -47,6 +47,9 @@ def evaluate(
     stride: Annotated[Optional[int], typer.Option(help="Predict every N-th frame (1: every frame). Default: the stride the model trained with.")] = None,
     json_output: Annotated[bool, typer.Option("--json", help="Print the summary as one JSON object.")] = False,
     held_out: Annotated[bool, typer.Option(help="Evaluate on the run's own validation games (listed in its run.json) instead of --replays.")] = False,
+    training_games: Annotated[
+        bool, typer.Option(help="Evaluate on the games the run trained on (listed in its run.json): beside --held-out, how far the policy carries to players it has not seen.")
+    ] = False,
     reliability_plot: Annotated[
         Optional[Path],
         typer.Option(help="Also draw the calibration of each head (accuracy against confidence, with bin counts) to this PNG file."),
@@ -58,10 +61,12 @@ def evaluate(
     from keras_lstm.evaluation.report import format_summary
     from keras_lstm.training.train import evaluate_folder
 
-    if held_out and replays is not None:
-        raise ValueError("give --replays or --held-out, not both")
+    if held_out + training_games + (replays is not None) > 1:
+        raise ValueError("give one of --replays, --held-out and --training-games")
+    games = "training" if training_games else "validation"
     summary = evaluate_folder(
-        model, None if held_out else replays_or_default(replays), on_skip=print_skip, batch_size=batch_size, stride=stride, reliability_plot=reliability_plot
+        model, None if held_out or training_games else replays_or_default(replays), on_skip=print_skip, batch_size=batch_size,
+        stride=stride, reliability_plot=reliability_plot, run_games=games,
     )
     if json_output:
         print_json(summary)

@@ -136,6 +136,9 @@ class ModelConfig(_Concern):
     previous_input_heads: bool = option(
         True, "The controller heads also see the previous input as classes (docs/QUALITY.md); --no-previous-input-heads is the seed's policy."
     )
+    relative_features: bool = option(
+        False, "The frame encoder also sees where the opponent is from the player (dx, dy, distance) and who faces whom (docs/QUALITY.md)."
+    )
 
     def policy_args(self) -> dict:
         """The `keras_lstm.model.policy.build_policy` arguments."""

@@ -15,8 +15,10 @@ whether a policy knows *when and to what* the input changes.
 
 The other side of the same frames: the policy's *predicted* changes (its
 prediction differs from the previous input) and how often they are right,
-the precision of its changes. Below 1/2 on a head, each predicted change
-loses more accuracy than it wins against repeating, whatever it catches.
+the precision of its changes. Against repeating, a predicted change wins
+a frame where it is right and loses one where the player kept the input; on
+a button (two values) those are all of them, so a precision below 1/2 there
+means the button's changes cost accuracy.
 
 `ChangeFrameCounter` streams (play adds one frame at a time); evaluation adds
 all its frames at once. Both report through `rates()` and `precisions()`,

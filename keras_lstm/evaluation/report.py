@@ -35,7 +35,7 @@ def _decision_quality_lines(summary: dict) -> list[str]:
         lines.append(f"{'  policy changes':{label}}" + "".join(f"{predicted[h]:>10,}" for h in controller.HEADS))
         lines.append(f"{'  ...right':{label}}" + "".join(f"{_fmt(precision[h], '.3f'):>10}" for h in controller.HEADS))
         lines.append("(the frames where the policy's prediction differs from the previous input, and how often it is")
-        lines.append(" right there; below 0.5 its changes lose more accuracy against repeat-prev than they win)")
+        lines.append(" right there; for the buttons, below 0.5 means its changes cost accuracy against repeat-prev)")
     ece = summary["calibration_ece"]
     lines.append(f"{'calibration error (ECE)':{label}}" + "".join(f"{_fmt(ece[h], '.4f'):>10}" for h in controller.HEADS))
     bins = len(next(iter(summary["calibration_bins"].values()))["count"]) if summary.get("calibration_bins") else "?"

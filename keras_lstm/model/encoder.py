@@ -19,6 +19,30 @@ ACTION_EMBED = 32
 CHARACTER_EMBED = 8
 STAGE_EMBED = 4
 
+_FIELDS = [name for name, _ in features.PLAYER_FIELDS]
+_OPPONENT = len(_FIELDS)  # the opponent's fields follow the player's in `numeric`
+RELATIVE_SIZE = 5
+
+
+def relative_columns(numeric, ops):
+    """`[..., NUMERIC_SIZE]` -> `[..., RELATIVE_SIZE]`: where the opponent is
+    from the player (dx, dy and the distance, in the features' units of 100
+    game units) and whether each faces the other (+1 facing, -1 turned away,
+    0 at the same x). Both players' raw columns hold this, but only through
+    differences and products the encoder's one ReLU layer can merely
+    approximate. `ops` is `keras.ops`, `tf` or `np`: the same math for the
+    layer and its two fast forms."""
+
+    def column(offset, name):
+        return numeric[..., offset + _FIELDS.index(name)]
+
+    dx = column(_OPPONENT, "x") - column(0, "x")
+    dy = column(_OPPONENT, "y") - column(0, "y")
+    toward = ops.sign(dx)
+    return ops.stack(
+        [dx, dy, ops.sqrt(dx * dx + dy * dy), column(0, "facing") * toward, -column(_OPPONENT, "facing") * toward], axis=-1
+    )
+
 
 @keras.saving.register_keras_serializable(package="keras_lstm")
 class FrameEncoder(keras.layers.Layer):
@@ -26,12 +50,16 @@ class FrameEncoder(keras.layers.Layer):
 
     Action states, characters and the stage go through learned embeddings (the
     action-state table is shared by self and opponent), which keeps the
-    backbone's input narrow instead of ~1,000 one-hot columns.
+    backbone's input narrow instead of ~1,000 one-hot columns. With
+    `relative_features`, the numeric columns are joined by
+    `relative_columns` (False: the seed's encoder, and what an encoder saved
+    before the option was).
     """
 
-    def __init__(self, embed_size: int = 128, **kwargs):
+    def __init__(self, embed_size: int = 128, relative_features: bool = False, **kwargs):
         super().__init__(**kwargs)
         self.embed_size = embed_size
+        self.relative_features = relative_features
         self.action_embedding = keras.layers.Embedding(features.ACTION_STATES, ACTION_EMBED, name="action_embedding")
         self.character_embedding = keras.layers.Embedding(features.CHARACTERS, CHARACTER_EMBED, name="character_embedding")
         self.stage_embedding = keras.layers.Embedding(features.STAGES, STAGE_EMBED, name="stage_embedding")
@@ -42,7 +70,7 @@ class FrameEncoder(keras.layers.Layer):
         self.action_embedding.build(None)
         self.character_embedding.build(None)
         self.stage_embedding.build(None)
-        width = numeric_shape[-1] + 2 * ACTION_EMBED + 2 * CHARACTER_EMBED + STAGE_EMBED
+        width = numeric_shape[-1] + (RELATIVE_SIZE if self.relative_features else 0) + 2 * ACTION_EMBED + 2 * CHARACTER_EMBED + STAGE_EMBED
         self.projection.build((None, width))
 
     def call(self, inputs):
@@ -50,6 +78,7 @@ class FrameEncoder(keras.layers.Layer):
         ids = keras.ops.cast(categorical, "int32")
         parts = [
             numeric,
+            *([relative_columns(numeric, keras.ops)] if self.relative_features else []),
             self.action_embedding(ids[..., 0]),
             self.action_embedding(ids[..., 1]),
             self.character_embedding(ids[..., 2]),
@@ -62,7 +91,7 @@ class FrameEncoder(keras.layers.Layer):
         return tuple(input_shape[0][:-1]) + (self.embed_size,)
 
     def get_config(self):
-        return {**super().get_config(), "embed_size": self.embed_size}
+        return {**super().get_config(), "embed_size": self.embed_size, "relative_features": self.relative_features}
 
 
 def _tables(encoder) -> list:
@@ -86,7 +115,8 @@ def encode_tf(encoder: FrameEncoder, numeric_BxF, categorical_BxC):
     actions = embed(encoder.action_embedding.embeddings, action_ids)
     characters = embed(encoder.character_embedding.embeddings, character_ids)
     stage = embed(encoder.stage_embedding.embeddings, stage_ids)
-    x = tf.concat([numeric_BxF, actions, characters, stage], axis=1)
+    relative = [relative_columns(numeric_BxF, tf)] if encoder.relative_features else []
+    x = tf.concat([numeric_BxF, *relative, actions, characters, stage], axis=1)
     return tf.nn.relu(tf.matmul(x, encoder.projection.kernel) + encoder.projection.bias)
 
 
@@ -96,13 +126,15 @@ class NumpyEncoder:
     of a table's range are clipped into it."""
 
     def __init__(self, encoder: FrameEncoder):
+        self.relative_features = encoder.relative_features
         self.tables = [np.asarray(t.numpy(), np.float32) for t in _tables(encoder)]
         self.projection_w = np.asarray(encoder.projection.kernel.numpy(), np.float32)
         self.projection_b = np.asarray(encoder.projection.bias.numpy(), np.float32)
 
     def __call__(self, numeric_BxF: np.ndarray, categorical_BxC: np.ndarray) -> np.ndarray:
         ids = np.clip(categorical_BxC, 0, None)
-        parts = [numeric_BxF] + [t[np.minimum(ids[:, i], len(t) - 1)] for i, t in enumerate(self.tables)]
+        parts = [numeric_BxF] + ([relative_columns(numeric_BxF, np)] if self.relative_features else [])
+        parts += [t[np.minimum(ids[:, i], len(t) - 1)] for i, t in enumerate(self.tables)]
         x = np.concatenate(parts, axis=1) @ self.projection_w
         x += self.projection_b
         return np.maximum(x, 0.0, out=x)

@@ -92,6 +92,9 @@ class BehaviorCloningPolicy(keras.Model):
         previous_input_heads: the heads also see the previous controller as
             classes (`keras_lstm.model.heads`); False is the seed's policy
             (and what a saved policy without the setting was).
+        relative_features: the frame encoder also sees where the opponent is
+            from the player and who faces whom (`encoder.relative_columns`);
+            False is the seed's (and what a saved policy without it was).
 
     Example:
     >>> policy = BehaviorCloningPolicy(build_backbone("lstm", 128))
@@ -106,6 +109,7 @@ class BehaviorCloningPolicy(keras.Model):
         matmul_dtype: str | None = None,
         loss_frames: int = 1,
         previous_input_heads: bool = True,
+        relative_features: bool = False,
         **kwargs,
     ):
         check_positive(loss_frames=loss_frames)
@@ -116,7 +120,7 @@ class BehaviorCloningPolicy(keras.Model):
         name = kwargs.pop("name", "policy")
 
         # === Layers ===
-        encoder = FrameEncoder(backbone.embed_size, name="frame_encoder")
+        encoder = FrameEncoder(backbone.embed_size, relative_features=relative_features, name="frame_encoder")
         head_layers = {
             "buttons": keras.layers.Dense(len(controller.BUTTONS), name="buttons"),
             **{h: keras.layers.Dense(controller.HEAD_CLASSES[h], name=h) for h in controller.CLASS_HEADS},
@@ -272,6 +276,7 @@ class BehaviorCloningPolicy(keras.Model):
             "matmul_dtype": self.matmul_dtype,
             "loss_frames": self.loss_frames,
             "previous_input_heads": self.previous_input is not None,
+            "relative_features": self.encoder.relative_features,
             "name": self.name,
         }
 
@@ -279,6 +284,7 @@ class BehaviorCloningPolicy(keras.Model):
     def from_config(cls, config):
         config = dict(config)
         config.setdefault("previous_input_heads", False)  # saved before the option existed
+        config.setdefault("relative_features", False)
         config["backbone"] = keras.saving.deserialize_keras_object(config["backbone"])
         return cls(**config)
 
@@ -292,6 +298,7 @@ def build_policy(
     truncate_bptt: int | None = None,
     matmul_dtype: str | None = None,
     previous_input_heads: bool = True,
+    relative_features: bool = False,
     loss_frames: int = 1,
 ) -> BehaviorCloningPolicy:
     from keras_lstm.model.backbone import build_backbone
@@ -301,5 +308,6 @@ def build_policy(
         truncate_bptt=truncate_bptt,
         matmul_dtype=matmul_dtype,
         previous_input_heads=previous_input_heads,
+        relative_features=relative_features,
         loss_frames=loss_frames,
     )

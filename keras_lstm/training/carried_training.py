@@ -107,7 +107,7 @@ class CarriedStatePolicy(BehaviorCloningPolicy):
         b = self.backbone
         plain = build_policy(
             backbone=b.cell_type, embed_size=b.embed_size, hidden_size=b.hidden_size, num_layers=b.num_layers, dropout=b.dropout,
-            previous_input_heads=self.previous_input is not None,
+            previous_input_heads=self.previous_input is not None, relative_features=self.encoder.relative_features,
         )
         plain.set_weights(self.get_weights())
         return plain

@@ -126,7 +126,8 @@ def _train_locked(config, strategy, out, backup, on_skip, callbacks, verbose, on
         if optim.carried_state:
             backbone = build_backbone(model.backbone, model.embed_size, model.hidden_size, model.num_layers, model.dropout)
             policy = carried_training.CarriedStatePolicy(
-                backbone, streams=optim.carried_streams, previous_input_heads=model.previous_input_heads
+                backbone, streams=optim.carried_streams, previous_input_heads=model.previous_input_heads,
+                relative_features=model.relative_features,
             )
         else:
             policy = build_policy(**model.policy_args(), truncate_bptt=optim.truncate_bptt, loss_frames=config.loss_frames)
@@ -230,9 +231,11 @@ def evaluate_folder(
     batch_size: int = 256,
     stride: int | None = None,
     reliability_plot: str | Path | None = None,
+    run_games: str = "validation",
 ) -> dict:
     """Evaluate a trained run on every usable replay in a folder (`replays`
-    None: on the run's own validation games, as `run.json` lists them),
+    None: on the run's own `run_games`, "validation" or "training", as
+    `run.json` lists them),
     predicting every `stride`-th frame (default: the stride the run trained
     with); with `reliability_plot`, also draw each head's calibration to
     that PNG."""
@@ -244,7 +247,8 @@ def evaluate_folder(
     policy, run = load_run(model_dir)
     cfg = run["config"]
     if replays is None:
-        paths, where = [Path(p) for p in run.get("val_files", [])], f"{model_dir}: the run's validation games"
+        key = {"validation": "val_files", "training": "train_files"}[run_games]
+        paths, where = [Path(p) for p in run.get(key, [])], f"{model_dir}: the run's {run_games} games"
     else:
         paths, where = find_replays(replays), str(replays)
     report = load_trajectories(paths, on_skip=on_skip)

@@ -95,9 +95,11 @@ def test_held_out_evaluates_the_runs_own_validation_games(tiny_run, tmp_path):
     shutil.copytree(tiny_run, run_dir)
     run = json.loads((run_dir / "run.json").read_text())
     clips = sorted(str(p) for p in CLIPS.glob("*.slp"))
-    run["val_files"] = clips[:2]
+    run["val_files"], run["train_files"] = clips[:2], clips[2:]
     (run_dir / "run.json").write_text(json.dumps(run))
     held_out = json.loads(runner.invoke(app, ["evaluate", "--model", str(run_dir), "--held-out", "--json"]).stdout)
+    trained_on = json.loads(runner.invoke(app, ["evaluate", "--model", str(run_dir), "--training-games", "--json"]).stdout)
+    assert trained_on["replays_used"] == len(clips) - 2 and held_out["replays_used"] == 2
     folder = tmp_path / "two"
     folder.mkdir()
     for path in clips[:2]:
@@ -105,4 +107,4 @@ def test_held_out_evaluates_the_runs_own_validation_games(tiny_run, tmp_path):
     direct = json.loads(runner.invoke(app, ["evaluate", "--model", str(run_dir), "--replays", str(folder), "--json"]).stdout)
     assert held_out["frames"] == direct["frames"] > 0 and held_out["val_loss"] == pytest.approx(direct["val_loss"], rel=1e-6)
     both = runner.invoke(app, ["evaluate", "--model", str(run_dir), "--held-out", "--replays", str(folder)])
-    assert both.exit_code == 2 and "--replays or --held-out" in both.output
+    assert both.exit_code == 2 and "one of --replays, --held-out and --training-games" in both.output

@@ -166,6 +166,9 @@ class DataConfig(_Concern):
 @dataclasses.dataclass
 class OptimConfig(_Concern):
     epochs: int = option(3, "Training epochs.", positive)
+    steps_per_epoch: int | None = option(
+        None, "Batches per epoch (default: one pass over the training windows); for large data, epochs of a chosen length.", positive_or_none
+    )
     batch_size: int = option(64, "Windows per batch.", positive)
     learning_rate: float = option(1e-3, "Adam learning rate (the peak, with a schedule).", positive)
     lr_schedule: str = option(
@@ -219,6 +222,8 @@ class TrainConfig:
                 "--carried-state trains from --replays on one device, on segments of --window-size frames "
                 "with the state carried: it takes no --data-dir, --truncate-bptt or --strategy"
             )
+        if optim.carried_state and optim.steps_per_epoch is not None:
+            raise ValueError("--steps-per-epoch applies to window training; --carried-state walks each game once an epoch")
         if optim.carried_state and augmentations("augment", data.augment):
             raise ValueError("--augment applies to window training; --carried-state carries each game's state and takes none")
         if run.strategy == "multi-worker" and not data.data_dir:

@@ -72,11 +72,53 @@ class PreparedData:
     val_files: list[str]
 
 
+# Memory that reading replays into windows takes, per byte of .slp file: the
+# growth of the resident set over `load_split` on ../shared/replays/games
+# (198 MB for 59 MB of files on 2026-11-26), rounded up.
+MEMORY_PER_REPLAY_BYTE = 3.5
+
+
+def available_memory_bytes() -> int | None:
+    """Memory the system can give this process now (Linux's MemAvailable), or None if unknown."""
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return None
+
+
+def _size(path: Path) -> int:
+    try:
+        return path.stat().st_size if path.is_file() else 0
+    except OSError:  # unreadable entries are skipped (and named) later
+        return 0
+
+
+def check_fits_in_memory(folder, paths: list[Path], max_frames: int | None) -> None:
+    """Before reading a replay folder into memory: one-line ValueError if it
+    would need more than 80 % of the memory available, pointing to `prepare`."""
+    if max_frames is not None:  # capped: it reads only what fits the cap
+        return
+    available = available_memory_bytes()
+    need = MEMORY_PER_REPLAY_BYTE * sum(_size(p) for p in paths)
+    if available is not None and need > 0.8 * available:
+        raise ValueError(
+            f"{folder}: {len(paths):,} replays would take ~{need / 1e9:.1f} GB of memory to train on from the folder "
+            f"({available / 1e9:.1f} GB available); prepare a dataset once with `keras-lstm prepare --replays {folder} "
+            f"--data-dir DATA` and train with --data-dir DATA (streamed), or use --max-replays / --max-frames"
+        )
+
+
 def load_split(config, on_skip: Callable[[str, str], None] | None = None) -> PreparedData:
-    """Find, split (by file), read and window the replays."""
+    """Find, split (by file), read and window the replays (refusing, before
+    reading, a folder too large for memory)."""
     paths = find_replays(config.data.replays)
     if config.data.max_replays is not None:
         paths = paths[: config.data.max_replays]
+    check_fits_in_memory(config.data.replays, paths, config.data.max_frames)
     train_files, val_files = split_by_game([str(p) for p in paths], config.data.val_fraction, config.run.seed)
     cap_train = cap_val = None
     if config.data.max_frames is not None:
@@ -124,7 +166,7 @@ def _split_inputs(data: PreparedData, make_train_dataset, steps_per_epoch: int) 
 def replay_inputs(config, on_skip: Callable[[str, str], None] | None = None) -> TrainInputs:
     """`TrainInputs` from a replay folder, all in memory (`load_split`)."""
     data = load_split(config, on_skip)
-    steps = len(data.train) // config.optim.batch_size
+    steps = config.optim.steps_per_epoch or len(data.train) // config.optim.batch_size
     return _split_inputs(data, lambda skip_steps=0: training_batches(data.train, config, steps, skip_steps), steps)
 
 
@@ -147,14 +189,21 @@ def training_batches(windows: Windows, config, steps_per_epoch: int, skip_steps:
     """Every epoch's batches in a fixed order, less the first `skip_steps`.
 
     Epoch `e` takes the windows in the order of a permutation seeded by
-    `(seed, e)` and drops the last partial batch, and each batch is augmented
+    `(seed, e)` (an epoch longer than the windows, `--steps-per-epoch`, goes
+    on with permutations seeded `(seed, e, k)`) and drops the last partial
+    batch, and each batch is augmented
     from `(seed, its index)`; so the batch a resumed run starts at is the one
     the uninterrupted run would have trained next.
     """
     used = steps_per_epoch * config.optim.batch_size
-    order = np.concatenate(
-        [np.random.default_rng([config.run.seed, epoch]).permutation(len(windows))[:used] for epoch in range(config.optim.epochs)]
-    )
+
+    def epoch_order(epoch: int) -> np.ndarray:
+        passes = [np.random.default_rng([config.run.seed, epoch]).permutation(len(windows))]
+        while len(passes) * len(windows) < used:
+            passes.append(np.random.default_rng([config.run.seed, epoch, len(passes)]).permutation(len(windows)))
+        return np.concatenate(passes)[:used]
+
+    order = np.concatenate([epoch_order(epoch) for epoch in range(config.optim.epochs)])
     ordered = dataclasses.replace(windows, ends=windows.ends[order[skip_steps * config.optim.batch_size :]])
     batches = ordered.dataset(config.optim.batch_size, shuffle=False, drop_remainder=True, target_frames=config.loss_frames)
     return augment.augmented(batches, config.augmentations, config.run.seed, first_index=skip_steps)
@@ -267,7 +316,7 @@ def prepared_inputs(config, strategy: tf.distribute.Strategy | None = None, **wi
     counts = meta["counts"]
     return TrainInputs(
         make_train_dataset=make_train_dataset,
-        steps_per_epoch=scan.windows // config.optim.batch_size,
+        steps_per_epoch=config.optim.steps_per_epoch or scan.windows // config.optim.batch_size,
         train_windows=scan.windows,
         val=val,
         stats=scan.stats,

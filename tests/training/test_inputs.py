@@ -122,3 +122,58 @@ def test_train_command_errors_are_one_line(prepared, tmp_path):
         result = runner.invoke(app, ["train", *args, "--output", str(tmp_path / "run")], env={"TF_CONFIG": ""})
         assert result.exit_code == 2, (args, result.output)
         assert message in result.output and result.output.strip().count("\n") == 0, result.output
+
+
+def _ids(batches) -> list[np.ndarray]:
+    """Each batch's windows, named by their first numeric row (unique per window here)."""
+    return [x["numeric"].numpy()[:, 0, 0].astype(int) for x, _ in batches]
+
+
+def test_steps_per_epoch_shortens_or_lengthens_an_epoch():
+    from keras_lstm.data.windows import make_windows
+
+    n = 103
+    arrays = features.PolicyArrays(
+        numeric=np.repeat(np.arange(n, dtype=np.float32)[:, None], features.NUMERIC_SIZE, 1),
+        categorical=np.zeros((n, features.CATEGORICAL_SIZE), np.int32),
+        targets={"buttons": np.zeros((n, 8), np.float32), **{h: np.zeros(n, np.int32) for h in controller.CLASS_HEADS}},
+    )
+    windows = make_windows([arrays], window_size=4, stride=1)  # 100 windows
+    config = TrainConfig.from_flat(batch_size=8, epochs=2, window_size=4, augment="none")
+    one_pass = _ids(inputs.training_batches(windows, config, len(windows) // 8))
+    longer = _ids(inputs.training_batches(windows, config.replace(steps_per_epoch=30), 30))
+    assert len(one_pass) == 2 * 12 and len(longer) == 2 * 30
+    # the first pass of each epoch is the default epoch's; the rest goes on with fresh passes
+    np.testing.assert_array_equal(np.concatenate(longer[:12]), np.concatenate(one_pass[:12]))
+    np.testing.assert_array_equal(np.concatenate(longer[30:42]), np.concatenate(one_pass[12:24]))
+    first_epoch = np.concatenate(longer[:30])
+    assert set(first_epoch) == set(range(len(windows))) and len(first_epoch) == 240
+    shorter = _ids(inputs.training_batches(windows, config.replace(steps_per_epoch=5), 5))
+    np.testing.assert_array_equal(np.concatenate(shorter[:5]), np.concatenate(one_pass[:5]))
+    assert len(shorter) == 10
+
+
+def test_steps_per_epoch_sets_the_epoch_for_every_source(prepared):
+    folder, data_dir, _ = prepared
+    assert inputs.replay_inputs(TrainConfig.from_flat(replays=str(folder), steps_per_epoch=7, **TINY)).steps_per_epoch == 7
+    from_dataset = inputs.prepared_inputs(TrainConfig.from_flat(replays="", data_dir=str(data_dir), steps_per_epoch=7, **TINY))
+    assert from_dataset.steps_per_epoch == 7
+    with pytest.raises(ValueError, match="--steps-per-epoch"):
+        TrainConfig.from_flat(replays=str(folder), steps_per_epoch=7, carried_state=True).validate()
+    with pytest.raises(ValueError, match="steps-per-epoch"):
+        TrainConfig.from_flat(replays=str(folder), steps_per_epoch=0).validate()
+
+
+def test_a_folder_too_large_for_memory_is_refused_before_reading(monkeypatch, prepared, tmp_path):
+    folder, _, _ = prepared
+    monkeypatch.setattr(inputs, "available_memory_bytes", lambda: 10_000_000)  # 10 MB: less than the files' 3.5x
+    read = []
+    monkeypatch.setattr(inputs, "load_trajectories", lambda *a, **k: read.append(a))
+    result = CliRunner().invoke(app, ["train", "--replays", str(folder), "--output", str(tmp_path / "run")])
+    assert result.exit_code == 2 and not read
+    line = result.output.strip()
+    assert "\n" not in line and str(folder) in line and "keras-lstm prepare" in line and "GB available" in line
+    # a cap on the frames reads only what fits it, so it is let through
+    inputs.check_fits_in_memory(folder, sorted(folder.glob("*.slp")), max_frames=1000)
+    monkeypatch.setattr(inputs, "available_memory_bytes", lambda: None)  # unknown: no guess, no refusal
+    inputs.check_fits_in_memory(folder, sorted(folder.glob("*.slp")), max_frames=None)

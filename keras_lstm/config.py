@@ -34,6 +34,7 @@ DEFAULT_PIECE_FRAMES = 3600  # keras_lstm.training.carried_training: frames per 
 LR_SCHEDULES = ("constant", "cosine")
 AUGMENTATIONS = ("mirror", "swap-buttons")  # keras_lstm.data.augment
 DEFAULT_AUGMENT = "mirror,swap-buttons"
+DEFAULT_VAL_MAX_FRAMES = 200_000  # ~55 minutes of play: ~50 MB of validation arrays
 
 Check = Callable[[str, Any], None]
 
@@ -155,6 +156,11 @@ class DataConfig(_Concern):
     val_fraction: float = option(0.15, "Fraction of replay files held out for validation.", fraction)
     max_replays: int | None = option(None, "Use at most this many replay files (quick runs).", positive_or_none)
     max_frames: int | None = option(None, "Load at most this many frames (quick runs).", positive_or_none)
+    val_max_frames: int = option(
+        DEFAULT_VAL_MAX_FRAMES,
+        "Validate on at most this many frames (whole validation games in order, the last cut to fit), so validation memory and time stay flat on large data.",
+        positive,
+    )
     augment: str | None = option(
         None,
         f"Training windows also drawn mirrored and with X/Y and L/R swapped, each at random (comma-separated from {', '.join(AUGMENTATIONS)}, "

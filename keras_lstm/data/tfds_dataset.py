@@ -344,15 +344,26 @@ def load_builder(data_dir: str | os.PathLike, val_fraction: float = DEFAULT_VAL_
     return builder
 
 
-def read_trajectories(builder: SlippiReplays, split: str) -> list[Trajectory]:
+def read_trajectories(builder: SlippiReplays, split: str, max_frames: int | None = None) -> list[Trajectory]:
     """Every trajectory of a split, in generation order (the order
-    `load_trajectories` gives for the same files), sources as full paths."""
+    `load_trajectories` gives for the same files), sources as full paths;
+    with `max_frames`, it stops reading once that many frames are in (the
+    last trajectory cut to fit), as `load_trajectories` does."""
     if split not in builder.info.splits:
         return []
     root = builder.info.metadata["replays_dir"]
     with quiet_tfds():
         ds = builder.as_dataset(split=split, shuffle_files=False)
-    return [trajectory_from_example(ex, root) for ex in tfds.as_numpy(ds)]
+    out, frames = [], 0
+    for example in tfds.as_numpy(ds):
+        if max_frames is not None and frames >= max_frames:
+            break
+        trajectory = trajectory_from_example(example, root)
+        if max_frames is not None:
+            trajectory = trajectory.head(max_frames - frames)
+        out.append(trajectory)
+        frames += len(trajectory)
+    return out
 
 
 def dataset_size_bytes(builder: SlippiReplays) -> int:

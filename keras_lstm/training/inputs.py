@@ -120,9 +120,9 @@ def load_split(config, on_skip: Callable[[str, str], None] | None = None) -> Pre
         paths = paths[: config.data.max_replays]
     check_fits_in_memory(config.data.replays, paths, config.data.max_frames)
     train_files, val_files = split_by_game([str(p) for p in paths], config.data.val_fraction, config.run.seed)
-    cap_train = cap_val = None
+    cap_train, cap_val = None, config.data.val_max_frames
     if config.data.max_frames is not None:
-        cap_val = max(1, int(config.data.max_frames * config.data.val_fraction))
+        cap_val = min(cap_val, max(1, int(config.data.max_frames * config.data.val_fraction)))
         cap_train = max(1, config.data.max_frames - cap_val)
     train_report = load_trajectories([Path(p) for p in train_files], max_frames=cap_train, on_skip=on_skip)
     val_report = load_trajectories([Path(p) for p in val_files], max_frames=cap_val, on_skip=on_skip)
@@ -303,7 +303,7 @@ def prepared_inputs(config, strategy: tf.distribute.Strategy | None = None, **wi
             f"{config.data.data_dir}: {len(scan.windows_per_example)} training trajectories cannot give each of {workers} workers windows"
         )
 
-    val_trajectories = tfds_dataset.read_trajectories(builder, tfds_dataset.VALIDATION)
+    val_trajectories = tfds_dataset.read_trajectories(builder, tfds_dataset.VALIDATION, max_frames=config.data.val_max_frames)
     val = make_windows([features.align(t, delay) for t in val_trajectories], W, stride)
 
     def make_train_dataset(skip_steps: int = 0):

@@ -33,7 +33,8 @@ HISTORY_FILE = "history.json"
 
 
 # Options that may differ when a killed run is started again.
-RESUME_MAY_CHANGE = {"epochs", "output", "backup_every_steps"}
+# Options that do not change the weights' path (validation only sees them).
+RESUME_MAY_CHANGE = {"epochs", "output", "backup_every_steps", "val_max_frames"}
 
 
 def check_resumable(out: Path, backup: Path, config: dict) -> None:

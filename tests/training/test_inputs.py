@@ -177,3 +177,19 @@ def test_a_folder_too_large_for_memory_is_refused_before_reading(monkeypatch, pr
     inputs.check_fits_in_memory(folder, sorted(folder.glob("*.slp")), max_frames=1000)
     monkeypatch.setattr(inputs, "available_memory_bytes", lambda: None)  # unknown: no guess, no refusal
     inputs.check_fits_in_memory(folder, sorted(folder.glob("*.slp")), max_frames=None)
+
+
+def test_validation_is_capped_alike_from_a_folder_and_a_prepared_dataset(prepared):
+    folder, data_dir, _ = prepared
+    capped = dict(TINY, val_max_frames=700)
+    from_replays = inputs.replay_inputs(TrainConfig.from_flat(replays=str(folder), **capped))
+    from_dataset = inputs.prepared_inputs(TrainConfig.from_flat(replays="", data_dir=str(data_dir), **capped))
+    whole = inputs.replay_inputs(TrainConfig.from_flat(replays=str(folder), **TINY)).val
+    for val in (from_replays.val, from_dataset.val):
+        assert len(val.numeric) <= 700  # frames, less each trajectory's first (it has no previous input)
+        np.testing.assert_array_equal(val.numeric, from_replays.val.numeric)
+        np.testing.assert_array_equal(val.ends, from_replays.val.ends)
+    assert 0 < len(from_replays.val) < len(whole)
+    # the cap keeps the first frames of the split, in order
+    n = len(from_replays.val.numeric)
+    np.testing.assert_array_equal(from_replays.val.numeric, whole.numeric[:n])

@@ -9,7 +9,10 @@ On one replay folder (by default `../shared/replays/games`), in one process:
    human game gives two trajectory frames per game frame. Target: >= 300k
    game frames/s.
 2. `tfds_dataset.prepare` of the folder into a temporary data dir: its time
-   and its size on disk per hour of play (60 game frames per second).
+   and its size on disk per hour of play (60 game frames per second); and
+   the arrays prepare stores, compressed at each zlib level (size, seconds
+   to compress and to decompress): the measurement behind
+   `tfds_dataset.ZLIB_LEVEL`.
 3. the prepared dataset's read throughput: the training stream
    (`pipeline.window_dataset`, shuffled and repeated, batched and
    prefetched), in windows per second.
@@ -28,6 +31,7 @@ from __future__ import annotations
 import statistics
 import tempfile
 import time
+import zlib
 from pathlib import Path
 from typing import Callable
 
@@ -78,6 +82,28 @@ def bench_parse(replays: str | Path, repeats: int = 5) -> dict:
         "peppi_only_s": peppi_seconds,
         "peppi_only_game_frames_per_s": game_frames / peppi_seconds,
     }
+
+
+ZLIB_LEVELS = (1, 3, 6, 9)  # 6 is zlib's (and TFDS') default
+
+
+def bench_compression(report, repeats: int = 3) -> dict:
+    """The per-frame arrays of `report`'s trajectories (what prepare stores,
+    one zlib stream per array) compressed at each of `ZLIB_LEVELS`."""
+    arrays = []
+    for t in report.trajectories:
+        arrays += [t.state_numeric.tobytes(), t.state_categorical.tobytes()]
+        arrays += [t.targets[h].astype("uint8" if h == "buttons" else t.targets[h].dtype).tobytes() for h in t.targets]
+    raw = sum(map(len, arrays))
+    levels = {}
+    for level in ZLIB_LEVELS:
+        packed = [zlib.compress(a, level) for a in arrays]
+        levels[str(level)] = {
+            "bytes": sum(map(len, packed)),
+            "compress_s": _median_s(lambda: [zlib.compress(a, level) for a in arrays], repeats),
+            "decompress_s": _median_s(lambda: [zlib.decompress(p) for p in packed], repeats),
+        }
+    return {"compression_raw_bytes": raw, "compression_levels": levels, "compression_level_used": tfds_dataset.ZLIB_LEVEL}
 
 
 def bench_prepare(replays: str | Path, data_dir: str | Path, game_frames: int) -> dict:
@@ -145,6 +171,8 @@ def run(
     results = {"replays": str(replays), "repeats": repeats, "window_size": window_size, "stride": stride, "batch_size": batch_size}
     log("parsing + features ...")
     results.update(bench_parse(replays, repeats))
+    log("compression levels ...")
+    results.update(bench_compression(load_trajectories(find_replays(replays))))
     with tempfile.TemporaryDirectory(prefix="keras-lstm-bench-") as tmp:
         data_dir = Path(data_dir) if data_dir is not None else Path(tmp)
         log("prepare ...")
@@ -178,6 +206,13 @@ def format_report(r: dict) -> str:
             f"peppi-py alone     : {r['peppi_only_game_frames_per_s']:>12,.0f} game frames/s",
             f"prepare (once)     : {r['prepare_s']:>12.1f} s   ({r['prepare_game_frames_per_s']:,.0f} game frames/s)",
             f"dataset on disk    : {r['dataset_bytes'] / 1e6:>12.1f} MB = {r['dataset_mb_per_hour_of_play']:.1f} MB per hour of play",
+            f"arrays, zlib level : {r['compression_raw_bytes'] / 1e6:.1f} MB raw; "
+            + "; ".join(
+                f"{level}{' (used)' if int(level) == r['compression_level_used'] else ''}: {v['bytes'] / 1e6:.1f} MB, "
+                f"{v['compress_s']:.2f} s / {v['decompress_s']:.2f} s"
+                for level, v in r["compression_levels"].items()
+            )
+            + " (compress / decompress)",
             f"read (train stream): {r['read_windows_per_s']:>12,.0f} windows/s  (window {r['window_size']}, stride {r['stride']}, "
             f"batch {r['batch_size']}, shuffled)",
             f"training consumes  : {r['train_windows_per_s']:>12,.0f} windows/s  (default model, {r['model_parameters']:,} parameters, "

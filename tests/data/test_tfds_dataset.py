@@ -5,6 +5,7 @@ no-op rebuilds, plain-Python `tfds.builder`, and `keras-lstm prepare`."""
 from __future__ import annotations
 
 import hashlib
+import zlib
 import json
 import os
 import signal
@@ -95,6 +96,19 @@ def test_trajectories_round_trip_exactly_in_load_order(small):
             for head in b.targets:
                 np.testing.assert_array_equal(a.targets[head], b.targets[head])
                 assert a.targets[head].dtype == b.targets[head].dtype, head
+
+
+def test_arrays_are_stored_at_the_chosen_zlib_level(small, tmp_path, monkeypatch):
+    folder, data_dir, summary = small
+    monkeypatch.setattr(tfds_dataset, "ZLIB_LEVEL", 0)  # zlib's "stored": no compression at all
+    stored = tfds_dataset.prepare(folder, tmp_path, val_fraction=VAL_FRACTION)
+    assert stored["size_bytes"] > 3 * summary["size_bytes"]  # so the level reached the encoder
+    a, b = (tfds_dataset.read_trajectories(tfds_dataset.load_builder(d, VAL_FRACTION), tfds_dataset.TRAIN) for d in (data_dir, tmp_path))
+    for x, y in zip(a, b, strict=True):
+        np.testing.assert_array_equal(x.state_numeric, y.state_numeric)
+    from tensorflow_datasets.core.features import tensor_feature
+
+    assert tensor_feature.zlib is zlib  # TFDS' own module again after preparing
 
 
 def test_skipped_files_are_named_and_counted_in_the_metadata(small):

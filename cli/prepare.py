@@ -12,8 +12,11 @@ from keras_lstm.cli.common import one_line_errors, print_json, print_skip
 from keras_lstm.cli.options import config_options
 
 
+FILTER_OPTIONS = ("min_frames", "min_slippi_version", "humans_only", "stages", "characters", "opponents")  # ReplayFilter.from_options' order
+
+
 @one_line_errors
-@config_options(("val_fraction", "seed"))
+@config_options(("val_fraction", "seed", *FILTER_OPTIONS))
 def prepare(
     options: dict,
     replays: Annotated[Optional[Path], typer.Option(help="Folder of .slp replays (searched recursively). Default: $KERAS_LSTM_REPLAYS, then ~/Slippi.")] = None,
@@ -32,12 +35,14 @@ def prepare(
     from rich.markup import escape
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
+    from keras_lstm.data.filters import ReplayFilter
     from keras_lstm.data.replays import display_name
     from keras_lstm.data.replays import replays_or_default
     from keras_lstm.data.tfds_dataset import prepare as prepare_dataset
     from keras_lstm.evaluation.report import format_prepare_summary
 
     tfds.disable_progress_bar()  # ours counts files, TFDS's would count examples without a total
+    replay_filter = ReplayFilter.from_options(*(options[name] for name in FILTER_OPTIONS))
     folder = replays_or_default(replays)
     bar = Progress(
         TextColumn("preparing"), BarColumn(), MofNCompleteColumn(), TextColumn("files"), TimeRemainingColumn(),
@@ -65,7 +70,10 @@ def prepare(
             bar.advance(task)
 
     try:
-        summary = prepare_dataset(folder, data_dir.expanduser(), options["val_fraction"], options["seed"], on_file=on_file, on_start=on_start)
+        summary = prepare_dataset(
+            folder, data_dir.expanduser(), options["val_fraction"], options["seed"], on_file=on_file, on_start=on_start,
+            replay_filter=replay_filter,
+        )
     finally:
         bar.stop()
     if json_output:

@@ -156,6 +156,14 @@ class DataConfig(_Concern):
     val_fraction: float = option(0.15, "Fraction of replay files held out for validation.", fraction)
     max_replays: int | None = option(None, "Use at most this many replay files (quick runs).", positive_or_none)
     max_frames: int | None = option(None, "Load at most this many frames (quick runs).", positive_or_none)
+    # Which games and players to learn from (`keras_lstm.data.filters`); from
+    # replays only: a prepared dataset was filtered by `prepare`.
+    min_frames: int = option(0, "Leave out games shorter than this many playable frames (60 a second).", non_negative)
+    min_slippi_version: str | None = option(None, "Leave out games recorded by an older Slippi, e.g. 3.0.0.")
+    humans_only: bool = option(False, "Leave out games with a CPU player (by default the human in them is still imitated).")
+    stages: str | None = option(None, "Only games on these stages (comma-separated names or ids, e.g. battlefield,fd,ys,dl,ps,fod).")
+    characters: str | None = option(None, "Only imitate players of these characters (comma-separated names or ids, e.g. fox,falco).")
+    opponents: str | None = option(None, "Only imitate players facing these characters (comma-separated names or ids).")
     val_max_frames: int = option(
         DEFAULT_VAL_MAX_FRAMES,
         "Validate on at most this many frames (whole validation games in order, the last cut to fit), so validation memory and time stay flat on large data.",
@@ -232,6 +240,9 @@ class TrainConfig:
             raise ValueError("--steps-per-epoch applies to window training; --carried-state walks each game once an epoch")
         if optim.carried_state and augmentations("augment", data.augment):
             raise ValueError("--augment applies to window training; --carried-state carries each game's state and takes none")
+        self.replay_filter  # noqa: B018 - raises ValueError naming a bad filter option
+        if data.data_dir and self.replay_filter.active:
+            raise ValueError("the filters (--min-frames, --stages, --characters, ...) apply when reading replays: pass them to `keras-lstm prepare`")
         if run.strategy == "multi-worker" and not data.data_dir:
             raise ValueError("--strategy multi-worker needs --data-dir: each worker streams its own shard of a prepared dataset")
 
@@ -244,6 +255,14 @@ class TrainConfig:
             return self.optim.loss_frames
         window = self.data.window_size
         return max(1, window - window // 4)
+
+    @property
+    def replay_filter(self):
+        """The `keras_lstm.data.filters.ReplayFilter` of the data options."""
+        from keras_lstm.data.filters import ReplayFilter  # not at import: this module stays light
+
+        d = self.data
+        return ReplayFilter.from_options(d.min_frames, d.min_slippi_version, d.humans_only, d.stages, d.characters, d.opponents)
 
     @property
     def augmentations(self) -> tuple[str, ...]:

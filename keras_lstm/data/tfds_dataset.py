@@ -63,6 +63,7 @@ import tensorflow_datasets as tfds
 
 from keras_lstm.data import controller, dataset_swap, features
 from keras_lstm.data.features import Trajectory
+from keras_lstm.data.filters import FILTERS, ReplayFilter
 from keras_lstm.data.replays import ReplayError, display_name, find_replays
 from keras_lstm.data.trajectories import load_trajectories
 from keras_lstm.data.windows import check_seed, split_by_game
@@ -121,6 +122,7 @@ _COUNT_KEYS = (
     "cpu_players_not_imitated",
     "trajectories",
     "frames_loaded",
+    *(f"filtered_{name}" for name in FILTERS),
 )
 
 
@@ -194,8 +196,16 @@ class SlippiReplays(tfds.core.GeneratorBasedBuilder):
         # a package TFDS 4.9 does not install on Python >= 3.9.)
         return None
 
-    def __init__(self, *, on_file: Callable[[str, str | None], None] | None = None, empty_validation: bool = False, **kwargs):
+    def __init__(
+        self,
+        *,
+        on_file: Callable[[str, str | None], None] | None = None,
+        empty_validation: bool = False,
+        replay_filter: ReplayFilter | None = None,
+        **kwargs,
+    ):
         self._on_file = on_file
+        self._filter = replay_filter or ReplayFilter()
         # Set when a first attempt found every held-out file unusable: TFDS
         # cannot store an empty split, so the dataset then has none.
         self._empty_validation = empty_validation
@@ -236,7 +246,8 @@ class SlippiReplays(tfds.core.GeneratorBasedBuilder):
             {
                 "feature_version": features.FEATURE_VERSION,
                 "replays_dir": str(root),
-                "fingerprint": folder_fingerprint(root, self.builder_config),
+                "fingerprint": folder_fingerprint(root, self.builder_config, self._filter),
+                "filter": self._filter.describe(),
                 "val_fraction": self.builder_config.val_fraction,
                 "seed": self.builder_config.seed,
                 "files": len(paths),
@@ -265,7 +276,7 @@ class SlippiReplays(tfds.core.GeneratorBasedBuilder):
         for path in paths:
             name = Path(path).relative_to(root).as_posix()
             shown = display_name(name)  # keys and `source` must be valid text
-            report = load_trajectories([Path(path)])
+            report = load_trajectories([Path(path)], replay_filter=self._filter)
             for key, value in report.counts().items():
                 counts[key] += value
             reason = report.skipped[0][1] if report.skipped else None
@@ -325,14 +336,17 @@ def name_from_display(text: str) -> str:
     return name if display_name(name) == text else text
 
 
-def folder_fingerprint(root: str | os.PathLike, config: SlippiReplaysConfig) -> str:
+def folder_fingerprint(root: str | os.PathLike, config: SlippiReplaysConfig, replay_filter: ReplayFilter | None = None) -> str:
     """sha256 over every replay's path, size and modification time, the split
-    options and the feature version: equal fingerprints mean nothing to redo.
+    options, the filters and the feature version: equal fingerprints mean
+    nothing to redo.
     (Entries `find_replays` lists that cannot be read, such as a dangling
     link, count with their link's own size and time.)"""
     root = Path(root)
     digest = hashlib.sha256()
     digest.update(f"{features.FEATURE_VERSION}|{config.val_fraction!r}|{config.seed}\n".encode())
+    if replay_filter is not None and replay_filter.active:  # unfiltered: the fingerprint it always had
+        digest.update(f"filter {replay_filter.describe()}\n".encode())
     for path in find_replays(root):
         try:
             stat = path.stat()
@@ -348,13 +362,15 @@ def make_builder(
     seed: int = DEFAULT_SEED,
     on_file: Callable[[str, str | None], None] | None = None,
     empty_validation: bool = False,
+    replay_filter: ReplayFilter | None = None,
 ) -> SlippiReplays:
     config = SlippiReplaysConfig.make(val_fraction, seed)
     if config.name in {c.name for c in SlippiReplays.BUILDER_CONFIGS}:
         config = config.name  # TFDS refuses a second object under a registered name
     with quiet_tfds():
         return SlippiReplays(
-            data_dir=str(Path(data_dir).expanduser()), config=config, on_file=on_file, empty_validation=empty_validation
+            data_dir=str(Path(data_dir).expanduser()), config=config, on_file=on_file, empty_validation=empty_validation,
+            replay_filter=replay_filter,
         )
 
 
@@ -414,8 +430,10 @@ def prepare(
     seed: int = DEFAULT_SEED,
     on_file: Callable[[str, str | None], None] | None = None,
     on_start: Callable[[int], None] | None = None,
+    replay_filter: ReplayFilter | None = None,
 ) -> dict:
-    """Prepare `replays` (a folder) as `slippi_replays` in `data_dir`.
+    """Prepare `replays` (a folder) as `slippi_replays` in `data_dir`, the
+    games and players `replay_filter` leaves out counted, not stored.
 
     A no-op when the same folder, unchanged, was already prepared with the
     same options; a changed folder replaces the old dataset, which stays
@@ -435,34 +453,38 @@ def prepare(
     with FolderLock(data_dir, "data dir"):
         dataset_swap.remove_leftovers(data_dir, DATASET_NAME, tfds.core.constants.INCOMPLETE_PREFIX)
         builder = make_builder(data_dir, val_fraction, seed)
-        fingerprint = folder_fingerprint(root, builder.builder_config)
+        fingerprint = folder_fingerprint(root, builder.builder_config, replay_filter)
         start = time.perf_counter()
         status = "up to date"
         with quiet_tfds():
             existing = builder.is_prepared()
         if not (existing and (builder.info.metadata or {}).get("fingerprint") == fingerprint):
             status = "prepared"
-            _prepare_beside(root, data_dir, Path(builder.data_path), val_fraction, seed, n_files, on_file, on_start)
+            _prepare_beside(root, data_dir, Path(builder.data_path), val_fraction, seed, n_files, on_file, on_start, replay_filter)
             builder = make_builder(data_dir, val_fraction, seed)  # re-read what is on disk
         return summarize(builder, status=status, seconds=time.perf_counter() - start)
 
 
-def _prepare_beside(root, data_dir: Path, final: Path, val_fraction, seed, n_files, on_file, on_start) -> None:
+def _prepare_beside(root, data_dir: Path, final: Path, val_fraction, seed, n_files, on_file, on_start, replay_filter) -> None:
     """Generate the dataset in a temporary data dir inside `data_dir`, then
     swap its version folder in for `final` (the variant's `data_path`)."""
     config = tfds.download.DownloadConfig(manual_dir=str(root), compute_stats=tfds.download.ComputeStatsMode.SKIP)
     with dataset_swap.build_dir(data_dir) as build:
         if on_start is not None:
             on_start(n_files)
-        builder = make_builder(build, val_fraction, seed, on_file=on_file)
+        builder = make_builder(build, val_fraction, seed, on_file=on_file, replay_filter=replay_filter)
         empty = _generate(builder, config)
         if empty == VALIDATION:
             if on_start is not None:
                 on_start(n_files)  # the held-out files were all unusable: once more, without that split
-            builder = make_builder(build, val_fraction, seed, on_file=on_file, empty_validation=True)
+            builder = make_builder(build, val_fraction, seed, on_file=on_file, empty_validation=True, replay_filter=replay_filter)
             empty = _generate(builder, config)
         if empty is not None:
-            raise ValueError(f"{root}: no usable replay for training ({len(builder.info.metadata['skipped'])} of {n_files} files skipped)")
+            left_out = sum(builder.info.metadata["counts"][TRAIN][f"filtered_{name}"] for name in FILTERS)
+            raise ValueError(
+                f"{root}: no usable replay for training ({len(builder.info.metadata['skipped'])} of {n_files} files skipped"
+                + (f", {left_out} games or players left out by the filters)" if left_out else ")")
+            )
         new = Path(builder.data_path)
         atomic.fsync_tree(new)  # whole on disk before it is the dataset
         dataset_swap.copy_dataset_files(new.parent.parent, final.parent.parent)
@@ -507,7 +529,7 @@ def quiet_tfds():
 def summarize(builder: SlippiReplays, **extra) -> dict:
     meta = builder.info.metadata
     counts = meta["counts"]
-    total = {k: counts[TRAIN][k] + counts[VALIDATION][k] for k in _COUNT_KEYS}
+    total = {k: counts[TRAIN].get(k, 0) + counts[VALIDATION].get(k, 0) for k in _COUNT_KEYS}  # older datasets lack the filter counts
     return {
         **extra,
         "dataset": f"{DATASET_NAME}/{builder.builder_config.name}:{builder.version}",

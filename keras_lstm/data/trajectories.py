@@ -9,7 +9,9 @@ A trajectory is one human player's view of one 1v1 game. Which players count:
   whole and counted as `not_1v1`;
 - a file that cannot be read (`keras_lstm.data.replays.read_game` refuses it) is
   skipped, named with its reason, and counted as `unreadable`; nothing else
-  in the folder is lost.
+  in the folder is lost;
+- with a `keras_lstm.data.filters.ReplayFilter`, a usable game or player it
+  leaves out is counted under that filter (`filtered_<filter>`).
 
 This module sits above `keras_lstm.data.replays` (reading files) and
 `keras_lstm.data.features` (a parsed game -> arrays) because it is the only code
@@ -23,6 +25,7 @@ from pathlib import Path
 from typing import Callable, Iterable
 
 from keras_lstm.data.features import game_to_trajectories
+from keras_lstm.data.filters import FILTERS, ReplayFilter
 from keras_lstm.data.replays import ReplayError, iter_games
 
 
@@ -36,6 +39,8 @@ class LoadReport:
     not_1v1: int = 0
     cpu_players: int = 0
     frames: int = 0
+    # games (game filters) or trajectories (player filters) left out, by filter
+    filtered: dict = dataclasses.field(default_factory=lambda: {name: 0 for name in FILTERS})
 
     @property
     def replays_skipped(self) -> int:
@@ -50,6 +55,7 @@ class LoadReport:
             "cpu_players_not_imitated": self.cpu_players,
             "trajectories": len(self.trajectories),
             "frames_loaded": self.frames,
+            **{f"filtered_{name}": n for name, n in self.filtered.items()},
         }
 
 
@@ -58,11 +64,13 @@ def load_trajectories(
     max_replays: int | None = None,
     max_frames: int | None = None,
     on_skip: Callable[[str, str], None] | None = None,
+    replay_filter: ReplayFilter | None = None,
 ) -> LoadReport:
     """Read replays into trajectories, skipping (and reporting) what cannot be used.
 
     `max_replays` counts replays actually used; `max_frames` stops once that
-    many frames are loaded (the last trajectory is cut to fit).
+    many frames are loaded (the last trajectory is cut to fit);
+    `replay_filter` leaves out (and counts) games and players.
     """
     report = LoadReport()
     for path, game, err in iter_games(paths):
@@ -82,9 +90,18 @@ def load_trajectories(
             if on_skip:
                 on_skip(str(path), err.reason)
             continue
+        if replay_filter is not None and trajs:
+            left_out = replay_filter.game_filter(game, len(trajs[0]), n_cpu)
+            if left_out is not None:
+                report.filtered[left_out] += 1
+                continue
         report.replays_used += 1
         report.cpu_players += n_cpu
         for traj in trajs:
+            left_out = replay_filter.player_filter(traj) if replay_filter is not None else None
+            if left_out is not None:
+                report.filtered[left_out] += 1
+                continue
             if max_frames is not None:
                 room = max_frames - report.frames
                 if room <= 0:

@@ -43,6 +43,15 @@ def _decision_quality_lines(summary: dict) -> list[str]:
     return lines
 
 
+def filtered_line(counts: dict) -> str | None:
+    """What the filters left out, by filter (`filtered_<name>` counts), or
+    None when they left nothing out."""
+    left_out = {k[len("filtered_") :]: v for k, v in counts.items() if k.startswith("filtered_") and v}
+    if not left_out:
+        return None
+    return "left out by the filters: " + ", ".join(f"{name.replace('_', '-')} {n:,}" for name, n in left_out.items()) + " (games; characters and opponents: players)"
+
+
 def format_summary(summary: dict) -> str:
     """The policy beside both baselines on the same frames, then the counts."""
     lines = []
@@ -70,6 +79,9 @@ def format_summary(summary: dict) -> str:
         f"trajectories {summary.get('trajectories', 0)}, frames loaded {summary.get('frames_loaded', 0):,}"
     )
     lines.append(counts)
+    left_out = filtered_line(summary)
+    if left_out:
+        lines.append(left_out)
     if "parameters" in summary:
         extra = f" (backbone {summary['backbone_parameters']:,})" if "backbone_parameters" in summary else ""
         lines.append(f"parameters: {summary['parameters']:,}{extra}")
@@ -103,6 +115,9 @@ def format_prepare_summary(summary: dict, replays) -> str:
         f"trajectories: {examples}; frames {summary['frames_loaded']:,}; {summary['size_bytes'] / 1e6:.1f} MB on disk"
         + (f"; {summary['seconds']:.1f} s" if summary["status"] == "prepared" else "")
     )
+    left_out = filtered_line(summary)
+    if left_out:
+        lines.append(left_out)
     if summary["status"] == "up to date":
         lines.extend(f"  skipped {display_name(name)}: {reason}" for name, reason in summary["skipped"])
     return "\n".join(lines)

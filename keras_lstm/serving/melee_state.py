@@ -32,6 +32,7 @@ from collections import defaultdict
 import numpy as np
 
 from keras_lstm.data import controller, features
+from keras_lstm.data.melee_ids import EXTERNAL_CHARACTER_IDS
 
 # libmelee's button enum names for our buttons, in `controller.BUTTONS` order.
 _BUTTON_NAMES = {
@@ -46,15 +47,6 @@ _BUTTON_NAMES = {
 }
 
 
-# Melee's external character ids (the game-start block, which training reads)
-# by libmelee's internal-id names. Nana has no external id: she is Popo's.
-EXTERNAL_CHARACTER_IDS = {
-    "CPTFALCON": 0, "DK": 1, "FOX": 2, "GAMEANDWATCH": 3, "KIRBY": 4, "BOWSER": 5, "LINK": 6, "LUIGI": 7,
-    "MARIO": 8, "MARTH": 9, "MEWTWO": 10, "NESS": 11, "PEACH": 12, "PIKACHU": 13, "POPO": 14, "NANA": 14,
-    "JIGGLYPUFF": 15, "SAMUS": 16, "YOSHI": 17, "ZELDA": 18, "SHEIK": 19, "FALCO": 20, "YLINK": 21, "DOC": 22,
-    "ROY": 23, "PICHU": 24, "GANONDORF": 25, "WIREFRAME_MALE": 27, "WIREFRAME_FEMALE": 28, "GIGA_BOWSER": 29,
-    "SANDBAG": 31,
-}  # fmt: skip
 
 
 @functools.lru_cache(maxsize=1)

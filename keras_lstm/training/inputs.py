@@ -124,8 +124,9 @@ def load_split(config, on_skip: Callable[[str, str], None] | None = None) -> Pre
     if config.data.max_frames is not None:
         cap_val = min(cap_val, max(1, int(config.data.max_frames * config.data.val_fraction)))
         cap_train = max(1, config.data.max_frames - cap_val)
-    train_report = load_trajectories([Path(p) for p in train_files], max_frames=cap_train, on_skip=on_skip)
-    val_report = load_trajectories([Path(p) for p in val_files], max_frames=cap_val, on_skip=on_skip)
+    keep = config.replay_filter
+    train_report = load_trajectories([Path(p) for p in train_files], max_frames=cap_train, on_skip=on_skip, replay_filter=keep)
+    val_report = load_trajectories([Path(p) for p in val_files], max_frames=cap_val, on_skip=on_skip, replay_filter=keep)
     if not train_report.trajectories:
         skipped = train_report.replays_skipped + val_report.replays_skipped
         raise ValueError(

@@ -29,11 +29,16 @@ def buttons(a, b):
     return out
 
 
-def test_change_frame_accuracy_by_hand():
+def hand_built() -> ChangeFrameCounter:
+    """Five frames: main_x and buttons A, B changing, the policy right on some."""
     previous = frames([8, 8, 8, 16, 16], buttons([0, 0, 1, 1, 0], [0, 0, 0, 0, 0]))
     target = frames([8, 8, 16, 16, 0], buttons([0, 1, 1, 0, 0], [0, 0, 0, 1, 1]))
     predicted = frames([3, 8, 16, 3, 5], buttons([1, 1, 1, 1, 0], [0, 0, 0, 1, 0]))
-    counter = change_frame_accuracy(predicted, target, previous)
+    return change_frame_accuracy(predicted, target, previous)
+
+
+def test_change_frame_accuracy_by_hand():
+    counter = hand_built()
     # main_x changed on frames 2 (to 16: predicted) and 4 (to 0: predicted 5): 1 of 2;
     # the wrong predictions on frames 0 and 3 are not change frames.
     assert counter.counts()["main_x"] == 2 and counter.rates()["main_x"] == 0.5
@@ -49,10 +54,7 @@ def test_change_frame_accuracy_by_hand():
 
 
 def test_precision_of_the_policys_own_changes_by_hand():
-    previous = frames([8, 8, 8, 16, 16], buttons([0, 0, 1, 1, 0], [0, 0, 0, 0, 0]))
-    target = frames([8, 8, 16, 16, 0], buttons([0, 1, 1, 0, 0], [0, 0, 0, 1, 1]))
-    predicted = frames([3, 8, 16, 3, 5], buttons([1, 1, 1, 1, 0], [0, 0, 0, 1, 0]))
-    counter = change_frame_accuracy(predicted, target, previous)
+    counter = hand_built()
     # main_x predicted != previous on frames 0 (3), 2 (16, right), 3 (3), 4 (5): 1 of 4
     assert counter.predicted_counts()["main_x"] == 4 and counter.precisions()["main_x"] == 0.25
     assert counter.predicted_counts()["c_x"] == 0 and counter.precisions()["c_x"] is None

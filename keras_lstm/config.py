@@ -1,8 +1,8 @@
 """The options of a training run, grouped by concern, validated in one place.
 
-    ModelConfig     what the policy is (backbone, sizes, dropout, matmul precision)
-    DataConfig      what it learns from (replays or a prepared dataset, windows, split)
-    OptimConfig     how it learns (epochs, batch, learning rate and schedule, truncation, loss frames, carried state)
+    ModelConfig     what the policy is (backbone, sizes, dropout, matmul precision, what the heads and encoder see)
+    DataConfig      what it learns from (replays or a prepared dataset, windows, split, filters, augmentation)
+    OptimConfig     how it learns (epochs and their length, batch, learning rate and schedule, truncation, loss frames, carried state)
     RunConfig       where and how the run goes (run folder, seed, backups, distribution)
     TrainConfig     the four together, plus the checks that span concerns
 
@@ -240,8 +240,8 @@ class TrainConfig:
             raise ValueError("--steps-per-epoch applies to window training; --carried-state walks each game once an epoch")
         if optim.carried_state and augmentations("augment", data.augment):
             raise ValueError("--augment applies to window training; --carried-state carries each game's state and takes none")
-        self.replay_filter  # noqa: B018 - raises ValueError naming a bad filter option
-        if data.data_dir and self.replay_filter.active:
+        replay_filter = self.replay_filter  # a bad filter option: ValueError naming it
+        if data.data_dir and replay_filter.active:
             raise ValueError("the filters (--min-frames, --stages, --characters, ...) apply when reading replays: pass them to `keras-lstm prepare`")
         if run.strategy == "multi-worker" and not data.data_dir:
             raise ValueError("--strategy multi-worker needs --data-dir: each worker streams its own shard of a prepared dataset")

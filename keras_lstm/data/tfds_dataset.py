@@ -216,7 +216,7 @@ class SlippiReplays(tfds.core.GeneratorBasedBuilder):
             "buttons": tfds.features.Tensor(shape=(None, len(controller.BUTTONS)), dtype=np.uint8, encoding=ENCODING),
             **{h: tfds.features.Tensor(shape=(None,), dtype=np.int32, encoding=ENCODING) for h in controller.CLASS_HEADS},
         }
-        return self.dataset_info_from_configs(
+        info = self.dataset_info_from_configs(
             description="One example per (game, human player) of a folder of 1v1 Slippi replays.",
             features=tfds.features.FeaturesDict(
                 {
@@ -232,6 +232,10 @@ class SlippiReplays(tfds.core.GeneratorBasedBuilder):
             # the same order as `load_trajectories`; the pipeline shuffles.
             disable_shuffling=True,
         )
+        # TFDS looks for a not-yet-prepared dataset's info in its public bucket,
+        # and leaves an empty temporary folder behind each time; ours is never there.
+        info.initialize_from_bucket = lambda: None
+        return info
 
     def _split_generators(self, dl_manager):
         root = Path(dl_manager.manual_dir)

@@ -318,3 +318,14 @@ def test_a_kill_while_preparing_a_changed_folder_keeps_the_old_dataset(tmp_path,
     meta, n = _read_all(data_dir)
     assert meta["files"] == 3 and n == 3
     assert _leftovers(data_dir) == []
+
+
+def test_preparing_leaves_no_temporary_folder_behind(tmp_path, monkeypatch, replays_dir):
+    import tempfile
+
+    scratch = tmp_path / "tmp"
+    scratch.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(scratch))
+    folder = _link_folder(tmp_path / "replays", {"slippi-js_test.slp": GAMES, "libmelee_test_game_2.slp": GAMES})
+    tfds_dataset.prepare(folder, tmp_path / "data", val_fraction=0.5)
+    assert list(scratch.iterdir()) == []

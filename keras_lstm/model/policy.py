@@ -197,19 +197,22 @@ class BehaviorCloningPolicy(keras.Model):
             self.accuracy_trackers[head].update_state(correct)
         return {m.name: m.result() for m in self.metrics}
 
+    def _state_before_tape(self, x, end: int):
+        """The state after the first `end` frames of each window (the zero
+        state for 0). Those frames only set up the state: they run before the
+        gradient tape opens, so they cost no memory or backward pass."""
+        state = self.backbone.initial_state(tf.shape(x["numeric"])[0])
+        if end == 0:
+            return state
+        prefix = {k: v[:, :end] for k, v in x.items()}
+        return carry_state(self.backbone, self.encode(prefix, training=True), state, self.truncate_bptt, True, self.matmul_dtype)
+
     def train_step(self, data):
         if self.loss_frames > 1:
             return self._sequence_train_step(data)
         x, targets = data[0], data[1]
         last_start = last_chunk_start(x["numeric"].shape[1], self.truncate_bptt)
-        state = self.backbone.initial_state(tf.shape(x["numeric"])[0])
-        if last_start > 0:
-            # Everything before the last chunk only sets up the state: run it
-            # before the tape opens, so it costs no memory or backward pass.
-            prefix = {k: v[:, :last_start] for k, v in x.items()}
-            state = carry_state(
-                self.backbone, self.encode(prefix, training=True), state, self.truncate_bptt, True, self.matmul_dtype
-            )
+        state = self._state_before_tape(x, last_start)  # everything before the last chunk
         last_chunk = {k: v[:, last_start:] for k, v in x.items()}
         with tf.GradientTape() as tape:
             frames_TxBxE = tf.transpose(self.encode(last_chunk, training=True), [1, 0, 2])
@@ -225,19 +228,13 @@ class BehaviorCloningPolicy(keras.Model):
         """The loss on the last `loss_frames` frames of the window: chunk by
         chunk (`truncate_bptt`), the state carried with the gradient stopped
         at each boundary. The chunks wholly in the burn-in only set up the
-        state: they run before the tape opens (`carry_state`), as
-        `train_step`'s prefix does."""
+        state (`_state_before_tape`), as `train_step`'s prefix does."""
         x, targets = data[0], data[1]
         window = x["numeric"].shape[1]
         burn_in = window - self.loss_frames
         bounds = chunk_bounds(window, self.truncate_bptt)
         prefix_end = max([end for _, end in bounds if end <= burn_in], default=0)
-        state = self.backbone.initial_state(tf.shape(x["numeric"])[0])
-        if prefix_end > 0:
-            prefix = {k: v[:, :prefix_end] for k, v in x.items()}
-            state = carry_state(
-                self.backbone, self.encode(prefix, training=True), state, self.truncate_bptt, True, self.matmul_dtype
-            )
+        state = self._state_before_tape(x, prefix_end)  # the chunks wholly in the burn-in
         parts = []
         with tf.GradientTape() as tape:
             frames_BxTxE = self.encode({k: v[:, prefix_end:] for k, v in x.items()}, training=True)

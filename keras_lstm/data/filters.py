@@ -28,6 +28,7 @@ GAME_FILTERS = ("min_frames", "min_slippi_version", "humans_only", "stages")
 PLAYER_FILTERS = ("characters", "opponents")
 FILTERS = GAME_FILTERS + PLAYER_FILTERS
 
+_CHARACTERS = {**EXTERNAL_CHARACTER_IDS, **CHARACTER_ALIASES}
 _SELF_CHARACTER = features.CATEGORICAL_COLUMNS.index("self_character")
 _OPPONENT_CHARACTER = features.CATEGORICAL_COLUMNS.index("opponent_character")
 
@@ -82,8 +83,8 @@ class ReplayFilter:
             min_slippi_version=parse_version(min_slippi_version),
             humans_only=bool(humans_only),
             stages=_ids("stages", stages, STAGE_IDS),
-            characters=_ids("characters", characters, {**EXTERNAL_CHARACTER_IDS, **CHARACTER_ALIASES}),
-            opponents=_ids("opponents", opponents, {**EXTERNAL_CHARACTER_IDS, **CHARACTER_ALIASES}),
+            characters=_ids("characters", characters, _CHARACTERS),
+            opponents=_ids("opponents", opponents, _CHARACTERS),
         )
 
     @property

@@ -35,6 +35,7 @@ def data(
             "(e.g. 26,260,1300): time, CPU use and memory of prepare, memory and first step of train --data-dir and --replays."
         ),
     ] = None,
+    added: Annotated[int, typer.Option(help="With --copies: files added to each prepared folder before preparing it again.")] = 13,
 ):
     """Parsing + features (frames/s), dataset size per hour of play, read throughput, and pipeline/training ratio
     (or, with --copies, how prepare and training scale with the number of replays)."""
@@ -43,14 +44,14 @@ def data(
     from keras_lstm.benchmarks.data import format_report, run
     from keras_lstm.model.backbone import check_positive
 
-    check_positive(repeats=repeats)
+    check_positive(repeats=repeats, added=added)
     tfds.disable_progress_bar()
     if copies is not None:
         from keras_lstm.benchmarks import scale
         from keras_lstm.benchmarks.measure import default_replays
 
         counts = parse_counts(copies)
-        result = scale.run(replays or default_replays(), counts, log=lambda line: typer.echo(line, err=True))
+        result = scale.run(replays or default_replays(), counts, added=added, log=lambda line: typer.echo(line, err=True))
         if json_output:
             print_json(result)
         else:

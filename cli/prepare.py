@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shlex
 import sys
 from pathlib import Path
 from typing import Annotated, Optional
@@ -10,6 +11,7 @@ import typer
 
 from keras_lstm.cli.common import one_line_errors, print_json, print_skip
 from keras_lstm.cli.options import config_options
+from keras_lstm.data.prepared import BEAM_MIN_FILES
 
 
 FILTER_OPTIONS = ("min_frames", "min_slippi_version", "humans_only", "stages", "characters", "opponents")  # ReplayFilter.from_options' order
@@ -21,14 +23,20 @@ def prepare(
     options: dict,
     replays: Annotated[Optional[Path], typer.Option(help="Folder of .slp replays (searched recursively). Default: $KERAS_LSTM_REPLAYS, then ~/Slippi.")] = None,
     data_dir: Annotated[Path, typer.Option(help="TFDS data folder to write `slippi_replays` into (then `keras-lstm train --data-dir` it).")] = Path("~/tensorflow_datasets"),
+    workers: Annotated[Optional[int], typer.Option(
+        help="Processes that parse replays, on Apache Beam's local runner (needs keras-lstm[beam]). "
+             f"Default: every core when Beam is installed and there are at least {BEAM_MIN_FILES} files to parse, else 1.")] = None,
+    beam_options: Annotated[Optional[str], typer.Option(
+        help="Apache Beam pipeline options, e.g. \"--runner=FlinkRunner --flink_master=host:8081\": run the parts on that "
+             "runner instead (its workers must see --replays and --data-dir at the same paths).")] = None,
     progress: Annotated[bool, typer.Option(help="Show a progress bar.")] = True,
     json_output: Annotated[bool, typer.Option("--json", help="Print the summary as one JSON object.")] = False,
 ):
     """Parse a replay folder once into a TFDS dataset (train/validation by game).
 
-    Unusable files are skipped and named; preparing an unchanged folder again does nothing.
-    A changed folder is prepared beside the old dataset, which stays usable until the new one
-    replaces it; one prepare at a time per data dir.
+    Unusable files are skipped and named. Preparing again parses only what changed: added
+    files go into new parts, a changed or removed file's part is made again, an unchanged
+    folder is a no-op; the dataset stays usable throughout. One prepare at a time per data dir.
     """
     import tensorflow_datasets as tfds
     from rich.console import Console
@@ -38,7 +46,7 @@ def prepare(
     from keras_lstm.data.filters import ReplayFilter
     from keras_lstm.data.replays import display_name
     from keras_lstm.data.replays import replays_or_default
-    from keras_lstm.data.tfds_dataset import prepare as prepare_dataset
+    from keras_lstm.data.prepared import prepare as prepare_dataset
     from keras_lstm.evaluation.report import format_prepare_summary
 
     tfds.disable_progress_bar()  # ours counts files, TFDS's would count examples without a total
@@ -72,7 +80,7 @@ def prepare(
     try:
         summary = prepare_dataset(
             folder, data_dir.expanduser(), options["val_fraction"], options["seed"], on_file=on_file, on_start=on_start,
-            replay_filter=replay_filter,
+            replay_filter=replay_filter, workers=workers, beam_options=shlex.split(beam_options or ""),
         )
     finally:
         bar.stop()

@@ -42,14 +42,14 @@ PREPARED_VAL_FRACTION = 0.25
 def prepared(tmp_path_factory, replays_dir):
     """`(replay folder, data folder, builder)`: PREPARED_NAMES (links to the
     sample games, never copies) prepared with PREPARED_VAL_FRACTION."""
-    from keras_lstm.data import tfds_dataset
+    from keras_lstm.data import prepared
 
     folder = tmp_path_factory.mktemp("replays")
     for name in PREPARED_NAMES:
         (folder / name).symlink_to(GAMES / name)
     data_dir = tmp_path_factory.mktemp("data")
-    tfds_dataset.prepare(folder, data_dir, val_fraction=PREPARED_VAL_FRACTION)
-    return folder, data_dir, tfds_dataset.load_builder(data_dir, PREPARED_VAL_FRACTION)
+    prepared.prepare(folder, data_dir, val_fraction=PREPARED_VAL_FRACTION)
+    return folder, data_dir, prepared.load_builder(data_dir, PREPARED_VAL_FRACTION)
 
 
 def reference_windows(folder: Path, builder, split: str, W: int, stride: int, delay: int):

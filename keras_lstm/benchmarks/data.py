@@ -8,7 +8,7 @@ On one replay folder (by default `../shared/replays/games`), in one process:
    playable frame of a used game (rollback duplicates removed); one 1v1
    human game gives two trajectory frames per game frame. Target: >= 300k
    game frames/s.
-2. `tfds_dataset.prepare` of the folder into a temporary data dir: its time
+2. `prepared.prepare` of the folder into a temporary data dir: its time
    and its size on disk per hour of play (60 game frames per second); and
    the arrays prepare stores, compressed at each zlib level (size, seconds
    to compress and to decompress): the measurement behind
@@ -38,7 +38,7 @@ from typing import Callable
 import keras
 
 from keras_lstm.benchmarks.measure import StepTimer, default_replays, time_calls
-from keras_lstm.data import pipeline, tfds_dataset
+from keras_lstm.data import pipeline, prepared, tfds_dataset
 from keras_lstm.data.replays import find_replays, iter_games
 from keras_lstm.data.trajectories import load_trajectories
 from keras_lstm.model.policy import build_policy
@@ -108,7 +108,7 @@ def bench_compression(report, repeats: int = 3) -> dict:
 
 def bench_prepare(replays: str | Path, data_dir: str | Path, game_frames: int) -> dict:
     start = time.perf_counter()
-    summary = tfds_dataset.prepare(replays, data_dir)
+    summary = prepared.prepare(replays, data_dir)
     seconds = time.perf_counter() - start
     hours = game_frames / FRAMES_PER_S / 3600
     return {
@@ -122,9 +122,9 @@ def bench_prepare(replays: str | Path, data_dir: str | Path, game_frames: int) -
 
 
 def bench_read(data_dir: str | Path, window_size: int, stride: int, batch_size: int, repeats: int, batches: int) -> dict:
-    builder = tfds_dataset.load_builder(data_dir)
+    builder = prepared.load_builder(data_dir)
     stream = pipeline.batched(
-        pipeline.window_dataset(builder, tfds_dataset.TRAIN, window_size, stride, shuffle=True, repeat=True), batch_size
+        pipeline.window_dataset(builder, prepared.TRAIN, window_size, stride, shuffle=True, repeat=True), batch_size
     )
     iterator = iter(stream)
     for _ in range(20):  # warm up: buffers filled, functions traced
@@ -139,8 +139,8 @@ def bench_read(data_dir: str | Path, window_size: int, stride: int, batch_size: 
 
 
 def bench_training(data_dir: str | Path, window_size: int, batch_size: int, repeats: int, steps: int) -> dict:
-    builder = tfds_dataset.load_builder(data_dir)
-    batches = pipeline.batched(pipeline.window_dataset(builder, tfds_dataset.TRAIN, window_size, 4, shuffle=True), batch_size)
+    builder = prepared.load_builder(data_dir)
+    batches = pipeline.batched(pipeline.window_dataset(builder, prepared.TRAIN, window_size, 4, shuffle=True), batch_size)
     in_memory = batches.take(8).cache().repeat()
     policy = build_policy()  # the defaults: LSTM 2 x 256, embed 128
     policy.compile(optimizer=keras.optimizers.Adam(1e-3))

@@ -5,9 +5,17 @@ For each N, a temporary folder of N symbolic links to the replays of a
 folder (cycling through them; nothing is copied), then, each in its own
 process so that its CPU time and peak memory are its own:
 
-1. `prepare` of the folder: wall time, CPU time over wall time (1.0 = one
-   core busy), peak resident memory, milliseconds per file, size on disk;
-2. `train --data-dir` on that dataset, and 3. `train --replays` on the
+1. `prepare` of the folder as the command does it by default (every core
+   on Apache Beam's local runner when installed) and in one process
+   (`--workers 1`), each into its own data dir: wall time, CPU time over
+   wall time (1.0 = one core busy; Beam's worker processes included), peak
+   memory of all its processes together (proportional set size: a page
+   shared by several processes counts once; and the plain sum of their
+   resident sizes), milliseconds per file, size on disk;
+2. the update after `added` more files are linked into the folder:
+   prepare's wall and CPU time again (start-up excluded: timed inside the
+   process, as in 1.), and its share of the full prepare's;
+3. `train --data-dir` on that dataset, and 4. `train --replays` on the
    folder, each for `steps` training steps of the default model: peak
    resident memory, and seconds from the process's start to the end of the
    first training step.
@@ -27,6 +35,7 @@ START = time.time()  # before the heavy imports: "from the process's start"
 import json  # noqa: E402
 import os  # noqa: E402
 import resource  # noqa: E402
+import shutil  # noqa: E402
 import subprocess  # noqa: E402
 import sys  # noqa: E402
 import tempfile  # noqa: E402
@@ -34,10 +43,10 @@ from pathlib import Path  # noqa: E402
 from typing import Callable  # noqa: E402
 
 
-def link_copies(source: str | Path, folder: str | Path, files: int) -> int:
+def link_copies(source: str | Path, folder: str | Path, files: int, prefix: str = "copy") -> int:
     """`files` symbolic links in `folder` to the `.slp` files of `source`,
-    cycling through them (`copy00001/name.slp`, ...); returns the bytes they
-    point to."""
+    cycling through them (`<prefix>00001/name.slp`, ...); returns the bytes
+    they point to."""
     from keras_lstm.data.replays import find_replays
 
     replays = [p for p in find_replays(source) if p.is_file()]
@@ -46,7 +55,7 @@ def link_copies(source: str | Path, folder: str | Path, files: int) -> int:
     total = 0
     for i in range(files):
         target = replays[i % len(replays)].resolve()
-        link = Path(folder) / f"copy{i // len(replays):05d}" / target.name
+        link = Path(folder) / f"{prefix}{i // len(replays):05d}" / target.name
         link.parent.mkdir(parents=True, exist_ok=True)
         link.symlink_to(target)
         total += target.stat().st_size
@@ -59,18 +68,94 @@ def _usage() -> dict:
     return {"cpu_s": usage.ru_utime + usage.ru_stime, "peak_rss_mb": usage.ru_maxrss / 1024}
 
 
+class TreeSampler:
+    """Every `interval` seconds, the memory of this process and all its
+    descendants (Beam's workers), read from /proc: the peak of their summed
+    proportional set sizes and of their summed resident sizes, and the CPU
+    seconds each child has used (the last value seen)."""
+
+    def __init__(self, interval: float = 0.1):
+        import threading
+
+        self.interval = interval
+        self.peak_pss_kb = self.peak_rss_kb = 0
+        self.child_cpu_s: dict[int, float] = {}
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def __enter__(self):
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        self._thread.join()
+        self._sample()
+        return False
+
+    @property
+    def children_cpu_s(self) -> float:
+        return sum(self.child_cpu_s.values())
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval):
+            self._sample()
+
+    def _sample(self) -> None:
+        tick = os.sysconf("SC_CLK_TCK")
+        parents = {}
+        for entry in os.listdir("/proc"):
+            if entry.isdigit():
+                try:
+                    fields = Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)[1].split()
+                except OSError:
+                    continue
+                parents[int(entry)] = (int(fields[1]), (int(fields[11]) + int(fields[12])) / tick)
+        tree, frontier = {os.getpid()}, [os.getpid()]
+        while frontier:
+            parent = frontier.pop()
+            for pid, (ppid, _) in parents.items():
+                if ppid == parent and pid not in tree:
+                    tree.add(pid)
+                    frontier.append(pid)
+        pss = rss = 0
+        for pid in tree:
+            try:
+                rollup = Path(f"/proc/{pid}/smaps_rollup").read_text()
+            except OSError:
+                continue
+            for line in rollup.splitlines():
+                if line.startswith("Pss:"):
+                    pss += int(line.split()[1])
+                elif line.startswith("Rss:"):
+                    rss += int(line.split()[1])
+            if pid != os.getpid():
+                self.child_cpu_s[pid] = parents[pid][1]
+        self.peak_pss_kb = max(self.peak_pss_kb, pss)
+        self.peak_rss_kb = max(self.peak_rss_kb, rss)
+
+
 def measure_prepare(spec: dict) -> dict:
-    from keras_lstm.data import tfds_dataset
+    from keras_lstm.data import prepared
 
     cpu_before, start = _usage()["cpu_s"], time.perf_counter()
-    summary = tfds_dataset.prepare(spec["replays"], spec["data_dir"])
+    with TreeSampler() as tree:
+        summary = prepared.prepare(spec["replays"], spec["data_dir"], workers=spec.get("workers"))
     wall = time.perf_counter() - start
     usage = _usage()
+    children = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = usage["cpu_s"] - cpu_before + max(tree.children_cpu_s, children.ru_utime + children.ru_stime)
     return {
         "wall_s": wall,
-        "cpu_per_wall": (usage["cpu_s"] - cpu_before) / wall,  # prepare's own, not the imports'
+        "cpu_s": cpu,  # prepare's own and its workers', not the imports'
+        "cpu_per_wall": cpu / wall,
         "peak_rss_mb": usage["peak_rss_mb"],
+        "peak_pss_mb": tree.peak_pss_kb / 1024,
+        "peak_rss_sum_mb": tree.peak_rss_kb / 1024,
         "size_bytes": summary["size_bytes"],
+        "workers": summary["workers"],
+        "files_parsed": summary["files_parsed"],
+        "parts": summary["parts"],
     }
 
 
@@ -115,9 +200,10 @@ def run(
     copies: list[int],
     steps: int = 3,
     train_options: dict | None = None,
+    added: int = 13,
     log: Callable[[str], None] = lambda line: None,
 ) -> dict:
-    """The three measurements for each number of files in `copies`."""
+    """The measurements for each number of files in `copies`."""
     rows = []
     for files in copies:
         with tempfile.TemporaryDirectory(prefix="keras-lstm-copies-") as tmp:
@@ -125,16 +211,25 @@ def run(
             replay_bytes = link_copies(replays, folder, files)
             options = {"epochs": 1, "steps_per_epoch": steps, **(train_options or {})}
             log(f"{files:,} files: prepare ...")
-            prepared = _in_process("prepare", {"replays": str(folder), "data_dir": str(data_dir)})
+            full = _in_process("prepare", {"replays": str(folder), "data_dir": str(data_dir)})
+            log(f"{files:,} files: prepare in one process ...")
+            one = _in_process("prepare", {"replays": str(folder), "data_dir": str(Path(tmp) / "data-one"), "workers": 1})
+            shutil.rmtree(Path(tmp) / "data-one")
             log(f"{files:,} files: train --data-dir ...")
             from_data = _in_process("train", {"options": {**options, "data_dir": str(data_dir), "output": str(runs / "data")}})
             log(f"{files:,} files: train --replays ...")
             from_replays = _in_process("train", {"options": {**options, "replays": str(folder), "output": str(runs / "replays")}})
+            log(f"{files:,} files: prepare after adding {added} ...")
+            link_copies(replays, folder, added, prefix="added")
+            update = _in_process("prepare", {"replays": str(folder), "data_dir": str(data_dir)})
         rows.append(
             {
                 "files": files,
                 "replay_bytes": replay_bytes,
-                "prepare": {**prepared, "ms_per_file": 1e3 * prepared["wall_s"] / files},
+                "prepare": {**full, "ms_per_file": 1e3 * full["wall_s"] / files},
+                "prepare_one_process": {**one, "ms_per_file": 1e3 * one["wall_s"] / files},
+                "update": {**update, "added": added, "wall_share": update["wall_s"] / full["wall_s"],
+                           "cpu_share": update["cpu_s"] / full["cpu_s"]},
                 "train_data_dir": from_data,
                 "train_replays": from_replays,
             }
@@ -145,15 +240,31 @@ def run(
 def format_table(result: dict) -> str:
     lines = [
         f"scaling on linked copies of {result['replays']} (train: {result['steps']} steps of the default model, 1 epoch)",
-        "| files | replays (GB) | prepare (s) | CPU / wall | prepare peak (MB) | ms per file | dataset (MB) "
-        "| train --data-dir peak (MB) | its first step (s) | train --replays peak (MB) | its first step (s) |",
-        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "",
+        "prepare, by default (workers: processes that parse) and in one process (--workers 1); peak memory of all its processes",
+        "| files | replays (GB) | workers | prepare (s) | CPU / wall | peak PSS (MB) | peak RSS sum (MB) | ms per file "
+        "| one process: prepare (s) | CPU / wall | peak (MB) | dataset (MB) |",
+        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in result["rows"]:
-        p, d, f = r["prepare"], r["train_data_dir"], r["train_replays"]
+        p, o = r["prepare"], r["prepare_one_process"]
         lines.append(
-            f"| {r['files']:,} | {r['replay_bytes'] / 1e9:.2f} | {p['wall_s']:.1f} | {p['cpu_per_wall']:.2f} | {p['peak_rss_mb']:,.0f} "
-            f"| {p['ms_per_file']:.1f} | {p['size_bytes'] / 1e6:,.1f} | {d['peak_rss_mb']:,.0f} | {d['first_step_s']:.1f} "
+            f"| {r['files']:,} | {r['replay_bytes'] / 1e9:.2f} | {p['workers']} | {p['wall_s']:.1f} | {p['cpu_per_wall']:.2f} "
+            f"| {p['peak_pss_mb']:,.0f} | {p['peak_rss_sum_mb']:,.0f} | {p['ms_per_file']:.1f} "
+            f"| {o['wall_s']:.1f} | {o['cpu_per_wall']:.2f} | {o['peak_pss_mb']:,.0f} | {p['size_bytes'] / 1e6:,.1f} |"
+        )
+    lines += [
+        "",
+        "adding files to the prepared folder, then prepare again (timed inside the process: start-up excluded), and training",
+        "| files | added | update (s) | its CPU (s) | share of the full prepare: wall | CPU "
+        "| train --data-dir peak (MB) | its first step (s) | train --replays peak (MB) | its first step (s) |",
+        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for r in result["rows"]:
+        u, d, f = r["update"], r["train_data_dir"], r["train_replays"]
+        lines.append(
+            f"| {r['files']:,} | {u['added']} | {u['wall_s']:.2f} | {u['cpu_s']:.2f} | {100 * u['wall_share']:.1f} % "
+            f"| {100 * u['cpu_share']:.1f} % | {d['peak_rss_mb']:,.0f} | {d['first_step_s']:.1f} "
             f"| {f['peak_rss_mb']:,.0f} | {f['first_step_s']:.1f} |"
         )
     return "\n".join(lines)

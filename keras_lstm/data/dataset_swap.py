@@ -1,7 +1,7 @@
 """Replacing a prepared dataset whole: build it beside, swap it in, and clean
 up after a kill.
 
-`keras_lstm.data.tfds_dataset.prepare` generates a new dataset in a temporary data
+`keras_lstm.data.prepared.prepare` generates a new dataset in a temporary data
 dir inside the real one (`build_dir`, `<data_dir>/.tmp-<pid>-prepare`), then
 makes its version folder the one TFDS reads (`swap_in`): an atomic exchange
 of the two folders where the system has one (`exchange`), else the old one

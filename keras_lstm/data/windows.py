@@ -1,4 +1,4 @@
-"""Windows over aligned trajectories, the game-level split, and tf.data input.
+"""Windows over aligned trajectories, and tf.data input over them.
 
 All trajectories are concatenated into one array per input; a window is named
 by the row of its last frame (`ends`), and only windows that lie wholly inside
@@ -8,41 +8,12 @@ one trajectory exist. Each window predicts the controller at its last frame.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
-import os
 
 import numpy as np
 import tensorflow as tf
 
-from keras_lstm.config import check_seed  # noqa: F401 - prepare checks its seed as train does
 from keras_lstm.data import features
 from keras_lstm.data.features import PolicyArrays
-
-
-def split_by_game(paths: list[str], val_fraction: float, seed: int) -> tuple[list[str], list[str]]:
-    """Deterministic train/validation split of replay files.
-
-    Windows of one game are near copies of each other, so the split is by
-    file. Each file's side depends only on its name and the seed (a hash), so
-    adding files to a folder does not move the others. At least one file goes
-    to each side when there are two or more. A name is hashed as its bytes on
-    disk (`os.fsencode`), so one that is not UTF-8 splits like any other.
-    """
-    if not 0.0 <= val_fraction < 1.0:
-        raise ValueError(f"val_fraction must be in [0, 1), got {val_fraction}")
-    paths = sorted(set(paths))
-    if val_fraction == 0 or len(paths) < 2:
-        return paths, []
-
-    def score(path: str) -> float:
-        name = path.rsplit("/", 1)[-1]
-        digest = hashlib.sha256(f"{seed}:".encode() + os.fsencode(name)).digest()
-        return int.from_bytes(digest[:8], "big") / 2**64
-
-    ranked = sorted(paths, key=score)
-    n_val = min(len(paths) - 1, max(1, round(val_fraction * len(paths))))
-    val = sorted(ranked[:n_val])
-    return [p for p in paths if p not in set(val)], val
 
 
 @dataclasses.dataclass

@@ -97,7 +97,7 @@ def format_summary(summary: dict) -> str:
 
 
 def format_prepare_summary(summary: dict, replays) -> str:
-    """`keras-lstm prepare`'s summary (from `keras_lstm.data.tfds_dataset.prepare`)
+    """`keras-lstm prepare`'s summary (from `keras_lstm.data.prepared.prepare`)
     of the replay folder `replays`: the dataset, its counts and size; when the
     dataset was already up to date, that, and the files it skipped (when it is
     prepared, each is named as it is read)."""
@@ -113,8 +113,12 @@ def format_prepare_summary(summary: dict, replays) -> str:
         f"(unreadable {summary['replays_unreadable']}, not 1v1 {summary['replays_not_1v1']}); "
         f"CPU players not imitated {summary['cpu_players_not_imitated']}\n"
         f"trajectories: {examples}; frames {summary['frames_loaded']:,}; {summary['size_bytes'] / 1e6:.1f} MB on disk"
-        + (f"; {summary['seconds']:.1f} s" if summary["status"] == "prepared" else "")
+        + (f"; {summary['seconds']:.1f} s" if summary["status"] != "up to date" else "")
     )
+    if summary["status"] != "up to date":
+        changes = ", ".join(f"{what} {summary['files_' + what]}" for what in ("added", "changed", "removed") if summary.get("files_" + what))
+        lines.append(f"{summary['status']}: parsed {summary['files_parsed']} files" + (f" ({changes})" if changes else "")
+                     + f" into {summary['parts_built']} new parts {summary['parsed_by']}; {summary['parts']} parts in all")
     left_out = filtered_line(summary)
     if left_out:
         lines.append(left_out)

@@ -5,7 +5,7 @@
   (`training_batches`);
 - `carried_inputs`: the same split, for carried-state training: the training
   batches are segments of whole games (`keras_lstm.training.carried_training`);
-- `prepared_inputs`: a dataset prepared once (`keras_lstm.data.tfds_dataset`),
+- `prepared_inputs`: a dataset prepared once (`keras_lstm.data.prepared`),
   the training windows streamed from disk (`keras_lstm.data.pipeline`), each
   worker of a `tf.distribute` strategy reading its own shard. `scan_split`
   is one pass over the split's targets only: the number of windows (for
@@ -28,10 +28,11 @@ import numpy as np
 import tensorflow as tf
 import tensorflow_datasets as tfds
 
-from keras_lstm.data import augment, features, pipeline, tfds_dataset
+from keras_lstm.data import augment, features, pipeline, prepared
 from keras_lstm.data.replays import find_replays
 from keras_lstm.data.trajectories import LoadReport, load_trajectories
-from keras_lstm.data.windows import Windows, make_windows, split_by_game
+from keras_lstm.data.split import split_by_game
+from keras_lstm.data.windows import Windows, make_windows
 from keras_lstm.evaluation import baselines
 from keras_lstm.training import carried_training, distribute
 
@@ -283,14 +284,14 @@ def prepared_inputs(config, strategy: tf.distribute.Strategy | None = None, **wi
         if getattr(config.data, name) is not None:
             flag = name.replace("_", "-")
             raise ValueError(f"--{flag} applies to --replays; with --data-dir, prepare a smaller folder instead")
-    builder = tfds_dataset.load_builder(config.data.data_dir, config.data.val_fraction, config.run.seed)
+    builder = prepared.load_builder(config.data.data_dir, config.data.val_fraction, config.run.seed)
     meta = builder.info.metadata
     root = Path(meta["replays_dir"])
     W, stride, delay = config.data.window_size, config.data.stride, config.data.delay
 
-    if tfds_dataset.TRAIN not in builder.info.splits:
+    if prepared.TRAIN not in builder.info.splits:
         raise ValueError(f"{config.data.data_dir}: the prepared dataset has no training split")
-    scan = scan_split(builder, tfds_dataset.TRAIN, W, stride, delay)
+    scan = scan_split(builder, prepared.TRAIN, W, stride, delay)
     if scan.windows < config.optim.batch_size:
         raise ValueError(
             f"{config.data.data_dir}: only {scan.windows} training windows of {W} frames, fewer than one batch of {config.optim.batch_size}"
@@ -304,12 +305,12 @@ def prepared_inputs(config, strategy: tf.distribute.Strategy | None = None, **wi
             f"{config.data.data_dir}: {len(scan.windows_per_example)} training trajectories cannot give each of {workers} workers windows"
         )
 
-    val_trajectories = tfds_dataset.read_trajectories(builder, tfds_dataset.VALIDATION, max_frames=config.data.val_max_frames)
+    val_trajectories = prepared.read_trajectories(builder, prepared.VALIDATION, max_frames=config.data.val_max_frames)
     val = make_windows([features.align(t, delay) for t in val_trajectories], W, stride)
 
     def make_train_dataset(skip_steps: int = 0):
         train_fn = pipeline.dataset_fn(
-            builder, tfds_dataset.TRAIN, config.optim.batch_size, W, stride, delay, config.run.seed, skip_steps,
+            builder, prepared.TRAIN, config.optim.batch_size, W, stride, delay, config.run.seed, skip_steps,
             target_frames=config.loss_frames, augmentations=config.augmentations, **window_options,
         )
         return strategy.distribute_datasets_from_function(train_fn)
@@ -323,7 +324,7 @@ def prepared_inputs(config, strategy: tf.distribute.Strategy | None = None, **wi
         stats=scan.stats,
         train_files=[str(root / f) for f in meta["train_files"]],
         val_files=[str(root / f) for f in meta["val_files"]],
-        train_counts=dict(counts[tfds_dataset.TRAIN]),
-        counts={k: counts[tfds_dataset.TRAIN][k] + counts[tfds_dataset.VALIDATION][k] for k in counts[tfds_dataset.TRAIN]},
+        train_counts=dict(counts[prepared.TRAIN]),
+        counts={k: counts[prepared.TRAIN][k] + counts[prepared.VALIDATION][k] for k in counts[prepared.TRAIN]},
         skipped=[(str(root / name), reason) for name, reason in meta["skipped"]],
     )

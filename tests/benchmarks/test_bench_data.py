@@ -29,14 +29,19 @@ def test_scaling_on_linked_copies_measures_prepare_and_both_trainings(replays_di
     monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))  # its temporary folders go here
 
     tiny = dict(embed_size=8, hidden_size=8, num_layers=1, window_size=10, batch_size=8, val_max_frames=2000)
-    result = scale.run(replays_dir / "games", [9], steps=2, train_options=tiny)
+    result = scale.run(replays_dir / "games", [9], steps=2, train_options=tiny, added=2)
     (row,) = result["rows"]
     assert row["files"] == 9 and row["replay_bytes"] > 0
-    assert row["prepare"]["wall_s"] > 0 and 0 < row["prepare"]["cpu_per_wall"] < 4 and row["prepare"]["size_bytes"] > 0
+    for prepare in (row["prepare"], row["prepare_one_process"]):
+        assert prepare["wall_s"] > 0 and 0 < prepare["cpu_per_wall"] < 4 and prepare["size_bytes"] > 0
+        assert prepare["files_parsed"] == 9 and prepare["peak_pss_mb"] > 100
+    assert row["prepare_one_process"]["workers"] == 1
+    # The update parsed the added files only.
+    assert row["update"]["files_parsed"] == row["update"]["added"] == 2 and 0 < row["update"]["cpu_share"] < 1
     for run in (row["train_data_dir"], row["train_replays"]):
         assert 0 < run["first_step_s"] < 600 and run["peak_rss_mb"] > 100
     table = scale.format_table(result).splitlines()
-    assert table[1].startswith("| files |") and table[3].startswith("| 9 |")
+    assert [line.startswith("| 9 |") for line in table].count(True) == 2
     assert list(tmp_path.iterdir()) == []  # everything it made was temporary
 
 

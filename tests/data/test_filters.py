@@ -8,7 +8,7 @@ import pytest
 from typer.testing import CliRunner
 
 from keras_lstm.cli.main import app
-from keras_lstm.data import features, tfds_dataset
+from keras_lstm.data import features, prepared
 from keras_lstm.data.filters import FILTERS, ReplayFilter
 from keras_lstm.data.replays import read_game
 from keras_lstm.data.trajectories import load_trajectories
@@ -75,11 +75,11 @@ def test_prepare_counts_what_it_left_out_and_redoes_when_the_filters_change(tmp_
     for name in ("peppi_transform.slp", "slippi-js_v2_test.slp", "slippi-js_test.slp", "libmelee_test_game_2.slp"):
         (folder / name).symlink_to(GAMES / name)
     humans = ReplayFilter(humans_only=True)
-    first = tfds_dataset.prepare(folder, tmp_path / "data", val_fraction=0.25, replay_filter=humans)
+    first = prepared.prepare(folder, tmp_path / "data", val_fraction=0.25, replay_filter=humans)
     direct = load_trajectories(sorted(folder.glob("*.slp")), replay_filter=humans)
     assert first["status"] == "prepared" and first["filtered_humans_only"] == direct.filtered["humans_only"] > 0
-    assert tfds_dataset.prepare(folder, tmp_path / "data", val_fraction=0.25, replay_filter=humans)["status"] == "up to date"
-    again = tfds_dataset.prepare(folder, tmp_path / "data", val_fraction=0.25)
+    assert prepared.prepare(folder, tmp_path / "data", val_fraction=0.25, replay_filter=humans)["status"] == "up to date"
+    again = prepared.prepare(folder, tmp_path / "data", val_fraction=0.25)
     assert again["status"] == "prepared" and again["filtered_humans_only"] == 0
     assert again["cpu_players_not_imitated"] > 0
 

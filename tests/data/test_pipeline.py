@@ -12,7 +12,8 @@ import pytest
 import tensorflow as tf
 import tensorflow_datasets as tfds
 
-from keras_lstm.data import controller, pipeline, tfds_dataset
+from keras_lstm.data import controller, pipeline
+from keras_lstm.data import prepared as prepared_dataset
 
 from conftest import reference_windows
 
@@ -41,7 +42,7 @@ def _window_keys(x, y) -> Counter:
 
 def test_targets_as_input_tf_matches_numpy(prepared):
     _, _, builder = prepared
-    traj = tfds_dataset.read_trajectories(builder, "train")[0]
+    traj = prepared_dataset.read_trajectories(builder, "train")[0]
     expected = controller.targets_as_input(traj.targets)
     got = pipeline.targets_as_input_tf({h: tf.constant(v) for h, v in traj.targets.items()}).numpy()
     np.testing.assert_array_equal(got, expected)

@@ -14,10 +14,10 @@ import tensorflow_datasets as tfds
 from typer.testing import CliRunner
 
 from keras_lstm.cli.main import app
-from keras_lstm.data import tfds_dataset
+from keras_lstm.data import prepared, tfds_dataset
 from keras_lstm.data.replays import ReplayError, display_name, find_replays, read_game
 from keras_lstm.data.trajectories import load_trajectories
-from keras_lstm.data.windows import split_by_game
+from keras_lstm.data.split import split_by_game
 
 from conftest import BAD, CLIPS
 
@@ -83,15 +83,15 @@ def test_prepare_stores_and_finds_a_non_utf8_name_again(folder, tmp_path):
     odd = os.fsdecode(b"g\xff.slp")
     _copy_to_bytes_name(BAD / "peppi_corrupt.slp", folder, b"bad\xfe.slp")
     data_dir = tmp_path / "data"
-    summary = tfds_dataset.prepare(folder, data_dir, val_fraction=0.0)
+    summary = prepared.prepare(folder, data_dir, val_fraction=0.0)
     assert summary["replays_used"] == 2 and summary["files"] == 3
     assert summary["skipped"][0][0] == os.fsdecode(b"bad\xfe.slp")
-    builder = tfds_dataset.load_builder(data_dir, 0.0)
+    builder = prepared.load_builder(data_dir, 0.0)
     assert odd in builder.info.metadata["train_files"]
     sources = {ex["source"].decode() for ex in tfds.as_numpy(builder.as_dataset(split="train"))}
     assert sources == {"g\\xff.slp", "other.slp"}
     # The full paths of the trajectories find the files again.
-    trajectories = tfds_dataset.read_trajectories(builder, tfds_dataset.TRAIN)
+    trajectories = prepared.read_trajectories(builder, prepared.TRAIN)
     assert {Path(t.source) for t in trajectories} == {folder.resolve() / odd, folder.resolve() / "other.slp"}
     assert all(os.path.exists(t.source) for t in trajectories)
     # The command prints the names, prepared and up to date, without failing.

@@ -1,6 +1,7 @@
 """The prepared TFDS dataset: splits by game, exact round trip of the
 trajectories, deterministic keys and bytes, skipped files in the metadata,
-no-op rebuilds, plain-Python `tfds.builder`, and `keras-lstm prepare`."""
+no-op rebuilds, reading the parts with plain TFDS, `keras-lstm prepare`, and
+kills. (Updates in place: test_prepared_updates.py.)"""
 
 from __future__ import annotations
 
@@ -20,10 +21,10 @@ import tensorflow_datasets as tfds
 from typer.testing import CliRunner
 
 from keras_lstm.cli.main import app
-from keras_lstm.data import dataset_swap, tfds_dataset
+from keras_lstm.data import dataset_swap, prepared, tfds_dataset
 from keras_lstm.data.replays import ReplayError, find_replays
 from keras_lstm.data.trajectories import load_trajectories
-from keras_lstm.data.windows import split_by_game
+from keras_lstm.data.split import split_by_game
 from keras_lstm.files.lock import FolderBusyError, FolderLock
 
 from conftest import BAD, CLIPS, GAMES, REPO
@@ -56,17 +57,17 @@ def _link_folder(folder: Path, names=SMALL) -> Path:
 def small(tmp_path_factory, replays_dir):
     folder = _link_folder(tmp_path_factory.mktemp("replays"))
     data_dir = tmp_path_factory.mktemp("data")
-    summary = tfds_dataset.prepare(folder, data_dir, val_fraction=VAL_FRACTION)
+    summary = prepared.prepare(folder, data_dir, val_fraction=VAL_FRACTION)
     return folder, data_dir, summary
 
 
 def _file_digests(path: Path) -> dict:
-    return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(path.glob("*.tfrecord*"))}
+    return {p.relative_to(path).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(path.rglob("*.tfrecord*"))}
 
 
 def test_splits_are_by_game_and_match_split_by_game(small):
     folder, data_dir, summary = small
-    builder = tfds_dataset.load_builder(data_dir, VAL_FRACTION)
+    builder = prepared.load_builder(data_dir, VAL_FRACTION)
     meta = builder.info.metadata
     paths = [str(p) for p in find_replays(folder)]
     train, val = split_by_game(paths, VAL_FRACTION, 0)
@@ -74,20 +75,20 @@ def test_splits_are_by_game_and_match_split_by_game(small):
     assert meta["val_files"] == [Path(p).relative_to(folder).as_posix() for p in val]
     assert set(meta["train_files"]).isdisjoint(meta["val_files"])
     # Every example's game is on its split's side.
-    for split, files in ((tfds_dataset.TRAIN, meta["train_files"]), (tfds_dataset.VALIDATION, meta["val_files"])):
+    for split, files in ((prepared.TRAIN, meta["train_files"]), (prepared.VALIDATION, meta["val_files"])):
         sources = {ex["source"].decode() for ex in tfds.as_numpy(builder.as_dataset(split=split))}
         assert sources <= set(files)
     assert summary["status"] == "prepared"
-    assert builder.version == f"{tfds_dataset.features.FEATURE_VERSION}.0.0"
+    assert builder.prepared_path.name == f"{tfds_dataset.features.FEATURE_VERSION}.0.0"
 
 
 def test_trajectories_round_trip_exactly_in_load_order(small):
     folder, data_dir, _ = small
-    builder = tfds_dataset.load_builder(data_dir, VAL_FRACTION)
+    builder = prepared.load_builder(data_dir, VAL_FRACTION)
     meta = builder.info.metadata
-    for split, key in ((tfds_dataset.TRAIN, "train_files"), (tfds_dataset.VALIDATION, "val_files")):
+    for split, key in ((prepared.TRAIN, "train_files"), (prepared.VALIDATION, "val_files")):
         expected = load_trajectories([folder / f for f in meta[key]]).trajectories
-        got = tfds_dataset.read_trajectories(builder, split)
+        got = prepared.read_trajectories(builder, split)
         assert [(Path(t.source).name, t.port) for t in got] == [(Path(t.source).name, t.port) for t in expected]
         for a, b in zip(got, expected):
             np.testing.assert_array_equal(a.state_numeric, b.state_numeric)
@@ -101,9 +102,9 @@ def test_trajectories_round_trip_exactly_in_load_order(small):
 def test_arrays_are_stored_at_the_chosen_zlib_level(small, tmp_path, monkeypatch):
     folder, data_dir, summary = small
     monkeypatch.setattr(tfds_dataset, "ZLIB_LEVEL", 0)  # zlib's "stored": no compression at all
-    stored = tfds_dataset.prepare(folder, tmp_path, val_fraction=VAL_FRACTION)
+    stored = prepared.prepare(folder, tmp_path, val_fraction=VAL_FRACTION)
     assert stored["size_bytes"] > 3 * summary["size_bytes"]  # so the level reached the encoder
-    a, b = (tfds_dataset.read_trajectories(tfds_dataset.load_builder(d, VAL_FRACTION), tfds_dataset.TRAIN) for d in (data_dir, tmp_path))
+    a, b = (prepared.read_trajectories(prepared.load_builder(d, VAL_FRACTION), prepared.TRAIN) for d in (data_dir, tmp_path))
     for x, y in zip(a, b, strict=True):
         np.testing.assert_array_equal(x.state_numeric, y.state_numeric)
     from tensorflow_datasets.core.features import tensor_feature
@@ -113,7 +114,7 @@ def test_arrays_are_stored_at_the_chosen_zlib_level(small, tmp_path, monkeypatch
 
 def test_skipped_files_are_named_and_counted_in_the_metadata(small):
     _, data_dir, summary = small
-    meta = tfds_dataset.load_builder(data_dir, VAL_FRACTION).info.metadata
+    meta = prepared.load_builder(data_dir, VAL_FRACTION).info.metadata
     skipped = dict(meta["skipped"])
     assert set(skipped) == {"bad/libmelee_corrupt_game_1.slp", "bad/peppi_corrupt.slp", "slippi-js_teams_time.slp"}
     assert skipped["slippi-js_teams_time.slp"].startswith("not a 1v1 game")
@@ -127,10 +128,10 @@ def test_skipped_files_are_named_and_counted_in_the_metadata(small):
 
 def test_keys_and_bytes_are_deterministic(small, tmp_path):
     folder, data_dir, _ = small
-    again = tfds_dataset.prepare(folder, tmp_path, val_fraction=VAL_FRACTION)
-    first = tfds_dataset.load_builder(data_dir, VAL_FRACTION)
-    second = tfds_dataset.load_builder(tmp_path, VAL_FRACTION)
-    assert _file_digests(Path(first.data_path)) == _file_digests(Path(second.data_path))
+    again = prepared.prepare(folder, tmp_path, val_fraction=VAL_FRACTION)
+    first = prepared.load_builder(data_dir, VAL_FRACTION)
+    second = prepared.load_builder(tmp_path, VAL_FRACTION)
+    assert _file_digests(first.prepared_path) == _file_digests(second.prepared_path) != {}
     assert again["examples"] == small[2]["examples"]
     ids = [ex["tfds_id"] for ex in tfds.as_numpy(first.as_dataset(split="train", read_config=tfds.ReadConfig(add_tfds_id=True)))]
     assert len(set(ids)) == len(ids)
@@ -139,32 +140,34 @@ def test_keys_and_bytes_are_deterministic(small, tmp_path):
 def test_rebuilding_an_unchanged_folder_is_a_no_op_and_a_changed_one_rebuilds(small, tmp_path):
     folder = _link_folder(tmp_path / "replays", {k: v for k, v in SMALL.items() if not k.startswith("bad/")})
     data_dir = tmp_path / "data"
-    first = tfds_dataset.prepare(folder, data_dir, val_fraction=VAL_FRACTION)
-    builder = tfds_dataset.load_builder(data_dir, VAL_FRACTION)
-    stamps = {p: p.stat().st_mtime_ns for p in Path(builder.data_path).iterdir()}
+    first = prepared.prepare(folder, data_dir, val_fraction=VAL_FRACTION)
+    version = prepared.load_builder(data_dir, VAL_FRACTION).prepared_path
+    stamps = {p: p.stat().st_mtime_ns for p in version.rglob("*")}
     calls = []
-    again = tfds_dataset.prepare(folder, data_dir, val_fraction=VAL_FRACTION, on_file=lambda *a: calls.append(a))
-    assert again["status"] == "up to date" and calls == []
-    assert {p: p.stat().st_mtime_ns for p in Path(builder.data_path).iterdir()} == stamps
+    again = prepared.prepare(folder, data_dir, val_fraction=VAL_FRACTION, on_file=lambda *a: calls.append(a))
+    assert again["status"] == "up to date" and calls == [] and again["files_parsed"] == 0
+    assert {p: p.stat().st_mtime_ns for p in version.rglob("*")} == stamps
     assert again["examples"] == first["examples"]
-    # A new game in the folder: prepared afresh, with it.
-    (folder / "slippi-js_id_2_to_21.slp").symlink_to(GAMES / "slippi-js_id_2_to_21.slp")
-    changed = tfds_dataset.prepare(folder, data_dir, val_fraction=VAL_FRACTION)
-    assert changed["status"] == "prepared" and changed["files"] == first["files"] + 1
-    assert sum(changed["examples"].values()) == sum(first["examples"].values()) + 2
+    # Other options (a filter): prepared afresh.
+    from keras_lstm.data.filters import ReplayFilter
+
+    changed = prepared.prepare(folder, data_dir, val_fraction=VAL_FRACTION, replay_filter=ReplayFilter(min_frames=1))
+    assert changed["status"] == "prepared" and changed["files_parsed"] == first["files"]
+    assert changed["examples"] == first["examples"]
 
 
-def test_plain_tfds_builder_reads_the_default_config(tmp_path, replays_dir):
+def test_plain_tfds_reads_the_parts_the_manifest_lists(tmp_path, replays_dir):
     folder = _link_folder(tmp_path / "replays",
                           {n: GAMES for n in ("peppi_transform.slp", "slippi-js_v2_test.slp", "libmelee_test_game_2.slp")})
-    tfds_dataset.prepare(folder, tmp_path / "data")
-    builder = tfds.builder("slippi_replays", data_dir=str(tmp_path / "data"))
-    assert builder.builder_config.name == "default"
+    prepared.prepare(folder, tmp_path / "data")
+    version = tmp_path / "data" / "slippi_replays" / "default" / "1.0.0"
+    manifest = json.loads((version / "manifest.json").read_text())
+    builder = tfds.builder_from_directories([str(version / "parts" / part["name"]) for part in manifest["parts"]])
     ex = next(iter(tfds.as_numpy(builder.as_dataset(split="train"))))
     assert ex["state_numeric"].shape[1] == tfds_dataset.features.STATE_NUMERIC_SIZE
     assert ex["targets"]["buttons"].shape[1] == 8
-    from_dir = tfds.builder_from_directory(builder.data_path)
-    assert from_dir.info.splits["train"].num_examples == builder.info.splits["train"].num_examples
+    ours = prepared.load_builder(tmp_path / "data")
+    assert builder.info.splits["train"].num_examples == ours.info.splits["train"].num_examples > 0
 
 
 def test_all_held_out_games_unusable_gives_no_validation_split(tmp_path, replays_dir):
@@ -172,24 +175,24 @@ def test_all_held_out_games_unusable_gives_no_validation_split(tmp_path, replays
     names = {n: GAMES for n in ("peppi_transform.slp", "slippi-js_v2_test.slp", "slippi-js_test.slp", "slippi-js_teams_time.slp")}
     assert split_by_game(list(names), 0.15, 0)[1] == ["slippi-js_teams_time.slp"]
     folder = _link_folder(tmp_path / "replays", names)
-    summary = tfds_dataset.prepare(folder, tmp_path / "data")
+    summary = prepared.prepare(folder, tmp_path / "data")
     assert set(summary["examples"]) == {"train"}
     assert dict(summary["skipped"]) == {"slippi-js_teams_time.slp": "not a 1v1 game (teams)"}
-    builder = tfds_dataset.load_builder(tmp_path / "data")
-    assert tfds_dataset.read_trajectories(builder, tfds_dataset.VALIDATION) == []
+    builder = prepared.load_builder(tmp_path / "data")
+    assert prepared.read_trajectories(builder, prepared.VALIDATION) == []
 
 
 def test_bad_input_is_a_clear_error(tmp_path):
     with pytest.raises(ReplayError, match="no such folder"):
-        tfds_dataset.prepare(tmp_path / "missing", tmp_path / "data")
+        prepared.prepare(tmp_path / "missing", tmp_path / "data")
     with pytest.raises(ReplayError, match="holds no .slp"):
-        tfds_dataset.prepare(tmp_path, tmp_path / "data")
+        prepared.prepare(tmp_path, tmp_path / "data")
     with pytest.raises(FileNotFoundError, match="keras-lstm prepare"):
-        tfds_dataset.load_builder(tmp_path / "nothing")
+        prepared.load_builder(tmp_path / "nothing")
     only_bad = _link_folder(tmp_path / "bad",
                             {"peppi_corrupt.slp": BAD, "libmelee_corrupt_game_1.slp": BAD})
     with pytest.raises(ValueError, match="no usable replay for training"):
-        tfds_dataset.prepare(only_bad, tmp_path / "data2")
+        prepared.prepare(only_bad, tmp_path / "data2")
 
 
 def test_prepare_command(tmp_path, replays_dir):
@@ -214,7 +217,7 @@ def test_seed_outside_32_bits_is_refused(tmp_path):
     assert tfds_dataset.SlippiReplaysConfig.make(seed=2**32 - 1).seed == 2**32 - 1
     folder = _link_folder(tmp_path / "replays", {"peppi_buttons_abxy.slp": CLIPS})
     with pytest.raises(ValueError, match="--seed must be between"):
-        tfds_dataset.prepare(folder, tmp_path / "data", seed=-1)
+        prepared.prepare(folder, tmp_path / "data", seed=-1)
     result = CliRunner().invoke(app, ["prepare", "--replays", str(folder), "--data-dir", str(tmp_path / "data"), "--seed", "-1"])
     assert result.exit_code == 2
     assert result.output.strip() == "error: --seed must be between 0 and 4294967295, got -1"
@@ -226,7 +229,7 @@ def test_a_data_dir_in_use_is_refused(tmp_path):
     data_dir = tmp_path / "data"
     with FolderLock(data_dir, "data dir"):
         with pytest.raises(FolderBusyError, match=f"data dir is in use by process {os.getpid()}"):
-            tfds_dataset.prepare(folder, data_dir)
+            prepared.prepare(folder, data_dir)
         result = CliRunner().invoke(app, ["prepare", "--replays", str(folder), "--data-dir", str(data_dir)])
         assert result.exit_code == 2 and result.output.strip().count("\n") == 0
         assert "data dir is in use by process" in result.output
@@ -238,13 +241,13 @@ def test_unusable_entries_are_in_the_prepared_metadata(tmp_path):
     (folder / "archive.slpp").write_bytes(b"not a slippi replay")
     (folder / "gone.slp").symlink_to(folder / "deleted.slp")
     (folder / "loop.slp").symlink_to(folder / "loop.slp")
-    summary = tfds_dataset.prepare(folder, tmp_path / "data", val_fraction=0.0)
+    summary = prepared.prepare(folder, tmp_path / "data", val_fraction=0.0)
     skipped = dict(summary["skipped"])
     assert set(skipped) == {"archive.slpp", "gone.slp", "loop.slp"}
     assert skipped["gone.slp"] == "dangling symbolic link" and skipped["loop.slp"] == "symbolic link loop"
     assert summary["files"] == 5 and summary["replays_used"] == 2
     assert summary["replays_skipped"] == summary["replays_unreadable"] == 3
-    meta = tfds_dataset.load_builder(tmp_path / "data", 0.0).info.metadata
+    meta = prepared.load_builder(tmp_path / "data", 0.0).info.metadata
     assert meta["skipped"] == summary["skipped"]
     # The command names each as it reads it, progress bar on (stderr), and
     # keeps stdout for the summary.
@@ -258,23 +261,24 @@ def test_unusable_entries_are_in_the_prepared_metadata(tmp_path):
     for name in ("peppi_buttons_abxy.slp", "peppi_dpad_udlr.slp"):
         (folder / name).unlink()
     with pytest.raises(ValueError, match=r"no usable replay for training \(3 of 3 files skipped\)"):
-        tfds_dataset.prepare(folder, tmp_path / "data2", val_fraction=0.0)
+        prepared.prepare(folder, tmp_path / "data2", val_fraction=0.0)
 
 
 def _leftovers(data_dir: Path) -> list[Path]:
     return [p for p in data_dir.rglob("*") if p.name.startswith((".tmp-", "incomplete."))]
 
 
-def _prepare_until_paused(folder: Path, data_dir: Path, stage: str, tmp_path: Path, exchange: bool = True) -> None:
+def _prepare_until_paused(folder: Path, data_dir: Path, stage: str, tmp_path: Path, exchange: bool = True, min_frames: int = 0) -> None:
     """Run prepare in a subprocess that stops at `stage` (the test hook), then
     kill it there with SIGKILL. `exchange=False`: as on a file system without
-    an atomic exchange of two folders."""
+    an atomic exchange of two folders. `min_frames` > 0: other options than
+    the dataset's, so a fresh dataset is built and swapped in."""
     signal_file = tmp_path / f"paused-{stage}"
     env = {**os.environ, dataset_swap.PAUSE_ENV: f"{stage}:{signal_file}", "TF_CPP_MIN_LOG_LEVEL": "3"}
-    code = "from keras_lstm.data import dataset_swap, tfds_dataset\n"
+    code = "from keras_lstm.data import dataset_swap, prepared\nfrom keras_lstm.data.filters import ReplayFilter\n"
     if not exchange:
         code += "dataset_swap.exchange = lambda a, b: False\n"
-    code += f"tfds_dataset.prepare({str(folder)!r}, {str(data_dir)!r}, val_fraction=0.0)\n"
+    code += f"prepared.prepare({str(folder)!r}, {str(data_dir)!r}, val_fraction=0.0, replay_filter=ReplayFilter({min_frames}))\n"
     proc = subprocess.Popen([sys.executable, "-c", code], cwd=REPO, env=env, stderr=subprocess.PIPE)
     try:
         deadline = time.monotonic() + 300
@@ -290,31 +294,37 @@ def _prepare_until_paused(folder: Path, data_dir: Path, stage: str, tmp_path: Pa
 
 
 def _read_all(data_dir: Path) -> tuple[dict, int]:
-    builder = tfds_dataset.load_builder(data_dir, 0.0)
-    trajectories = tfds_dataset.read_trajectories(builder, tfds_dataset.TRAIN)
+    builder = prepared.load_builder(data_dir, 0.0)
+    trajectories = prepared.read_trajectories(builder, prepared.TRAIN)
     return builder.info.metadata, len(trajectories)
 
 
 @pytest.mark.slow  # a second TensorFlow process: ~5 s each, more on a busy machine
-@pytest.mark.parametrize("stage,exchange", [("generate", True), ("set-aside", False)])
-def test_a_kill_while_preparing_a_changed_folder_keeps_the_old_dataset(tmp_path, replays_dir, stage, exchange):
+@pytest.mark.parametrize("stage,exchange,fresh", [
+    ("generate", True, False),  # adding a file: while its part is generated
+    ("manifest", True, False),  # adding a file: its part made, the manifest not yet written
+    ("set-aside", False, True),  # other options, no atomic exchange: between setting the old one aside and moving the new one in
+])
+def test_a_kill_while_preparing_a_changed_folder_keeps_the_old_dataset(tmp_path, replays_dir, stage, exchange, fresh):
     folder = _link_folder(tmp_path / "replays", {"peppi_buttons_abxy.slp": CLIPS, "peppi_dpad_udlr.slp": CLIPS})
     data_dir = tmp_path / "data"
-    first = tfds_dataset.prepare(folder, data_dir, val_fraction=0.0)
+    first = prepared.prepare(folder, data_dir, val_fraction=0.0)
     (folder / "peppi_cstick_udlr.slp").symlink_to(CLIPS / "peppi_cstick_udlr.slp")
-    # Killed while generating; or, without an atomic exchange, between
-    # setting the old dataset aside and moving the new one in.
-    _prepare_until_paused(folder, data_dir, stage, tmp_path, exchange)
+    _prepare_until_paused(folder, data_dir, stage, tmp_path, exchange, min_frames=1 if fresh else 0)
     # The old dataset, whole (put back by `load_builder` if it was set aside).
     meta, n = _read_all(data_dir)
     assert meta["files"] == first["files"] == 2 and n == first["trajectories"] == 2
-    assert meta["fingerprint"] != tfds_dataset.folder_fingerprint(folder.resolve(), tfds_dataset.SlippiReplaysConfig.make(0.0))
     # A leftover of TFDS's own in-place generation (older versions) is stale too.
-    config_dir = Path(tfds_dataset.load_builder(data_dir, 0.0).data_path).parent
+    config_dir = prepared.load_builder(data_dir, 0.0).prepared_path.parent
     (config_dir / "incomplete.ABC123_1.0.0").mkdir()
     assert _leftovers(data_dir)
-    again = tfds_dataset.prepare(folder, data_dir, val_fraction=0.0)
-    assert again["status"] == "prepared" and again["files"] == 3
+    from keras_lstm.data.filters import ReplayFilter
+
+    again = prepared.prepare(folder, data_dir, val_fraction=0.0, replay_filter=ReplayFilter(min_frames=1 if fresh else 0))
+    assert again["status"] == ("prepared" if fresh else "updated") and again["files"] == 3
+    assert again["files_parsed"] == (3 if fresh else 1)
+    parts = {p.name for p in (config_dir / "1.0.0" / "parts").iterdir()}
+    assert parts == {part["name"] for part in json.loads((config_dir / "1.0.0" / "manifest.json").read_text())["parts"]}
     meta, n = _read_all(data_dir)
     assert meta["files"] == 3 and n == 3
     assert _leftovers(data_dir) == []
@@ -327,5 +337,5 @@ def test_preparing_leaves_no_temporary_folder_behind(tmp_path, monkeypatch, repl
     scratch.mkdir()
     monkeypatch.setattr(tempfile, "tempdir", str(scratch))
     folder = _link_folder(tmp_path / "replays", {"slippi-js_test.slp": GAMES, "libmelee_test_game_2.slp": GAMES})
-    tfds_dataset.prepare(folder, tmp_path / "data", val_fraction=0.5)
+    prepared.prepare(folder, tmp_path / "data", val_fraction=0.5)
     assert list(scratch.iterdir()) == []

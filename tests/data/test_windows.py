@@ -5,7 +5,8 @@ import pytest
 
 from keras_lstm.data import controller, features
 from keras_lstm.data.features import PolicyArrays
-from keras_lstm.data.windows import make_windows, split_by_game
+from keras_lstm.data.split import split_by_game
+from keras_lstm.data.windows import make_windows
 
 
 def fake_arrays(n, start=0):

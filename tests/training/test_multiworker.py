@@ -32,7 +32,7 @@ def _worker(data_dir: str, output: str, report: str, crash_at: str | None) -> No
     import keras
 
     from keras_lstm.data.pipeline import batched, window_dataset
-    from keras_lstm.data.tfds_dataset import load_builder
+    from keras_lstm.data.prepared import load_builder
     from keras_lstm.model.policy import policy_loss
     from keras_lstm.training.train import TrainConfig, train
 
@@ -118,13 +118,13 @@ def _log_tail(reports: Path) -> str:
 def small_prepared(tmp_path_factory, replays_dir):
     """Four games and a doubles game (symlinks, no copies) prepared with the
     default split (one game held out for validation)."""
-    from keras_lstm.data import tfds_dataset
+    from keras_lstm.data import prepared
 
     folder = tmp_path_factory.mktemp("replays")
     for name in ("peppi_v2.0.slp", "peppi_nintendont.slp", "peppi_netplay_name.slp", "peppi_old_ver_thegang.slp", "slippi-js_doubles.slp"):
         (folder / name).symlink_to(replays_dir / "games" / name)
     data_dir = tmp_path_factory.mktemp("data")
-    summary = tfds_dataset.prepare(folder, data_dir)
+    summary = prepared.prepare(folder, data_dir)
     assert summary["examples"] == {"train": 6, "validation": 2}, summary
     return data_dir
 

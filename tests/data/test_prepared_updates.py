@@ -1,0 +1,177 @@
+"""A prepared dataset kept up to date: added files parsed alone into new
+parts, a changed or removed file's part made again, every file's split kept;
+the part plan; and parts built by Apache Beam's workers equal to parts built
+in this process."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import tensorflow_datasets as tfds
+
+from keras_lstm.data import parts, prepared
+from keras_lstm.data.filters import ReplayFilter
+from keras_lstm.data.split import held_out_alone, split_by_game
+from keras_lstm.data.trajectories import load_trajectories
+
+from conftest import BAD, GAMES
+
+tfds.disable_progress_bar()
+
+FIRST = ("peppi_transform.slp", "slippi-js_v2_test.slp", "slippi-js_test.slp", "libmelee_test_game_2.slp")
+LATER = ("slippi-js_id_2_to_21.slp", "py-slippi_v3.14.0.slp")
+
+
+def _link(folder: Path, names, base: Path = GAMES) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    for name in names:
+        (folder / name).symlink_to(base / name)
+
+
+def _stamps(version: Path, part: str) -> dict:
+    return {p: p.stat().st_mtime_ns for p in (version / "parts" / part).rglob("*")}
+
+
+def _assert_reads_as_loaded(data_dir: Path, folder: Path, val_fraction: float) -> dict:
+    """Each split holds exactly the trajectories of its files, in the
+    manifest's order, equal to parsing the files now."""
+    builder = prepared.load_builder(data_dir, val_fraction)
+    meta = builder.info.metadata
+    for split, key in ((prepared.TRAIN, "train_files"), (prepared.VALIDATION, "val_files")):
+        expected = load_trajectories([folder / f for f in meta[key]]).trajectories
+        got = prepared.read_trajectories(builder, split)
+        assert [(Path(t.source).name, t.port) for t in got] == [(Path(t.source).name, t.port) for t in expected]
+        for a, b in zip(got, expected):
+            np.testing.assert_array_equal(a.state_numeric, b.state_numeric)
+            for head in b.targets:
+                np.testing.assert_array_equal(a.targets[head], b.targets[head])
+    return meta
+
+
+def test_added_files_are_parsed_alone_into_a_new_part_and_old_splits_stay(tmp_path, replays_dir):
+    folder, data_dir = tmp_path / "replays", tmp_path / "data"
+    _link(folder, FIRST)
+    first = prepared.prepare(folder, data_dir, val_fraction=0.5, workers=1)
+    version = prepared.version_path(data_dir, 0.5)
+    before = _assert_reads_as_loaded(data_dir, folder, 0.5)
+    # The first prepare splits as `train --replays` does.
+    train, val = split_by_game([str(folder / n) for n in FIRST], 0.5, 0)
+    assert before["val_files"] == [Path(p).name for p in val] and before["train_files"] == [Path(p).name for p in train]
+    stamps = _stamps(version, "part-00000")
+
+    _link(folder, LATER)
+    seen = []
+    update = prepared.prepare(folder, data_dir, val_fraction=0.5, workers=1, on_file=lambda name, reason: seen.append(name))
+    assert update["status"] == "updated" and update["files_parsed"] == update["files_added"] == len(LATER)
+    assert sorted(seen) == sorted(LATER)  # nothing else was read
+    assert update["parts"] == 2 and _stamps(version, "part-00000") == stamps  # the old part untouched
+    after = _assert_reads_as_loaded(data_dir, folder, 0.5)
+    for name in FIRST:  # no file moved
+        assert (name in after["val_files"]) == (name in before["val_files"])
+    for name in LATER:  # a new file goes by its own hash
+        assert (name in after["val_files"]) == held_out_alone(name, 0.5, 0)
+    assert sum(update["examples"].values()) == sum(first["examples"].values()) + 4
+    assert prepared.prepare(folder, data_dir, val_fraction=0.5, workers=1)["status"] == "up to date"
+
+
+def test_a_changed_or_removed_file_remakes_only_its_part(tmp_path, replays_dir, monkeypatch):
+    monkeypatch.setattr(prepared, "PART_FILES", 2)  # four files: two parts
+    folder, data_dir = tmp_path / "replays", tmp_path / "data"
+    _link(folder, FIRST)
+    prepared.prepare(folder, data_dir, val_fraction=0.0, workers=1)
+    version = prepared.version_path(data_dir, 0.0)
+    manifest = prepared.read_manifest(version)
+    assert [len(p["files"]) for p in manifest["parts"]] == [2, 2]
+    first_part, second_part = (p["name"] for p in manifest["parts"])
+    kept = _stamps(version, second_part)
+    changed = manifest["parts"][0]["files"][0][0]
+
+    # Changed: the link now points at another game (another size and time).
+    (folder / changed).unlink()
+    (folder / changed).symlink_to(GAMES / LATER[0])
+    seen = []
+    update = prepared.prepare(folder, data_dir, val_fraction=0.0, workers=1, on_file=lambda name, reason: seen.append(name))
+    assert update["status"] == "updated" and update["files_changed"] == 1 and update["files_parsed"] == 2
+    assert sorted(seen) == sorted(f[0] for f in manifest["parts"][0]["files"])
+    names = [p["name"] for p in prepared.read_manifest(version)["parts"]]
+    assert names[1] == second_part and names[0] != first_part  # remade in its place, the other kept
+    assert not (version / "parts" / first_part).exists() and _stamps(version, second_part) == kept
+    _assert_reads_as_loaded(data_dir, folder, 0.0)
+
+    # Removed: both files of the remade part; it goes, the other stays.
+    for name, *_ in prepared.read_manifest(version)["parts"][0]["files"]:
+        (folder / name).unlink()
+    update = prepared.prepare(folder, data_dir, val_fraction=0.0, workers=1)
+    assert update["files_removed"] == 2 and update["files_parsed"] == 0 and update["parts"] == 1
+    assert [p["name"] for p in prepared.read_manifest(version)["parts"]] == [second_part]
+    assert _stamps(version, second_part) == kept
+    meta = _assert_reads_as_loaded(data_dir, folder, 0.0)
+    assert meta["files"] == 2
+
+
+def test_a_part_of_unusable_files_only_is_listed_without_data(tmp_path, replays_dir):
+    folder, data_dir = tmp_path / "replays", tmp_path / "data"
+    _link(folder, FIRST[:2])
+    prepared.prepare(folder, data_dir, val_fraction=0.0, workers=1)
+    _link(folder, ("peppi_corrupt.slp",), BAD)
+    update = prepared.prepare(folder, data_dir, val_fraction=0.0, workers=1)
+    assert update["status"] == "updated" and update["replays_unreadable"] == 1
+    assert dict(update["skipped"]).keys() == {"peppi_corrupt.slp"}
+    last = prepared.read_manifest(prepared.version_path(data_dir, 0.0))["parts"][-1]
+    assert last["examples"] == {} and not (prepared.version_path(data_dir, 0.0) / "parts" / last["name"]).exists()
+    _assert_reads_as_loaded(data_dir, folder, 0.0)
+
+
+def test_the_plan_bounds_parts_and_spreads_them_over_workers(tmp_path, monkeypatch):
+    monkeypatch.setattr(prepared, "PART_FILES", 10)
+    listing = {f"g{i:03d}.slp": (100 + i, i) for i in range(45)}
+    plan = prepared.plan_parts(None, listing, tmp_path, 0.15, 0, ReplayFilter(), workers=1)
+    sizes = [len(s.files) for s in plan.specs]
+    assert sizes == [9, 9, 9, 9, 9] and plan.files_to_parse == 45
+    files = [f[0] for s in plan.specs for f in s.files]
+    assert files == sorted(listing)  # contiguous: reading order is name order
+    _, val = split_by_game([str(tmp_path / n) for n in listing], 0.15, 0)
+    assert {f[0] for s in plan.specs for f in s.files if f[1] == prepared.VALIDATION} == {Path(p).name for p in val}
+    # Few files, several workers: a part each.
+    few = prepared.plan_parts(None, dict(list(listing.items())[:6]), tmp_path, 0.15, 0, ReplayFilter(), workers=4)
+    assert [len(s.files) for s in few.specs] == [2, 2, 1, 1]
+    assert len({s.name for s in plan.specs}) == 5
+
+
+def test_more_workers_without_apache_beam_is_one_clear_error(tmp_path, monkeypatch, replays_dir):
+    monkeypatch.setitem(sys.modules, "apache_beam", None)  # import fails as if not installed
+    assert not parts.beam_available()
+    folder = tmp_path / "replays"
+    _link(folder, FIRST[:2])
+    with pytest.raises(ValueError, match=r"needs Apache Beam: pip install 'keras-lstm\[beam\]'"):
+        prepared.prepare(folder, tmp_path / "data", workers=2)
+    # Without Beam the default is one process, whatever the number of files.
+    assert prepared.choose_workers(None, 10**6, ()) == 1
+    with pytest.raises(ValueError, match="--workers must be >= 1"):
+        prepared.choose_workers(0, 5, ())
+
+
+@pytest.mark.slow  # Beam's workers each start Python and TensorFlow: ~10 s
+def test_parts_built_by_beam_workers_equal_parts_built_here(tmp_path, replays_dir):
+    pytest.importorskip("apache_beam")
+    folder = tmp_path / "replays"
+    _link(folder, FIRST + LATER)
+    _link(folder, ("peppi_corrupt.slp",), BAD)
+    here = prepared.prepare(folder, tmp_path / "here", workers=1)
+    seen = []
+    beam = prepared.prepare(folder, tmp_path / "beam", workers=2, on_file=lambda name, reason: seen.append((name, reason)))
+    assert beam["workers"] == 2 and beam["parts"] == 2 and here["parts"] == 1
+    # Each file reported once, the unreadable one with its reason.
+    assert sorted(n for n, _ in seen) == sorted(FIRST + LATER + ("peppi_corrupt.slp",))
+    assert "unreadable" in dict(seen)["peppi_corrupt.slp"]
+    for key in ("examples", "counts", "skipped", "files", "frames_loaded"):
+        assert beam[key] == here[key], key
+    a, b = prepared.load_builder(tmp_path / "here"), prepared.load_builder(tmp_path / "beam")
+    for split in (prepared.TRAIN, prepared.VALIDATION):
+        for x, y in zip(prepared.read_trajectories(a, split), prepared.read_trajectories(b, split), strict=True):
+            assert (x.source, x.port) == (y.source, y.port)
+            np.testing.assert_array_equal(x.state_numeric, y.state_numeric)
+    assert not any(p.name == parts.PROGRESS_FOLDER for p in (tmp_path / "beam").rglob("*"))

@@ -45,9 +45,10 @@ def pause_for_test(stage: str) -> None:
 
 
 @contextlib.contextmanager
-def build_dir(data_dir: Path) -> Iterator[Path]:
-    """A fresh temporary data dir inside `data_dir`, removed on the way out."""
-    build = atomic.temporary_path(data_dir / BUILD_FOLDER)
+def build_dir(data_dir: Path, name: str = BUILD_FOLDER) -> Iterator[Path]:
+    """A fresh temporary data dir inside `data_dir` (`.tmp-<pid>-<name>`),
+    removed on the way out."""
+    build = atomic.temporary_path(data_dir / name)
     shutil.rmtree(build, ignore_errors=True)
     build.mkdir(parents=True)
     try:

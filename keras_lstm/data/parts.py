@@ -108,7 +108,7 @@ def build_part(spec: PartSpec, parts_dir: str | os.PathLike, on_file: OnFile | N
 
     config = tfds.download.DownloadConfig(manual_dir=spec.root, compute_stats=tfds.download.ComputeStatsMode.SKIP)
     skip = frozenset(split for split, paths in files.items() if not paths)
-    with dataset_swap.build_dir(parts_dir) as build:
+    with dataset_swap.build_dir(parts_dir, spec.name) as build:  # one per part: several may build at once
         while True:
             builder = tfds_dataset.make_builder(
                 build, spec.val_fraction, spec.seed, files=files, on_file=report_once, skip_splits=skip,

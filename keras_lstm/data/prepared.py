@@ -254,7 +254,10 @@ def prepare(
     with FolderLock(data_dir, "data dir"):
         dataset_swap.remove_leftovers(data_dir, DATASET_NAME, "incomplete.")
         final = version_path(data_dir, val_fraction, seed)
-        manifest = read_manifest(final) if (final / MANIFEST).is_file() else None
+        try:
+            manifest = read_manifest(final)
+        except ValueError:
+            manifest = None  # damaged or from another format: prepared afresh, replacing it whole
         if manifest is not None:
             same = manifest["options"] == _options(val_fraction, seed, replay_filter) and manifest["replays_dir"] == str(root)
             manifest = manifest if same else None

@@ -39,7 +39,7 @@ from typing import Callable
 import numpy as np
 import tensorflow_datasets as tfds
 
-from keras_lstm.data import controller, dataset_swap, features
+from keras_lstm.data import controller, dataset_swap, features, tfrecord
 from keras_lstm.data.features import Trajectory
 from keras_lstm.data.filters import ReplayFilter
 from keras_lstm.data.parts import TRAIN, VALIDATION
@@ -316,16 +316,38 @@ def make_builder(
 
 
 def generate(builder: SlippiReplays, config) -> str | None:
-    """Run TFDS's generation (arrays at `ZLIB_LEVEL`); the name of the split
-    that came out empty (TFDS refuses to write it), else None."""
+    """Run TFDS's generation (arrays at `ZLIB_LEVEL`, files written without
+    TensorFlow); the name of the split that came out empty (TFDS refuses to
+    write it), else None."""
     try:
-        with quiet_tfds(), zlib_level(ZLIB_LEVEL):
+        with quiet_tfds(), zlib_level(ZLIB_LEVEL), tfrecords_without_tensorflow():
             builder.download_and_prepare(download_config=config)
     except AssertionError as err:
         if "No examples were yielded" not in str(err):
             raise
         return builder._current_split
     return None
+
+
+@contextlib.contextmanager
+def tfrecords_without_tensorflow():
+    """While inside, TFDS writes TFRecord files with `tfrecord.write_records`
+    instead of `tf.io.TFRecordWriter`: generating a part then never loads
+    TensorFlow. (The examples are serialized by TFDS' own protos either way.)"""
+    from tensorflow_datasets.core import file_adapters
+
+    adapter = file_adapters.TfRecordFileAdapter
+    original = adapter.__dict__["write_examples"]
+
+    def write_examples(cls, path, iterator):
+        tfrecord.write_records(os.fspath(path), (serialized for _, serialized in iterator))
+        return None
+
+    adapter.write_examples = classmethod(write_examples)
+    try:
+        yield
+    finally:
+        adapter.write_examples = original
 
 
 _TFDS_NOISE = ("FeatureConnector.dtype", "has no dataset_info.json", "Using custom data configuration")

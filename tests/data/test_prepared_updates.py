@@ -175,3 +175,16 @@ def test_parts_built_by_beam_workers_equal_parts_built_here(tmp_path, replays_di
             assert (x.source, x.port) == (y.source, y.port)
             np.testing.assert_array_equal(x.state_numeric, y.state_numeric)
     assert not any(p.name == parts.PROGRESS_FOLDER for p in (tmp_path / "beam").rglob("*"))
+
+
+def test_a_damaged_manifest_is_named_by_readers_and_prepared_afresh(tmp_path, replays_dir):
+    folder, data_dir = tmp_path / "replays", tmp_path / "data"
+    _link(folder, FIRST[:2])
+    first = prepared.prepare(folder, data_dir, val_fraction=0.0, workers=1)
+    manifest = prepared.version_path(data_dir, 0.0) / prepared.MANIFEST
+    manifest.write_text('{"format": 1, "parts": [')
+    with pytest.raises(ValueError, match=r"manifest.json: not a valid prepared dataset manifest"):
+        prepared.load_builder(data_dir, 0.0)
+    again = prepared.prepare(folder, data_dir, val_fraction=0.0, workers=1)
+    assert again["status"] == "prepared" and again["examples"] == first["examples"]
+    _assert_reads_as_loaded(data_dir, folder, 0.0)

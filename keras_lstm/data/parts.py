@@ -23,9 +23,10 @@ keeps in the dataset's manifest.
 
 Parts and not TFDS' own Beam mode (`_generate_examples` returning a
 PTransform): that mode writes a whole dataset in one pipeline, so adding
-replays would rewrite everything, and its writer groups a split's examples
-by key before writing them; a part is small and independent, so it is the
-unit both of parallel work and of incremental updates.
+replays would rewrite everything. A part is small and independent, so it is
+the unit both of parallel work and of incremental updates, and each worker
+runs TFDS' ordinary writer on it (without TensorFlow:
+`tfds_dataset.tfrecords_without_tensorflow`).
 """
 
 from __future__ import annotations

@@ -3,7 +3,8 @@
 `prepare` writes its parts through TFDS, whose only use of TensorFlow there
 is `tf.io.TFRecordWriter`. Writing the same framing here lets `prepare`, and
 each of Beam's worker processes, run without loading TensorFlow at all
-(~210 MB of private memory and ~2 s of start-up per process, docs/DATA.md).
+(`keras-lstm bench data --copies 1300`: 468 MB for prepare and its two
+workers, against 1,082 MB when each worker loaded TensorFlow; docs/DATA.md).
 
 A record is: its length as a little-endian uint64, the masked CRC-32C of
 those 8 bytes (uint32), the data, and the masked CRC-32C of the data.

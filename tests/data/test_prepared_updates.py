@@ -5,6 +5,7 @@ in this process."""
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 
@@ -156,7 +157,8 @@ def test_more_workers_without_apache_beam_is_one_clear_error(tmp_path, monkeypat
 
 @pytest.mark.slow  # Beam's workers each start Python and TensorFlow: ~10 s
 def test_parts_built_by_beam_workers_equal_parts_built_here(tmp_path, replays_dir):
-    pytest.importorskip("apache_beam")
+    if not parts.beam_available():
+        pytest.skip("Apache Beam is not installed (the beam extra)")
     folder = tmp_path / "replays"
     _link(folder, FIRST + LATER)
     _link(folder, ("peppi_corrupt.slp",), BAD)
@@ -188,3 +190,48 @@ def test_a_damaged_manifest_is_named_by_readers_and_prepared_afresh(tmp_path, re
     again = prepared.prepare(folder, data_dir, val_fraction=0.0, workers=1)
     assert again["status"] == "prepared" and again["examples"] == first["examples"]
     _assert_reads_as_loaded(data_dir, folder, 0.0)
+
+
+@pytest.mark.slow  # Beam's workers start Python: ~10 s
+def test_a_killed_beam_prepare_takes_its_workers_along_and_loses_nothing(tmp_path, replays_dir):
+    import signal
+    import subprocess
+    import time
+
+    from keras_lstm.data import dataset_swap
+    from keras_lstm.files import atomic
+
+    from conftest import REPO
+
+    if not parts.beam_available():
+        pytest.skip("Apache Beam is not installed (the beam extra)")
+    folder, data_dir = tmp_path / "replays", tmp_path / "data"
+    _link(folder, FIRST)
+    first = prepared.prepare(folder, data_dir, val_fraction=0.0, workers=1)
+    _link(folder, LATER)
+    # A worker stops in the middle of its part (the hook is inherited); then
+    # the launching prepare is killed.
+    signal_file = tmp_path / "paused"
+    env = {**os.environ, dataset_swap.PAUSE_ENV: f"generate:{signal_file}", "TF_CPP_MIN_LOG_LEVEL": "3"}
+    code = f"from keras_lstm.data import prepared\nprepared.prepare({str(folder)!r}, {str(data_dir)!r}, val_fraction=0.0, workers=2)\n"
+    proc = subprocess.Popen([sys.executable, "-c", code], cwd=REPO, env=env, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 300
+        while not (signal_file.exists() and signal_file.read_text().endswith("\n")):  # the pid, whole
+            assert proc.poll() is None, "prepare ended before a worker paused"
+            assert time.monotonic() < deadline, "no worker reached the pause"
+            time.sleep(0.05)
+        worker = int(signal_file.read_text())
+        assert worker != proc.pid
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+    deadline = time.monotonic() + 60
+    while atomic.pid_alive(worker):  # its control channel closed: it exits
+        assert time.monotonic() < deadline, f"Beam worker {worker} outlived the killed prepare"
+        time.sleep(0.1)
+    meta = _assert_reads_as_loaded(data_dir, folder, 0.0)  # the old dataset, whole
+    assert meta["files"] == first["files"]
+    again = prepared.prepare(folder, data_dir, val_fraction=0.0, workers=1)
+    assert again["status"] == "updated" and again["files_parsed"] == len(LATER)
+    assert not [p for p in data_dir.rglob("*") if p.name.startswith(".tmp-")]

@@ -61,3 +61,27 @@ def reference_windows(folder: Path, builder, split: str, W: int, stride: int, de
     files = builder.info.metadata["train_files" if split == "train" else "val_files"]
     report = load_trajectories([folder / f for f in files])
     return make_windows([features.align(t, delay) for t in report.trajectories], W, stride)
+
+
+def assert_prepared_reads_as_parsed(data_dir: Path, val_fraction: float) -> dict:
+    """Each split of the prepared dataset in `data_dir` holds exactly the
+    trajectories of its files, in its order, equal (arrays and dtypes) to
+    parsing those files now; returns the dataset's metadata."""
+    import numpy as np
+
+    from keras_lstm.data import prepared
+    from keras_lstm.data.trajectories import load_trajectories
+
+    builder = prepared.load_builder(data_dir, val_fraction)
+    meta = builder.info.metadata
+    folder = Path(meta["replays_dir"])
+    for split, key in ((prepared.TRAIN, "train_files"), (prepared.VALIDATION, "val_files")):
+        expected = load_trajectories([folder / f for f in meta[key]]).trajectories
+        got = prepared.read_trajectories(builder, split)
+        assert [(Path(t.source).name, t.port) for t in got] == [(Path(t.source).name, t.port) for t in expected]
+        for a, b in zip(got, expected):
+            for x, y in ((a.state_numeric, b.state_numeric), (a.state_categorical, b.state_categorical),
+                         *((a.targets[head], b.targets[head]) for head in b.targets)):
+                np.testing.assert_array_equal(x, y)
+                assert x.dtype == y.dtype
+    return meta

@@ -1,7 +1,6 @@
 """Filters on games and players: parsed from the command line's forms, each
 left-out game or player counted under its filter, and the same in prepare."""
 
-from pathlib import Path
 
 import numpy as np
 import pytest

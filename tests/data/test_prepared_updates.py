@@ -16,9 +16,8 @@ import tensorflow_datasets as tfds
 from keras_lstm.data import parts, prepared
 from keras_lstm.data.filters import ReplayFilter
 from keras_lstm.data.split import held_out_alone, split_by_game
-from keras_lstm.data.trajectories import load_trajectories
 
-from conftest import BAD, GAMES
+from conftest import BAD, GAMES, assert_prepared_reads_as_parsed
 
 tfds.disable_progress_bar()
 
@@ -36,28 +35,12 @@ def _stamps(version: Path, part: str) -> dict:
     return {p: p.stat().st_mtime_ns for p in (version / "parts" / part).rglob("*")}
 
 
-def _assert_reads_as_loaded(data_dir: Path, folder: Path, val_fraction: float) -> dict:
-    """Each split holds exactly the trajectories of its files, in the
-    manifest's order, equal to parsing the files now."""
-    builder = prepared.load_builder(data_dir, val_fraction)
-    meta = builder.info.metadata
-    for split, key in ((prepared.TRAIN, "train_files"), (prepared.VALIDATION, "val_files")):
-        expected = load_trajectories([folder / f for f in meta[key]]).trajectories
-        got = prepared.read_trajectories(builder, split)
-        assert [(Path(t.source).name, t.port) for t in got] == [(Path(t.source).name, t.port) for t in expected]
-        for a, b in zip(got, expected):
-            np.testing.assert_array_equal(a.state_numeric, b.state_numeric)
-            for head in b.targets:
-                np.testing.assert_array_equal(a.targets[head], b.targets[head])
-    return meta
-
-
 def test_added_files_are_parsed_alone_into_a_new_part_and_old_splits_stay(tmp_path, replays_dir):
     folder, data_dir = tmp_path / "replays", tmp_path / "data"
     _link(folder, FIRST)
     first = prepared.prepare(folder, data_dir, val_fraction=0.5, workers=1)
     version = prepared.version_path(data_dir, 0.5)
-    before = _assert_reads_as_loaded(data_dir, folder, 0.5)
+    before = assert_prepared_reads_as_parsed(data_dir, 0.5)
     # The first prepare splits as `train --replays` does.
     train, val = split_by_game([str(folder / n) for n in FIRST], 0.5, 0)
     assert before["val_files"] == [Path(p).name for p in val] and before["train_files"] == [Path(p).name for p in train]
@@ -69,7 +52,7 @@ def test_added_files_are_parsed_alone_into_a_new_part_and_old_splits_stay(tmp_pa
     assert update["status"] == "updated" and update["files_parsed"] == update["files_added"] == len(LATER)
     assert sorted(seen) == sorted(LATER)  # nothing else was read
     assert update["parts"] == 2 and _stamps(version, "part-00000") == stamps  # the old part untouched
-    after = _assert_reads_as_loaded(data_dir, folder, 0.5)
+    after = assert_prepared_reads_as_parsed(data_dir, 0.5)
     for name in FIRST:  # no file moved
         assert (name in after["val_files"]) == (name in before["val_files"])
     for name in LATER:  # a new file goes by its own hash
@@ -100,7 +83,7 @@ def test_a_changed_or_removed_file_remakes_only_its_part(tmp_path, replays_dir, 
     names = [p["name"] for p in prepared.read_manifest(version)["parts"]]
     assert names[1] == second_part and names[0] != first_part  # remade in its place, the other kept
     assert not (version / "parts" / first_part).exists() and _stamps(version, second_part) == kept
-    _assert_reads_as_loaded(data_dir, folder, 0.0)
+    assert_prepared_reads_as_parsed(data_dir, 0.0)
 
     # Removed: both files of the remade part; it goes, the other stays.
     for name, *_ in prepared.read_manifest(version)["parts"][0]["files"]:
@@ -109,7 +92,7 @@ def test_a_changed_or_removed_file_remakes_only_its_part(tmp_path, replays_dir, 
     assert update["files_removed"] == 2 and update["files_parsed"] == 0 and update["parts"] == 1
     assert [p["name"] for p in prepared.read_manifest(version)["parts"]] == [second_part]
     assert _stamps(version, second_part) == kept
-    meta = _assert_reads_as_loaded(data_dir, folder, 0.0)
+    meta = assert_prepared_reads_as_parsed(data_dir, 0.0)
     assert meta["files"] == 2
 
 
@@ -123,7 +106,7 @@ def test_a_part_of_unusable_files_only_is_listed_without_data(tmp_path, replays_
     assert dict(update["skipped"]).keys() == {"peppi_corrupt.slp"}
     last = prepared.read_manifest(prepared.version_path(data_dir, 0.0))["parts"][-1]
     assert last["examples"] == {} and not (prepared.version_path(data_dir, 0.0) / "parts" / last["name"]).exists()
-    _assert_reads_as_loaded(data_dir, folder, 0.0)
+    assert_prepared_reads_as_parsed(data_dir, 0.0)
 
 
 def test_the_plan_bounds_parts_and_spreads_them_over_workers(tmp_path, monkeypatch):
@@ -189,7 +172,7 @@ def test_a_damaged_manifest_is_named_by_readers_and_prepared_afresh(tmp_path, re
         prepared.load_builder(data_dir, 0.0)
     again = prepared.prepare(folder, data_dir, val_fraction=0.0, workers=1)
     assert again["status"] == "prepared" and again["examples"] == first["examples"]
-    _assert_reads_as_loaded(data_dir, folder, 0.0)
+    assert_prepared_reads_as_parsed(data_dir, 0.0)
 
 
 @pytest.mark.slow  # Beam's workers start Python: ~10 s
@@ -230,7 +213,7 @@ def test_a_killed_beam_prepare_takes_its_workers_along_and_loses_nothing(tmp_pat
     while atomic.pid_alive(worker):  # its control channel closed: it exits
         assert time.monotonic() < deadline, f"Beam worker {worker} outlived the killed prepare"
         time.sleep(0.1)
-    meta = _assert_reads_as_loaded(data_dir, folder, 0.0)  # the old dataset, whole
+    meta = assert_prepared_reads_as_parsed(data_dir, 0.0)  # the old dataset, whole
     assert meta["files"] == first["files"]
     again = prepared.prepare(folder, data_dir, val_fraction=0.0, workers=1)
     assert again["status"] == "updated" and again["files_parsed"] == len(LATER)

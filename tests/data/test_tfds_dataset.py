@@ -23,11 +23,10 @@ from typer.testing import CliRunner
 from keras_lstm.cli.main import app
 from keras_lstm.data import dataset_swap, prepared, tfds_dataset
 from keras_lstm.data.replays import ReplayError, find_replays
-from keras_lstm.data.trajectories import load_trajectories
 from keras_lstm.data.split import split_by_game
 from keras_lstm.files.lock import FolderBusyError, FolderLock
 
-from conftest import BAD, CLIPS, GAMES, REPO
+from conftest import BAD, CLIPS, GAMES, REPO, assert_prepared_reads_as_parsed
 
 tfds.disable_progress_bar()
 
@@ -84,19 +83,8 @@ def test_splits_are_by_game_and_match_split_by_game(small):
 
 def test_trajectories_round_trip_exactly_in_load_order(small):
     folder, data_dir, _ = small
-    builder = prepared.load_builder(data_dir, VAL_FRACTION)
-    meta = builder.info.metadata
-    for split, key in ((prepared.TRAIN, "train_files"), (prepared.VALIDATION, "val_files")):
-        expected = load_trajectories([folder / f for f in meta[key]]).trajectories
-        got = prepared.read_trajectories(builder, split)
-        assert [(Path(t.source).name, t.port) for t in got] == [(Path(t.source).name, t.port) for t in expected]
-        for a, b in zip(got, expected):
-            np.testing.assert_array_equal(a.state_numeric, b.state_numeric)
-            np.testing.assert_array_equal(a.state_categorical, b.state_categorical)
-            assert a.state_numeric.dtype == b.state_numeric.dtype and a.state_categorical.dtype == b.state_categorical.dtype
-            for head in b.targets:
-                np.testing.assert_array_equal(a.targets[head], b.targets[head])
-                assert a.targets[head].dtype == b.targets[head].dtype, head
+    meta = assert_prepared_reads_as_parsed(data_dir, VAL_FRACTION)
+    assert meta["replays_dir"] == str(folder.resolve())
 
 
 def test_arrays_are_stored_at_the_chosen_zlib_level(small, tmp_path, monkeypatch):

@@ -35,6 +35,11 @@ and `step` fails when `h`, `c` or `categorical` has another batch size
 than `numeric` (rather than broadcasting one game's state over all):
 `serving_default` then leaves its held state as it was.
 
+`keras-lstm export --xla` compiles the one-frame math of `serving_default`
+and `step` with XLA (`jit_compile`; the checks above stay outside it, as
+XLA drops assertions): faster on a CPU (`keras-lstm bench serve`), and TF
+Serving runs it only when started with `--xla_cpu_compilation_enabled=true`.
+
 Here F = `features.NUMERIC_SIZE`, C = `features.CATEGORICAL_SIZE`, L the
 number of layers and U the hidden size. The one-frame step (`_core`) is
 written out over the policy's own Keras variables in as few TF ops as
@@ -94,11 +99,18 @@ class PolicyServingModule(tf.Module):
         check_inputs: leave True; False builds the same graph without those
             checks, only for `keras-lstm bench inference` to measure what
             they cost.
+        jit_compile: compile the one-frame math of `serving_default` and
+            `step` with XLA. The input checks and the held state's reads and
+            writes stay outside the compiled part: XLA drops assertions.
+            TF Serving runs it only with `--xla_cpu_compilation_enabled=true`.
     """
 
-    def __init__(self, policy, check_inputs: bool = True):
+    def __init__(self, policy, check_inputs: bool = True, jit_compile: bool = False):
         super().__init__(name="keras_lstm_policy")
         self._check_inputs = bool(check_inputs)
+        self.jit_compile = bool(jit_compile)
+        # The math every frame signature runs: one XLA cluster when compiled.
+        self._frame = tf.function(self._core, jit_compile=True) if self.jit_compile else self._core
         backbone = policy.backbone
         # Track the layers the signatures use, not the policy itself: a
         # trained policy also holds its optimizer's slots (twice the weights).
@@ -195,7 +207,8 @@ class PolicyServingModule(tf.Module):
 
     def _held_step(self, numeric, categorical):
         numeric = self._finite(numeric, "numeric", "serving_default")
-        outputs, new_state = self._core(numeric, categorical, self.held_state)
+        held = [[variable.read_value() for variable in layer] for layer in self.held_state]
+        outputs, new_state = self._frame(numeric, categorical, held)
         # The check comes first: the held state is only assigned once the
         # input is known finite, so a rejected frame leaves it as it was.
         with tf.control_dependencies([numeric]):
@@ -216,7 +229,7 @@ class PolicyServingModule(tf.Module):
             h = self._finite(h, "h", "step")
             c = self._finite(c, "c", "step")
         state = list(zip(tf.unstack(h, self.num_layers, axis=1), tf.unstack(c, self.num_layers, axis=1)))
-        outputs, new_state = self._core(numeric, categorical, state)
+        outputs, new_state = self._frame(numeric, categorical, state)
         return {**outputs, "h": tf.stack([s[0] for s in new_state], axis=1), "c": tf.stack([s[1] for s in new_state], axis=1)}
 
     def _stateless_gru_step(self, numeric, categorical, h):
@@ -224,7 +237,7 @@ class PolicyServingModule(tf.Module):
             numeric = self._finite(numeric, "numeric", "step")
             h = self._finite(h, "h", "step")
         state = [(layer_h,) for layer_h in tf.unstack(h, self.num_layers, axis=1)]
-        outputs, new_state = self._core(numeric, categorical, state)
+        outputs, new_state = self._frame(numeric, categorical, state)
         return {**outputs, "h": tf.stack([s[0] for s in new_state], axis=1)}
 
     def _window(self, numeric, categorical):
@@ -310,8 +323,12 @@ def _publish(tmp: Path, model_dir: Path, version: int | None) -> Path:
     return final
 
 
-def export_policy(policy, base_dir: str | os.PathLike, name: str, version: int | None = None, metadata: dict | None = None) -> Path:
-    """Write `policy` to `<base_dir>/<name>/<version>/` and return that path.
+def export_policy(
+    policy, base_dir: str | os.PathLike, name: str, version: int | None = None, metadata: dict | None = None,
+    jit_compile: bool = False,
+) -> Path:
+    """Write `policy` to `<base_dir>/<name>/<version>/` and return that path
+    (`jit_compile`: see `PolicyServingModule`).
 
     The SavedModel and `keras_lstm.json` are written to a temporary folder
     `.tmp-<pid>-export-...` beside the versions, flushed to disk, then renamed
@@ -340,7 +357,7 @@ def export_policy(policy, base_dir: str | os.PathLike, name: str, version: int |
     remove_stale_exports(model_dir)
     tmp = temporary_path(model_dir / f"export-{secrets.token_hex(4)}")
     try:
-        module = PolicyServingModule(policy)
+        module = PolicyServingModule(policy, jit_compile=jit_compile)
         tf.saved_model.save(module, str(tmp), signatures=module.signatures())
         backbone = policy.backbone
         meta = {
@@ -355,6 +372,7 @@ def export_policy(policy, base_dir: str | os.PathLike, name: str, version: int |
             "heads": list(controller.HEADS),
             "buttons": list(controller.BUTTONS),
             "signatures": list(SIGNATURES),
+            "xla": bool(jit_compile),
             **(metadata or {}),
         }
         (tmp / METADATA_FILE).write_text(json.dumps(meta, indent=1))  # inside the folder that is renamed whole
@@ -368,7 +386,10 @@ def export_policy(policy, base_dir: str | os.PathLike, name: str, version: int |
     return final
 
 
-def export_run(model: str | os.PathLike, base_dir: str | os.PathLike = DEFAULT_BASE_DIR, name: str | None = None, version: int | None = None) -> Path:
+def export_run(
+    model: str | os.PathLike, base_dir: str | os.PathLike = DEFAULT_BASE_DIR, name: str | None = None, version: int | None = None,
+    jit_compile: bool = False,
+) -> Path:
     """Export a run folder written by `keras-lstm train` (or its `.keras` file)."""
     from keras_lstm.training.run_folder import load_run
 
@@ -386,7 +407,7 @@ def export_run(model: str | os.PathLike, base_dir: str | os.PathLike = DEFAULT_B
         "trained_feature_version": run_info.get("feature_version"),
         "source_run": str(run_dir.resolve()),
     }
-    return export_policy(policy, base_dir, name, version, metadata)
+    return export_policy(policy, base_dir, name, version, metadata, jit_compile=jit_compile)
 
 
 def format_export_summary(path) -> str:

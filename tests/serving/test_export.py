@@ -104,10 +104,11 @@ FRESH_PROCESS = textwrap.dedent(
 
 
 @pytest.mark.slow  # a second TensorFlow process: ~10 s, more on a busy machine
-@pytest.mark.parametrize("cell_type", ["lstm", "gru"])
-def test_fresh_process_load_steps_replay_like_in_process(tmp_path, cell_type):
+@pytest.mark.parametrize("cell_type,xla", [("lstm", False), ("gru", False), ("lstm", True), ("gru", True)])
+def test_fresh_process_load_steps_replay_like_in_process(tmp_path, cell_type, xla):
     policy = make_run(tmp_path / "run", cell_type)
-    path = export.export_run(tmp_path / "run", base_dir=tmp_path / "savedmodels", name="bot")
+    path = export.export_run(tmp_path / "run", base_dir=tmp_path / "savedmodels", name="bot", jit_compile=xla)
+    assert export.read_metadata(path)["xla"] == xla
     numeric, categorical = replay_inputs()
     state_keys = ["h", "c"] if cell_type == "lstm" else ["h"]
     np.savez(tmp_path / "in.npz", numeric=numeric, categorical=categorical, layers=2, hidden=16, state_keys=state_keys)

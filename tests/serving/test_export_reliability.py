@@ -35,9 +35,18 @@ def tiny_policy(cell_type="lstm"):
 
 @pytest.fixture(scope="module")
 def exported(tmp_path_factory):
-    """One exported version folder per cell type, shared by the tests that only read it."""
+    """One exported version folder per cell type, plain and XLA-compiled
+    (`<cell>-xla`: the checks must hold there too, XLA drops assertions),
+    shared by the tests that only read it."""
     base = tmp_path_factory.mktemp("savedmodels")
-    return {cell_type: export.export_policy(tiny_policy(cell_type), base, cell_type) for cell_type in ("lstm", "gru")}
+    exports = {cell_type: export.export_policy(tiny_policy(cell_type), base, cell_type) for cell_type in ("lstm", "gru")}
+    xla_base = tmp_path_factory.mktemp("savedmodels-xla")  # apart: some tests list the base folder's models
+    for cell_type in ("lstm", "gru"):
+        exports[f"{cell_type}-xla"] = export.export_policy(tiny_policy(cell_type), xla_base, cell_type, jit_compile=True)
+    return exports
+
+
+EXPORTS = ["lstm", "gru", "lstm-xla", "gru-xla"]
 
 
 def frames(n, batch=1, seed=0):
@@ -55,7 +64,7 @@ def held_values(loaded):
 # 6. NaN and inf fail the call and leave the held state as it was
 
 
-@pytest.mark.parametrize("cell_type", ["lstm", "gru"])
+@pytest.mark.parametrize("cell_type", EXPORTS)
 def test_signatures_reject_non_finite_input_and_keep_the_held_state(exported, cell_type):
     loaded = tf.saved_model.load(str(exported[cell_type]))
     serve, reset, step, window = (loaded.signatures[k] for k in ("serving_default", "reset", "step", "window"))
@@ -115,20 +124,20 @@ def test_saved_model_agent_rejects_a_non_finite_frame_in_one_line(exported):
 # 7. `step` refuses h/c of another batch size instead of broadcasting them
 
 
-@pytest.mark.parametrize("cell_type", ["lstm", "gru"])
+@pytest.mark.parametrize("cell_type", EXPORTS)
 def test_step_signature_rejects_mismatched_batches(exported, cell_type):
     loaded = tf.saved_model.load(str(exported[cell_type]))
     step = loaded.signatures["step"]
     meta = export.read_metadata(exported[cell_type])
     numeric, categorical = frames(1, batch=3)
-    names = "h, c and categorical" if cell_type == "lstm" else "h and categorical"
+    names = "h, c and categorical" if cell_type.startswith("lstm") else "h and categorical"
     one = export.zeros_state(meta, batch=1)
     with pytest.raises(tf.errors.InvalidArgumentError, match=f"step: {names} must have the batch size"):
         step(numeric=numeric[0], categorical=categorical[0], **one)  # would broadcast one game's state over three
     three = export.zeros_state(meta, batch=3)
     with pytest.raises(tf.errors.InvalidArgumentError, match="must have the batch size"):
         step(numeric=numeric[0], categorical=categorical[0][:2], **three)
-    if cell_type == "lstm":
+    if cell_type.startswith("lstm"):
         mixed = {"h": three["h"], "c": one["c"]}
         with pytest.raises(tf.errors.InvalidArgumentError, match="must have the batch size"):
             step(numeric=numeric[0], categorical=categorical[0], **mixed)

@@ -270,6 +270,11 @@ class PolicyStepper:
     >>> stepper = PolicyStepper(policy)
     >>> action = stepper.act(numeric_1xF, categorical_1xC)  # decoded controller
     >>> stepper.reset()                                      # new game
+
+    Many games in one process: one row per game, all stepped in one call.
+    >>> stepper = PolicyStepper(policy, batch=64)
+    >>> actions = stepper.act(numeric_64xF, categorical_64xC)  # actions["main_x"][g]: game g's
+    >>> stepper.reset(games=[3])                               # game 3 starts anew, the others go on
     """
 
     def __init__(self, policy, batch: int = 1):
@@ -295,9 +300,20 @@ class PolicyStepper:
     def hidden(self, value) -> None:
         self.state = value
 
-    def reset(self) -> None:
-        """Back to the zero state (call at the start of every game)."""
-        self.state = self.backbone.initial_state(self.batch)
+    def reset(self, games=None) -> None:
+        """Back to the zero state: every game, or only `games` (indices into
+        the batch) when they start anew while the others play on."""
+        if games is None:
+            self.state = self.backbone.initial_state(self.batch)
+            return
+        rows = np.asarray(games, dtype=np.int64).reshape(-1)
+        if rows.size and (rows.min() < -self.batch or rows.max() >= self.batch):
+            raise ValueError(f"games must be indices of the {self.batch} game(s) this stepper holds, got {rows.tolist()}")
+        state = tuple(tuple(part.copy() for part in layer) for layer in self.state)
+        for layer in state:
+            for part in layer:
+                part[rows] = 0.0
+        self.state = state
 
     def encode(self, numeric_BxF, categorical_BxC) -> np.ndarray:
         """The frame encoder in numpy: `[B, NUMERIC_SIZE]`, `[B, CATEGORICAL_SIZE]` -> `[B, embed]`."""

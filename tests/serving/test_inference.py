@@ -222,3 +222,27 @@ def test_bench_inference_cli_runs_every_path():
         assert f"| {name}" in table, name
     bad = CliRunner().invoke(app, ["bench", "inference", "--backbone", "rnn"])
     assert bad.exit_code == 2 and "backbone must be one of" in bad.output
+
+
+def test_a_batched_stepper_runs_games_that_start_at_different_frames(cell_type):
+    """Three games in one stepper, game 1 starting anew mid-way: each game's
+    logits equal a stepper of its own that played only that game."""
+    keras.utils.set_random_seed(4)
+    policy = build_policy(cell_type, embed_size=E, hidden_size=U, num_layers=L)
+    rng = np.random.default_rng(5)
+    numeric = rng.normal(size=(3, T, features.NUMERIC_SIZE)).astype(np.float32)
+    categorical = np.stack([rng.integers(0, size, size=(3, T)) for size in features.CATEGORICAL_SIZES], axis=-1).astype(np.int32)
+    restart = 5  # game 1 ends after frame 4; frames 5.. are a new game
+    many = inference.PolicyStepper(policy, batch=3)
+    alone = [inference.PolicyStepper(policy) for _ in range(3)]
+    for t in range(T):
+        if t == restart:
+            many.reset(games=[1])
+            alone[1].reset()
+        got = many.logits(numeric[:, t], categorical[:, t])
+        for g in range(3):
+            want = alone[g].logits(numeric[g : g + 1, t], categorical[g : g + 1, t])
+            for head in controller.HEADS:
+                np.testing.assert_allclose(got[head][g : g + 1], want[head], rtol=1e-5, atol=1e-5, err_msg=f"game {g}, frame {t}, {head}")
+    with pytest.raises(ValueError, match="indices of the 3 game"):
+        many.reset(games=[3])

@@ -1,0 +1,47 @@
+"""`keras-lstm bench serve`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from keras_lstm.cli.common import one_line_errors, print_json
+from keras_lstm.cli.options import config_options
+
+
+def parse_batches(text: str) -> tuple[int, ...]:
+    try:
+        batches = tuple(int(part) for part in text.split(","))
+    except ValueError:
+        batches = ()
+    if not batches or min(batches) < 1:
+        raise ValueError(f"--batches must be positive whole numbers separated by commas (e.g. 1,8,64,256,1024), got {text!r}")
+    return batches
+
+
+@one_line_errors
+@config_options(("backbone", "embed_size", "hidden_size", "num_layers"))
+def serve(
+    options: dict,
+    model: Annotated[Optional[Path], typer.Option(help="Time a trained run instead of a freshly initialised policy of the given sizes.")] = None,
+    batches: Annotated[str, typer.Option(help="Games per step call, comma-separated.")] = "1,8,64,256,1024",
+    seconds: Annotated[float, typer.Option(help="Timed seconds per batch and variant (at least 30 calls).")] = 1.0,
+    json_output: Annotated[bool, typer.Option("--json", help="Print the result as one JSON object.")] = False,
+):
+    """Games one exported policy serves: the step signature at each batch (plain and --xla exports, each loaded
+    without project code in its own process), serving_default at batch 1, and the numpy PolicyStepper."""
+    from keras_lstm.benchmarks.serve import ServeBenchConfig, format_table, run
+    from keras_lstm.config import TrainConfig
+    from keras_lstm.model.backbone import check_positive
+
+    check_positive(seconds=seconds)
+    options["backbone"] = options["backbone"].lower()
+    config = ServeBenchConfig(training=TrainConfig.from_flat(**options), model=str(model) if model else None,
+                              batches=parse_batches(batches), budget_s=seconds)
+    result = run(config, log=lambda line: typer.echo(line, err=True))
+    if json_output:
+        print_json(result)
+    else:
+        typer.echo(format_table(result))

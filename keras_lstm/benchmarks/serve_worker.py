@@ -1,0 +1,64 @@
+"""Times an exported policy's signatures as a server would call them: loaded
+with `tf.saved_model.load` in a process that imports TensorFlow and numpy
+only (never this project). Run by `keras_lstm.benchmarks.serve`:
+
+    python serve_worker.py SAVED_MODEL SPEC.json RESULT.json
+
+SPEC: `batches` (games per `step` call), `budget_s` (timed seconds per
+batch, at least `min_calls` calls), `default_calls` (`serving_default`
+calls). RESULT: per batch the median and p99 ms per call; the same for
+`serving_default`; and whether any project module was imported (it must
+not be).
+"""
+
+import json
+import sys
+import time
+
+import numpy as np
+import tensorflow as tf
+
+
+def _time(fn, calls: int, warmup: int) -> list:
+    for _ in range(warmup):
+        fn()
+    out = []
+    for _ in range(calls):
+        start = time.perf_counter()
+        fn()
+        out.append((time.perf_counter() - start) * 1e3)
+    return out
+
+
+def _summary(ms: list) -> dict:
+    return {"median_ms": float(np.median(ms)), "p99_ms": float(np.percentile(ms, 99)), "calls": len(ms)}
+
+
+def main(saved_model: str, spec_path: str, result_path: str) -> None:
+    spec = json.loads(open(spec_path).read())
+    loaded = tf.saved_model.load(saved_model)
+    step, serving_default, reset = (loaded.signatures[name] for name in ("step", "serving_default", "reset"))
+    inputs = step.structured_input_signature[1]
+    numeric_size, categorical_size = inputs["numeric"].shape[-1], inputs["categorical"].shape[-1]
+    layers, hidden = inputs["h"].shape[1], inputs["h"].shape[2]
+    rng = np.random.default_rng(0)
+    rows = []
+    for batch in spec["batches"]:
+        args = {
+            "numeric": tf.constant(rng.normal(size=(batch, numeric_size)).astype(np.float32)),
+            "categorical": tf.zeros((batch, categorical_size), tf.int32),  # latency does not depend on values
+            **{name: tf.zeros((batch, layers, hidden)) for name in inputs if name in ("h", "c")},
+        }
+        one = _time(lambda: step(**args), 3, 3)  # also compiles, with XLA
+        calls = max(spec["min_calls"], int(spec["budget_s"] * 1e3 / max(np.median(one), 1e-3)))
+        rows.append({"batch": batch, **_summary(_time(lambda: step(**args), calls, 5))})
+    frame = {"numeric": tf.constant(rng.normal(size=(1, numeric_size)).astype(np.float32)), "categorical": tf.zeros((1, categorical_size), tf.int32)}
+    reset()
+    default = _summary(_time(lambda: serving_default(**frame), spec["default_calls"], 50))
+    project = sorted(name for name in sys.modules if name.split(".")[0] == "keras_lstm")
+    with open(result_path, "w") as out:
+        json.dump({"step": rows, "serving_default": default, "project_modules": project}, out)
+
+
+if __name__ == "__main__":
+    main(*sys.argv[1:4])

@@ -115,7 +115,8 @@ def run(config: ServeBenchConfig, log: Callable[[str], None] = lambda line: None
             timed = _time_export(path, config)
             if timed["project_modules"]:
                 raise RuntimeError(f"bench serve: the timing process imported {timed['project_modules']}")
-            result[variant] = {"step": [_rate(r) for r in timed["step"]], "serving_default": timed["serving_default"]}
+            result[variant] = {"step": [_rate(r) for r in timed["step"]], "serving_default": timed["serving_default"],
+                               "empty_signature": timed["empty_signature"]}
     log("numpy PolicyStepper ...")
     rows, numpy_step = _time_numpy(policy, config)
     result["numpy_stepper"] = {"step": [_rate(r) for r in rows]}
@@ -155,6 +156,8 @@ def format_table(result: dict) -> str:
         + " / ".join(f"{result['plain']['serving_default'][k]:.3f}" for k in ("median_ms", "p99_ms"))
         + ", xla " + " / ".join(f"{result['xla']['serving_default'][k]:.3f}" for k in ("median_ms", "p99_ms"))
         + "; numpy backbone step " + " / ".join(f"{result['numpy_backbone_step'][k]:.3f}" for k in ("median_ms", "p99_ms")),
+        "a saved signature that only returns its input (the cost of any call): "
+        + ", ".join(f"{result[v]['empty_signature']['median_ms']:.3f}" for v in ("plain", "xla")) + " ms (in each timing process)",
         "",
         "targets (issue 13, for a 2x256 LSTM export):" if result["judged"] else "targets: for a 2x256 LSTM export; not judged at these sizes",
     ]

@@ -6,6 +6,7 @@ from keras_lstm.cli import bench_train
 from keras_lstm.cli import bench_train_speed
 from keras_lstm.cli import bench_inference
 from keras_lstm.cli import bench_serve
+from keras_lstm.cli import bench_gpu
 from keras_lstm.cli import export as export_commands
 from keras_lstm.cli import play as play_commands
 from keras_lstm.cli import train as train_commands
@@ -30,6 +31,7 @@ app.command("export")(export_commands.export)
 app.command("play")(play_commands.play)
 bench_app.command("inference")(bench_inference.inference)
 bench_app.command("serve")(bench_serve.serve)
+bench_app.command("gpu")(bench_gpu.gpu)
 bench_app.command("train-speed")(bench_train_speed.train_speed)
 
 

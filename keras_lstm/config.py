@@ -134,6 +134,12 @@ class ModelConfig(_Concern):
         "Recurrent matmuls in float32, or bfloat16 (faster on CPUs with AVX512_BF16; see docs/TRAINING_SPEED.md).",
         matmul_precision,
     )
+    recurrent_impl: str = option(
+        "auto",
+        "How training runs the recurrence: fused (our hand-written backward pass, fastest on CPU), keras (the Keras layers: "
+        "cuDNN on a GPU), or auto (keras when TensorFlow sees a GPU, else fused). Same math; docs/GPU.md.",
+        one_of("auto", "keras", "fused"),
+    )
     previous_input_heads: bool = option(
         True, "The controller heads also see the previous input as classes (docs/QUALITY.md); --no-previous-input-heads is the seed's policy."
     )
@@ -240,6 +246,8 @@ class TrainConfig:
             raise ValueError("--steps-per-epoch applies to window training; --carried-state walks each game once an epoch")
         if optim.carried_state and augmentations("augment", data.augment):
             raise ValueError("--augment applies to window training; --carried-state carries each game's state and takes none")
+        if self.model.recurrent_impl == "keras" and self.model.matmul_dtype == "bfloat16":
+            raise ValueError("matmul-dtype bfloat16 applies to --recurrent-impl fused (the Keras layers run in float32)")
         replay_filter = self.replay_filter  # a bad filter option: ValueError naming it
         if data.data_dir and replay_filter.active:
             raise ValueError("the filters (--min-frames, --stages, --characters, ...) apply when reading replays: pass them to `keras-lstm prepare`")

@@ -23,7 +23,7 @@ from keras_lstm.data import controller, features
 from keras_lstm.model.backbone import RecurrentBackbone, check_positive
 from keras_lstm.model.encoder import FrameEncoder
 from keras_lstm.model.heads import PreviousInput
-from keras_lstm.model.recurrent import backbone_last_hidden
+from keras_lstm.model.recurrent import backbone_last_hidden, keras_layers_unroll, resolve_recurrent_impl
 from keras_lstm.model.tbptt import carry_state, chunk_bounds, last_chunk_start
 
 def policy_loss(targets: dict, logits: dict) -> tuple[tf.Tensor, dict]:
@@ -110,9 +110,13 @@ class BehaviorCloningPolicy(keras.Model):
         loss_frames: int = 1,
         previous_input_heads: bool = True,
         relative_features: bool = False,
+        recurrent_impl: str = "fused",
         **kwargs,
     ):
         check_positive(loss_frames=loss_frames)
+        recurrent_impl = resolve_recurrent_impl(recurrent_impl)
+        if recurrent_impl == "keras" and matmul_dtype == "bfloat16":
+            raise ValueError("matmul-dtype bfloat16 applies to the fused recurrent implementation (--recurrent-impl fused)")
         if truncate_bptt is not None:
             check_positive(truncate_bptt=truncate_bptt)
         if matmul_dtype not in (None, "float32", "bfloat16"):
@@ -140,6 +144,7 @@ class BehaviorCloningPolicy(keras.Model):
         self.backbone = backbone
         self.truncate_bptt = truncate_bptt
         self.matmul_dtype = matmul_dtype
+        self.recurrent_impl = recurrent_impl
         self.loss_frames = loss_frames
         self.encoder = encoder
         self.head_layers = head_layers
@@ -205,7 +210,22 @@ class BehaviorCloningPolicy(keras.Model):
         if end == 0:
             return state
         prefix = {k: v[:, :end] for k, v in x.items()}
-        return carry_state(self.backbone, self.encode(prefix, training=True), state, self.truncate_bptt, True, self.matmul_dtype)
+        return carry_state(
+            self.backbone, self.encode(prefix, training=True), state, self.truncate_bptt, True, self.matmul_dtype, self.recurrent_impl
+        )
+
+    def _run_backbone(self, frames_BxTxE, state, training: bool, all_timesteps: bool = False):
+        """The backbone over a chunk with gradients: `(last output [B, U] or,
+        with `all_timesteps`, outputs [B, T, U]; new state)`, by the chosen
+        implementation (`recurrent_impl`): our hand-written backward pass, or
+        the Keras layers (cuDNN on a GPU)."""
+        if self.recurrent_impl == "keras":
+            outputs_BxTxU, state = keras_layers_unroll(self.backbone, frames_BxTxE, state, training)
+            return (outputs_BxTxU if all_timesteps else outputs_BxTxU[:, -1]), state
+        frames_TxBxE = tf.transpose(frames_BxTxE, [1, 0, 2])
+        out, state = backbone_last_hidden(self.backbone, frames_TxBxE, state, training, self.matmul_dtype if training else None,
+                                          all_timesteps=all_timesteps)
+        return (tf.transpose(out, [1, 0, 2]) if all_timesteps else out), state
 
     def train_step(self, data):
         if self.loss_frames > 1:
@@ -215,8 +235,7 @@ class BehaviorCloningPolicy(keras.Model):
         state = self._state_before_tape(x, last_start)  # everything before the last chunk
         last_chunk = {k: v[:, last_start:] for k, v in x.items()}
         with tf.GradientTape() as tape:
-            frames_TxBxE = tf.transpose(self.encode(last_chunk, training=True), [1, 0, 2])
-            hidden, _ = backbone_last_hidden(self.backbone, frames_TxBxE, state, True, self.matmul_dtype)
+            hidden, _ = self._run_backbone(self.encode(last_chunk, training=True), state, training=True)
             logits = self.apply_heads(hidden, x["numeric"][:, -1])
             loss, _ = policy_loss(targets, logits)
             total = self.training_objective(loss)
@@ -239,13 +258,10 @@ class BehaviorCloningPolicy(keras.Model):
         with tf.GradientTape() as tape:
             frames_BxTxE = self.encode({k: v[:, prefix_end:] for k, v in x.items()}, training=True)
             for start, end in (b for b in bounds if b[1] > prefix_end):
-                chunk_TxBxE = tf.transpose(frames_BxTxE[:, start - prefix_end : end - prefix_end], [1, 0, 2])
-                outputs_TxBxU, state = backbone_last_hidden(
-                    self.backbone, chunk_TxBxE, state, True, self.matmul_dtype, all_timesteps=True
-                )
+                chunk_BxTxE = frames_BxTxE[:, start - prefix_end : end - prefix_end]
+                outputs_BxTxU, state = self._run_backbone(chunk_BxTxE, state, training=True, all_timesteps=True)
                 first = max(start, burn_in)
-                outputs_BxTxU = tf.transpose(outputs_TxBxU[first - start :], [1, 0, 2])
-                parts.append(self.apply_heads(outputs_BxTxU, x["numeric"][:, first:end]))
+                parts.append(self.apply_heads(outputs_BxTxU[:, first - start :], x["numeric"][:, first:end]))
                 state = tf.nest.map_structure(tf.stop_gradient, state)
             logits = {h: flatten_time(tf.concat([p[h] for p in parts], axis=1)) for h in controller.HEADS}
             targets = {h: flatten_time(v) for h, v in targets.items()}
@@ -257,9 +273,9 @@ class BehaviorCloningPolicy(keras.Model):
 
     def test_step(self, data):
         x, targets = data[0], data[1]
-        frames_TxBxE = tf.transpose(self.encode(x, training=False), [1, 0, 2])
-        state = self.backbone.initial_state(tf.shape(frames_TxBxE)[1])
-        hidden, _ = backbone_last_hidden(self.backbone, frames_TxBxE, state, training=False)
+        frames_BxTxE = self.encode(x, training=False)
+        state = self.backbone.initial_state(tf.shape(frames_BxTxE)[0])
+        hidden, _ = self._run_backbone(frames_BxTxE, state, training=False)
         logits = self.apply_heads(hidden, x["numeric"][:, -1])
         loss, _ = policy_loss(targets, logits)
         return self._record(loss, targets, logits)
@@ -271,6 +287,7 @@ class BehaviorCloningPolicy(keras.Model):
             "backbone": keras.saving.serialize_keras_object(self.backbone),
             "truncate_bptt": self.truncate_bptt,
             "matmul_dtype": self.matmul_dtype,
+            "recurrent_impl": self.recurrent_impl,
             "loss_frames": self.loss_frames,
             "previous_input_heads": self.previous_input is not None,
             "relative_features": self.encoder.relative_features,
@@ -297,6 +314,7 @@ def build_policy(
     previous_input_heads: bool = True,
     relative_features: bool = False,
     loss_frames: int = 1,
+    recurrent_impl: str = "fused",
 ) -> BehaviorCloningPolicy:
     from keras_lstm.model.backbone import build_backbone
 
@@ -307,4 +325,5 @@ def build_policy(
         previous_input_heads=previous_input_heads,
         relative_features=relative_features,
         loss_frames=loss_frames,
+        recurrent_impl=recurrent_impl,
     )

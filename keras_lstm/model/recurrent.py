@@ -45,6 +45,8 @@ inputs to bfloat16; states, gates and weights stay float32.
 
 from __future__ import annotations
 
+import contextlib
+
 import numpy as np
 import tensorflow as tf
 
@@ -285,6 +287,47 @@ def backbone_unroll(backbone, x_BxTxE, state, training: bool = False, matmul_dty
             new_state.append((h,))
         x = dropout(x, training=training)
     return tf.transpose(x, [1, 0, 2]), tuple(new_state)
+
+
+RECURRENT_IMPLS = ("auto", "keras", "fused")
+
+
+def resolve_recurrent_impl(impl: str) -> str:
+    """`keras` or `fused` for `impl`; `auto` is `keras` when TensorFlow sees
+    a GPU (cuDNN's fused kernel) and `fused` otherwise (the hand-written
+    backward pass, faster on a CPU: docs/TRAINING_SPEED.md)."""
+    if impl not in RECURRENT_IMPLS:
+        raise ValueError(f"recurrent-impl must be one of {', '.join(RECURRENT_IMPLS)}, got {impl!r}")
+    if impl == "auto":
+        return "keras" if tf.config.list_physical_devices("GPU") else "fused"
+    return impl
+
+
+@contextlib.contextmanager
+def _returning_final_state(layer):
+    """While inside, `layer` returns `[outputs, *final state]`: the
+    backbone's layers are built without `return_state`, which Keras reads at
+    each call."""
+    saved = layer.return_state
+    layer.return_state = True
+    try:
+        yield
+    finally:
+        layer.return_state = saved
+
+
+def keras_layers_unroll(backbone, x_BxTxE, state, training: bool = False):
+    """`backbone_unroll` run by the backbone's own Keras layers (cuDNN's
+    fused kernel on a GPU, autodiff for the gradient): `(y_BxTxU after the
+    last dropout, new_state)`, the same values and gradients
+    (`tests/model/test_recurrent_forms.py`)."""
+    x, new_state = x_BxTxE, []
+    for layer, dropout, layer_state in zip(backbone.recurrent_layers, backbone.dropout_layers, state):
+        with _returning_final_state(layer):
+            result = layer(x, initial_state=list(layer_state), training=training)
+        x = dropout(result[0], training=training)
+        new_state.append(tuple(result[1:]))
+    return x, tuple(new_state)
 
 
 def backbone_last_hidden(

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import tensorflow as tf
 
-from keras_lstm.model.recurrent import backbone_last_hidden, backbone_unroll
+from keras_lstm.model.recurrent import backbone_last_hidden, backbone_unroll, keras_layers_unroll
 
 
 def chunk_bounds(window: int, truncate_bptt: int | None) -> list[tuple[int, int]]:
@@ -31,11 +31,15 @@ def last_chunk_start(window: int, truncate_bptt: int | None) -> int:
     return chunk_bounds(window, truncate_bptt)[-1][0]
 
 
-def carry_state(backbone, frames_BxTxE, state, truncate_bptt: int, training: bool, matmul_dtype=None):
+def carry_state(backbone, frames_BxTxE, state, truncate_bptt: int, training: bool, matmul_dtype=None, impl: str = "fused"):
     """Run `frames` chunk by chunk from `state`, gradient stopped at every
-    chunk boundary; returns the final state."""
+    chunk boundary; returns the final state. `impl`: `fused` (our unroll) or
+    `keras` (the Keras layers)."""
     for start, end in chunk_bounds(frames_BxTxE.shape[1], truncate_bptt):
-        _, state = backbone_unroll(backbone, frames_BxTxE[:, start:end], state, training, matmul_dtype)
+        if impl == "keras":
+            _, state = keras_layers_unroll(backbone, frames_BxTxE[:, start:end], state, training)
+        else:
+            _, state = backbone_unroll(backbone, frames_BxTxE[:, start:end], state, training, matmul_dtype)
         state = tf.nest.map_structure(tf.stop_gradient, state)
     return state
 

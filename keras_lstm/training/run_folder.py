@@ -34,7 +34,8 @@ HISTORY_FILE = "history.json"
 
 # Options that may differ when a killed run is started again.
 # Options that do not change the weights' path (validation only sees them).
-RESUME_MAY_CHANGE = {"epochs", "output", "backup_every_steps", "val_max_frames"}
+# recurrent_impl: the same math by another implementation (tests/model/test_recurrent_forms.py).
+RESUME_MAY_CHANGE = {"epochs", "output", "backup_every_steps", "val_max_frames", "recurrent_impl"}
 
 
 def check_resumable(out: Path, backup: Path, config: dict) -> None:

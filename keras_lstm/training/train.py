@@ -127,7 +127,7 @@ def _train_locked(config, strategy, out, backup, on_skip, callbacks, verbose, on
             backbone = build_backbone(model.backbone, model.embed_size, model.hidden_size, model.num_layers, model.dropout)
             policy = carried_training.CarriedStatePolicy(
                 backbone, streams=optim.carried_streams, previous_input_heads=model.previous_input_heads,
-                relative_features=model.relative_features,
+                relative_features=model.relative_features, recurrent_impl=model.recurrent_impl,
             )
         else:
             policy = build_policy(**model.policy_args(), truncate_bptt=optim.truncate_bptt, loss_frames=config.loss_frames)

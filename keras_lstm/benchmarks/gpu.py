@@ -2,12 +2,13 @@
 
 On a machine whose TensorFlow lists a GPU, in one process and a few minutes:
 
-- training frames/s of the same policy trained five ways on the same random
+- training frames/s of the same policy trained seven ways on the same random
   batches (`train_speed.measure_speed`, the variants taking turns): stock
   Keras `model.fit` over `keras.layers.LSTM` (cuDNN's fused kernel on a
-  GPU), our `train_step` with full and with truncated BPTT (the hand-written
-  per-timestep path), and both of ours with bfloat16 matmuls; at batch 64
-  and 512, window 60;
+  GPU); our `train_step` with full and with truncated BPTT, each by both
+  recurrent implementations (`fused`: the hand-written per-timestep path;
+  `keras`: the Keras layers, cuDNN on a GPU); and the fused ones with
+  bfloat16 matmuls; at batch 64 and 512, window 60;
 - the export's `step` throughput at 1 to 4,096 games per call
   (`serve.run`, plain and XLA exports, loaded without project code);
 - the device's name.
@@ -15,9 +16,8 @@ On a machine whose TensorFlow lists a GPU, in one process and a few minutes:
 On a machine without a GPU it says so and measures nothing (exit 0): CPU
 figures are what `bench train-speed` and `bench serve` are for.
 
-Not measured yet, because not built: a `--recurrent-impl keras` training
-path (the Keras layers under our truncated BPTT) and Keras mixed-precision
-policies (`--mixed-precision`); see docs/GPU.md.
+Not measured, because not built: Keras mixed-precision policies
+(`--mixed-precision`); see docs/GPU.md.
 """
 
 from __future__ import annotations
@@ -30,6 +30,9 @@ import numpy as np
 
 from keras_lstm.benchmarks import serve, train_speed
 from keras_lstm.benchmarks.measure import machine_info
+
+
+GPU_VARIANTS = train_speed.VARIANTS + train_speed.KERAS_IMPL_VARIANTS
 
 
 @dataclasses.dataclass
@@ -66,7 +69,7 @@ def measure(config: GpuBenchConfig, log: Callable[[str], None] = lambda line: No
             rounds=config.rounds, steps_per_round=config.steps_per_round, memory=False, **config.sizes,
         )
         log(f"training, batch {batch} ...")
-        rounds = train_speed.measure_speed(speed, "lstm", log=log)
+        rounds = train_speed.measure_speed(speed, "lstm", log=log, variants=GPU_VARIANTS)
         training.append({
             "batch": batch,
             "frames_per_s": {v: float(speed.frames_per_step / np.median(np.concatenate(r))) for v, r in rounds.items()},
@@ -94,9 +97,9 @@ def format_report(result: dict) -> str:
         return result["message"]
     lines = [f"GPU: {', '.join(result['gpus'])}; {result['seconds']:.0f} s", "",
              "training frames/s (window 60; LSTM 2x256 unless sized otherwise)",
-             "| batch | " + " | ".join(train_speed.VARIANT_LABELS[v] for v in train_speed.VARIANTS) + " |",
-             "|---:|" + "---:|" * len(train_speed.VARIANTS)]
+             "| batch | " + " | ".join(train_speed.VARIANT_LABELS[v] for v in GPU_VARIANTS) + " |",
+             "|---:|" + "---:|" * len(GPU_VARIANTS)]
     for row in result["training"]:
-        lines.append(f"| {row['batch']} | " + " | ".join(f"{row['frames_per_s'][v]:,.0f}" for v in train_speed.VARIANTS) + " |")
+        lines.append(f"| {row['batch']} | " + " | ".join(f"{row['frames_per_s'][v]:,.0f}" for v in GPU_VARIANTS) + " |")
     lines += ["", serve.format_table(result["serving"])]
     return "\n".join(lines)

@@ -55,6 +55,13 @@ RATIOS = (
     ("ours_truncated_bf16", "ours_full_bf16", 2.1),
 )
 SHORT = {"keras_fit": "a", "ours_full": "b", "ours_truncated": "c", "ours_full_bf16": "b16", "ours_truncated_bf16": "c16"}
+# Our train step with `recurrent_impl="keras"` (the Keras layers: cuDNN on a
+# GPU): measured by `bench gpu`, not by the CPU benchmark.
+KERAS_IMPL_VARIANTS = ("ours_keras_full", "ours_keras_truncated")
+VARIANT_LABELS.update({
+    "ours_keras_full": "(bk) ours, Keras layers, full BPTT",
+    "ours_keras_truncated": "(ck) ours, Keras layers, truncate_bptt=K",
+})
 
 
 @dataclasses.dataclass
@@ -157,13 +164,15 @@ def build_variant(variant: str, cell: str, config: TrainSpeedConfig, dropout: fl
         weights = {h: (float(len(controller.BUTTONS)) if h == "buttons" else 1.0) for h in controller.HEADS}
         model.compile(optimizer=keras.optimizers.Adam(config.training.optim.learning_rate), loss=losses, loss_weights=weights)
         return model
-    if variant not in VARIANTS:
-        raise ValueError(f"variant must be one of {VARIANTS}, got {variant!r}")
-    truncate = config.training.optim.truncate_bptt if variant.startswith("ours_truncated") else None
+    if variant not in VARIANTS + KERAS_IMPL_VARIANTS:
+        raise ValueError(f"variant must be one of {VARIANTS + KERAS_IMPL_VARIANTS}, got {variant!r}")
+    truncate = config.training.optim.truncate_bptt if "truncated" in variant else None
     policy = _policy(config, cell, truncate, dropout)
     policy.set_weights(reference_weights)
     if variant.endswith("_bf16"):
         policy.matmul_dtype = "bfloat16"
+    if variant in KERAS_IMPL_VARIANTS:
+        policy.recurrent_impl = "keras"  # read when the train step is traced
     policy.compile(optimizer=keras.optimizers.Adam(config.training.optim.learning_rate))
     return policy
 
@@ -171,15 +180,15 @@ def build_variant(variant: str, cell: str, config: TrainSpeedConfig, dropout: fl
 # --- measurements -----------------------------------------------------------------
 
 
-def measure_speed(config: TrainSpeedConfig, cell: str, log=print) -> dict:
+def measure_speed(config: TrainSpeedConfig, cell: str, log=print, variants: tuple[str, ...] = VARIANTS) -> dict:
     """`{variant: [[step seconds, ...] per round]}` with the variants taking turns."""
     data = synthetic_batches(config)
-    models = {v: build_variant(v, cell, config) for v in VARIANTS}
+    models = {v: build_variant(v, cell, config) for v in variants}
     for variant, model in models.items():  # trace + warm up
         model.fit(_dataset(config, data), epochs=1, steps_per_epoch=config.warmup_steps, verbose=0, shuffle=False)
-    rounds = {v: [] for v in VARIANTS}
+    rounds = {v: [] for v in variants}
     for r in range(config.rounds):
-        order = VARIANTS[r % len(VARIANTS):] + VARIANTS[: r % len(VARIANTS)]
+        order = variants[r % len(variants):] + variants[: r % len(variants)]
         for variant in order:
             timer = StepTimer()
             models[variant].fit(
@@ -187,7 +196,7 @@ def measure_speed(config: TrainSpeedConfig, cell: str, log=print) -> dict:
             )
             rounds[variant].append(timer.step_s)
         log(f"  {cell} round {r + 1}/{config.rounds}: " + ", ".join(
-            f"{v} {config.frames_per_step / np.median(rounds[v][-1]):,.0f} frames/s" for v in VARIANTS))
+            f"{v} {config.frames_per_step / np.median(rounds[v][-1]):,.0f} frames/s" for v in variants))
     return rounds
 
 

@@ -258,8 +258,9 @@ def prepare(
             manifest = read_manifest(final)
         except ValueError:
             manifest = None  # damaged or from another format: prepared afresh, replacing it whole
+        options = _options(val_fraction, seed, replay_filter)
         if manifest is not None:
-            same = manifest["options"] == _options(val_fraction, seed, replay_filter) and manifest["replays_dir"] == str(root)
+            same = manifest["options"] == options and manifest["replays_dir"] == str(root)
             manifest = manifest if same else None
             if manifest is not None:
                 _remove_unlisted_parts(final, manifest)
@@ -277,16 +278,15 @@ def prepare(
             if manifest is None:
                 with dataset_swap.build_dir(data_dir) as build:
                     version = build / final.relative_to(data_dir)
-                    _build_and_list(plan, version, root, listing, val_fraction, seed, replay_filter, workers, beam_options, on_file)
+                    _build_and_list(plan, version, root, len(listing), options, workers, beam_options, on_file)
                     atomic.fsync_tree(version)  # whole on disk before it is the dataset
                     dataset_swap.swap_in(version, final)
             else:
-                _build_and_list(plan, final, root, listing, val_fraction, seed, replay_filter, workers, beam_options, on_file)
+                _build_and_list(plan, final, root, len(listing), options, workers, beam_options, on_file)
                 _remove_unlisted_parts(final, read_manifest(final))
         summary = summarize(final, status=status, seconds=time.perf_counter() - start)
-        summary.update(files_parsed=plan.files_to_parse if not up_to_date else 0, files_added=plan.files_added,
-                       files_changed=plan.files_changed, files_removed=plan.files_removed,
-                       parts_built=len(plan.specs) if not up_to_date else 0, workers=workers,
+        summary.update(files_parsed=plan.files_to_parse, files_added=plan.files_added, files_changed=plan.files_changed,
+                       files_removed=plan.files_removed, parts_built=len(plan.specs), workers=workers,
                        parsed_by=_parsed_by(workers, beam_options))
         return summary
 
@@ -297,7 +297,7 @@ def _parsed_by(workers: int, beam_options: Sequence[str]) -> str:
     return "in this process" if workers == 1 else f"on {workers} Apache Beam workers"
 
 
-def _build_and_list(plan: Plan, version: Path, root: Path, listing, val_fraction, seed, replay_filter, workers, beam_options, on_file) -> None:
+def _build_and_list(plan: Plan, version: Path, root: Path, files: int, options: dict, workers: int, beam_options, on_file) -> None:
     """Build the plan's new parts into `version/parts`, then write its
     manifest (the step that makes them the dataset)."""
     records = iter(parts.build_parts(plan.specs, version / PARTS, workers, beam_options, on_file))
@@ -306,12 +306,12 @@ def _build_and_list(plan: Plan, version: Path, root: Path, listing, val_fraction
         skipped = sum(len(r["skipped"]) for r in listed)
         left_out = sum(r["counts"][TRAIN][f"filtered_{name}"] for r in listed for name in FILTERS)
         raise ValueError(
-            f"{root}: no usable replay for training ({skipped} of {len(listing)} files skipped"
+            f"{root}: no usable replay for training ({skipped} of {files} files skipped"
             + (f", {left_out} games or players left out by the filters)" if left_out else ")")
         )
     manifest = {
         "format": FORMAT,
-        "options": _options(val_fraction, seed, replay_filter),
+        "options": options,
         "replays_dir": str(root),
         "next_part": plan.next_part,
         "parts": listed,

@@ -74,11 +74,13 @@ def measure(config: GpuBenchConfig, log: Callable[[str], None] = lambda line: No
             "batch": batch,
             "frames_per_s": {v: float(speed.frames_per_step / np.median(np.concatenate(r))) for v, r in rounds.items()},
         })
-    log("serving ...")
-    from keras_lstm.config import TrainConfig
+    serving = None
+    if config.serve_batches:  # () skips it (tests: `bench serve` has its own)
+        log("serving ...")
+        from keras_lstm.config import TrainConfig
 
-    serving = serve.run(serve.ServeBenchConfig(training=TrainConfig.from_flat(**config.sizes), batches=config.serve_batches,
-                                               budget_s=config.serve_seconds), log=log)
+        serving = serve.run(serve.ServeBenchConfig(training=TrainConfig.from_flat(**config.sizes), batches=config.serve_batches,
+                                                   budget_s=config.serve_seconds), log=log)
     return {"training": training, "serving": serving, "seconds": time.perf_counter() - start}
 
 
@@ -101,5 +103,6 @@ def format_report(result: dict) -> str:
              "|---:|" + "---:|" * len(GPU_VARIANTS)]
     for row in result["training"]:
         lines.append(f"| {row['batch']} | " + " | ".join(f"{row['frames_per_s'][v]:,.0f}" for v in GPU_VARIANTS) + " |")
-    lines += ["", serve.format_table(result["serving"])]
+    if result["serving"] is not None:
+        lines += ["", serve.format_table(result["serving"])]
     return "\n".join(lines)

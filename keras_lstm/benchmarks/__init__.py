@@ -7,5 +7,8 @@
   each such process does; the Markdown report and plots);
 - `train_speed`: `bench train-speed`;
 - `inference`: `bench inference`;
-- `data`: `bench data`.
+- `serve`, `serve_worker`: `bench serve` (the worker times an export in a
+  process without project code);
+- `gpu`: `bench gpu`;
+- `data`, `scale`: `bench data` and `bench data --copies`.
 """

@@ -41,10 +41,10 @@ from pathlib import Path
 from typing import Callable, Sequence
 
 from keras_lstm.data import dataset_swap
+from keras_lstm.data.dataset_keys import TRAIN, VALIDATION
 from keras_lstm.data.filters import ReplayFilter
 from keras_lstm.files import atomic
 
-TRAIN, VALIDATION = "train", "validation"  # as tfds_dataset's (not imported: it loads TensorFlow)
 PROGRESS_FOLDER = ".progress"
 
 OnFile = Callable[[str, "str | None"], None]

@@ -47,16 +47,16 @@ from pathlib import Path
 from typing import Callable, Sequence
 
 from keras_lstm.data import dataset_swap, features, parts
+from keras_lstm.data.dataset_keys import (  # noqa: F401 - also this module's public names
+    COUNT_KEYS, DATASET_NAME, DEFAULT_SEED, DEFAULT_VAL_FRACTION, TRAIN, VALIDATION, check_split_options, config_name,
+)
 from keras_lstm.data.filters import FILTERS, ReplayFilter
-from keras_lstm.data.parts import TRAIN, VALIDATION, PartSpec
+from keras_lstm.data.parts import PartSpec
 from keras_lstm.data.replays import ReplayError, find_replays
-from keras_lstm.data.split import check_seed, held_out_alone, split_by_game
+from keras_lstm.data.split import held_out_alone, split_by_game
 from keras_lstm.files import atomic
 from keras_lstm.files.lock import FolderLock
 
-DATASET_NAME = "slippi_replays"
-DEFAULT_VAL_FRACTION = 0.15
-DEFAULT_SEED = 0
 MANIFEST = "manifest.json"
 PARTS = "parts"
 FORMAT = 1
@@ -67,31 +67,6 @@ PART_FILES = 256
 # Fewer files to parse than this and `prepare` parses them in this process:
 # starting Beam's workers (each loads TensorFlow) costs more than it saves.
 BEAM_MIN_FILES = 64
-
-COUNT_KEYS = (
-    "replays_used",
-    "replays_skipped",
-    "replays_unreadable",
-    "replays_not_1v1",
-    "cpu_players_not_imitated",
-    "trajectories",
-    "frames_loaded",
-    *(f"filtered_{name}" for name in FILTERS),
-)
-
-
-def config_name(val_fraction: float, seed: int) -> str:
-    """`default` for the training defaults, else e.g. `val0.2-seed3`."""
-    if val_fraction == DEFAULT_VAL_FRACTION and seed == DEFAULT_SEED:
-        return "default"
-    return f"val{val_fraction:g}-seed{seed}"
-
-
-def check_split_options(val_fraction: float, seed: int) -> None:
-    if not 0.0 <= val_fraction < 1.0:
-        raise ValueError(f"val-fraction must be in [0, 1), got {val_fraction}")
-    check_seed(seed)
-
 
 def version_path(data_dir: str | os.PathLike, val_fraction: float = DEFAULT_VAL_FRACTION, seed: int = DEFAULT_SEED) -> Path:
     """The folder of the variant: `<data_dir>/slippi_replays/<config>/<version>`."""

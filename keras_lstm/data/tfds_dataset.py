@@ -42,8 +42,9 @@ import tensorflow_datasets as tfds
 from keras_lstm.data import controller, dataset_swap, features, tfrecord
 from keras_lstm.data.features import Trajectory
 from keras_lstm.data.filters import ReplayFilter
-from keras_lstm.data.parts import TRAIN, VALIDATION
-from keras_lstm.data.prepared import COUNT_KEYS, DEFAULT_SEED, DEFAULT_VAL_FRACTION, check_split_options, config_name
+from keras_lstm.data.dataset_keys import (
+    COUNT_KEYS, DEFAULT_SEED, DEFAULT_VAL_FRACTION, TRAIN, VALIDATION, check_split_options, config_name,
+)
 from keras_lstm.data.replays import display_name
 from keras_lstm.data.trajectories import load_trajectories
 

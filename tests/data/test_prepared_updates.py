@@ -218,3 +218,28 @@ def test_a_killed_beam_prepare_takes_its_workers_along_and_loses_nothing(tmp_pat
     again = prepared.prepare(folder, data_dir, val_fraction=0.0, workers=1)
     assert again["status"] == "updated" and again["files_parsed"] == len(LATER)
     assert not [p for p in data_dir.rglob("*") if p.name.startswith(".tmp-")]
+
+
+@pytest.mark.slow  # Beam's workers start Python: ~10 s
+def test_beam_options_run_the_parts_on_the_runner_they_name(tmp_path, replays_dir):
+    """The cluster path's plumbing, on Beam's own local runner: the options
+    go to Beam as given (no runner of ours), and the dataset is the same."""
+    from typer.testing import CliRunner
+
+    from keras_lstm.cli.main import app
+
+    if not parts.beam_available():
+        pytest.skip("Apache Beam is not installed (the beam extra)")
+    folder = tmp_path / "replays"
+    _link(folder, FIRST)
+    here = prepared.prepare(folder, tmp_path / "here", workers=1)
+    options = "--runner=DirectRunner --direct_running_mode=multi_processing --direct_num_workers=2"
+    result = CliRunner().invoke(app, ["prepare", "--replays", str(folder), "--data-dir", str(tmp_path / "beam"), "--beam-options", options,
+                                      "--no-progress", "--json"])
+    assert result.exit_code == 0, result.output
+    import json
+
+    summary = json.loads(result.stdout)
+    assert summary["parsed_by"] == f"on Apache Beam ({options})"
+    for key in ("examples", "counts", "skipped", "files", "frames_loaded"):
+        assert summary[key] == here[key], key

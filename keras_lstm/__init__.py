@@ -5,13 +5,6 @@ not pay TensorFlow's start-up time.
 """
 
 import importlib
-import importlib.util
-
-if importlib.util.find_spec("tensorflow") is None:  # checked without importing it
-    raise ImportError(
-        "keras-lstm needs TensorFlow, which comes with an extra: pip install 'keras-lstm[cpu]' "
-        "(or 'keras-lstm[gpu]' for the CUDA build; never both)"
-    )
 
 _EXPORTS = {
     "RecurrentBackbone": "keras_lstm.model.backbone",

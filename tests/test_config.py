@@ -101,3 +101,21 @@ def test_loss_frames_default_is_the_last_three_quarters_of_the_window():
     assert TrainConfig.from_flat(replays="/r", loss_frames=1).loss_frames == 1
     with pytest.raises(ValueError, match="loss-frames \\(61\\) must not exceed window-size \\(60\\)"):
         TrainConfig.from_flat(replays="/r", loss_frames=61).validate()
+
+
+def test_the_command_without_tensorflow_says_which_extra_to_install_in_one_line():
+    import subprocess
+    import sys
+
+    code = (
+        "import importlib.util as u, sys\n"
+        "real = u.find_spec\n"
+        "u.find_spec = lambda name, *a: None if name == 'tensorflow' else real(name, *a)\n"
+        "sys.argv = ['keras-lstm', '--help']\n"
+        "from keras_lstm.cli.main import app\n"
+        "app()\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2
+    assert done.stderr.strip() == ("error: keras-lstm needs TensorFlow, which comes with an extra: pip install 'keras-lstm[cpu]' "
+                                   "(or 'keras-lstm[gpu]' for the CUDA build; never both)")

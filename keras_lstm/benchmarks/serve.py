@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import subprocess
 import sys
 import tempfile
@@ -69,7 +70,7 @@ def _time_export(path: Path, config: ServeBenchConfig) -> dict:
         spec.write_text(json.dumps({"batches": list(config.batches), "budget_s": config.budget_s,
                                     "min_calls": config.min_calls, "default_calls": config.default_calls}))
         done = subprocess.run([sys.executable, str(WORKER), str(path), str(spec), str(result)], capture_output=True, text=True,
-                              env={**__import__("os").environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
+                              env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
         if done.returncode != 0:
             last = (done.stderr.strip().splitlines() or ["no output"])[-1]
             raise RuntimeError(f"bench serve: timing {path} failed: {last}")

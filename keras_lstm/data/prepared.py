@@ -106,10 +106,13 @@ def folder_listing(root: Path) -> dict[str, tuple[int, int]]:
 @dataclasses.dataclass
 class Plan:
     """The parts of the updated dataset in reading order: a kept part's
-    record, or the `PartSpec` of a part to build."""
+    record, or the `PartSpec` of a part to build; and the added files (name,
+    split, size, time), not yet in parts until `add_new_parts` cuts them."""
 
     entries: list
     next_part: int
+    spec: Callable[[int, list], PartSpec]
+    new_files: list = dataclasses.field(default_factory=list)
     files_added: int = 0
     files_changed: int = 0
     files_removed: int = 0
@@ -120,7 +123,22 @@ class Plan:
 
     @property
     def files_to_parse(self) -> int:
-        return sum(len(s.files) for s in self.specs)
+        return sum(len(s.files) for s in self.specs) + len(self.new_files)
+
+    def add_new_parts(self, workers: int = 1) -> "Plan":
+        """The added files as new parts after the others: contiguous runs in
+        name order, at most `PART_FILES` each, and at least one per worker."""
+        new, self.new_files = self.new_files, []
+        if not new:
+            return self
+        chunks = max(math.ceil(len(new) / PART_FILES), min(workers, len(new)))
+        start = 0
+        for i in range(chunks):
+            size = len(new) // chunks + (i < len(new) % chunks)
+            self.entries.append(self.spec(self.next_part, new[start:start + size]))
+            self.next_part += 1
+            start += size
+        return self
 
 
 def plan_parts(
@@ -130,10 +148,10 @@ def plan_parts(
     val_fraction: float,
     seed: int,
     replay_filter: ReplayFilter,
-    workers: int = 1,
 ) -> Plan:
     """What to keep and what to build for `listing` (see the module's doc);
-    `manifest` None plans a fresh dataset."""
+    `manifest` None plans a fresh dataset. The added files wait in
+    `new_files` for `Plan.add_new_parts`, which needs the number of workers."""
 
     def spec(number: int, files: list) -> PartSpec:
         return PartSpec(f"part-{number:05d}", str(root), tuple(tuple(f) for f in files), val_fraction, seed, replay_filter)
@@ -142,10 +160,10 @@ def plan_parts(
         full = {str(root / name): name for name in listing}
         _, val = split_by_game(list(full), val_fraction, seed)
         held_out = {full[p] for p in val}
-        plan = Plan([], 0)
+        plan = Plan([], 0, spec)
         known: set[str] = set()
     else:
-        plan = Plan([], manifest["next_part"])
+        plan = Plan([], manifest["next_part"], spec)
         held_out, known = set(), set()
         for record in manifest["parts"]:
             current, stale = [], False
@@ -168,15 +186,7 @@ def plan_parts(
     if manifest is not None:
         plan.files_added = len(new)
         held_out = {name for name in new if held_out_alone(name, val_fraction, seed)}
-    if new:
-        chunks = max(math.ceil(len(new) / PART_FILES), min(workers, len(new)))
-        start = 0
-        for i in range(chunks):
-            size = len(new) // chunks + (i < len(new) % chunks)
-            files = [(name, VALIDATION if name in held_out else TRAIN, *listing[name]) for name in new[start:start + size]]
-            plan.entries.append(spec(plan.next_part, files))
-            plan.next_part += 1
-            start += size
+    plan.new_files = [(name, VALIDATION if name in held_out else TRAIN, *listing[name]) for name in new]
     return plan
 
 
@@ -240,9 +250,9 @@ def prepare(
             if manifest is not None:
                 _remove_unlisted_parts(final, manifest)
         listing = folder_listing(root)
-        probe = plan_parts(manifest, listing, root, val_fraction, seed, replay_filter)
-        workers = choose_workers(workers, probe.files_to_parse, beam_options)
-        plan = plan_parts(manifest, listing, root, val_fraction, seed, replay_filter, workers)
+        plan = plan_parts(manifest, listing, root, val_fraction, seed, replay_filter)
+        workers = choose_workers(workers, plan.files_to_parse, beam_options)
+        plan.add_new_parts(workers)
         up_to_date = manifest is not None and not plan.specs and len(plan.entries) == len(manifest["parts"])
         if up_to_date:
             status = "up to date"

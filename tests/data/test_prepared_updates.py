@@ -112,7 +112,9 @@ def test_a_part_of_unusable_files_only_is_listed_without_data(tmp_path, replays_
 def test_the_plan_bounds_parts_and_spreads_them_over_workers(tmp_path, monkeypatch):
     monkeypatch.setattr(prepared, "PART_FILES", 10)
     listing = {f"g{i:03d}.slp": (100 + i, i) for i in range(45)}
-    plan = prepared.plan_parts(None, listing, tmp_path, 0.15, 0, ReplayFilter(), workers=1)
+    plan = prepared.plan_parts(None, listing, tmp_path, 0.15, 0, ReplayFilter())
+    assert plan.files_to_parse == 45 and plan.specs == []  # cut into parts once the workers are known
+    plan.add_new_parts(workers=1)
     sizes = [len(s.files) for s in plan.specs]
     assert sizes == [9, 9, 9, 9, 9] and plan.files_to_parse == 45
     files = [f[0] for s in plan.specs for f in s.files]
@@ -120,7 +122,7 @@ def test_the_plan_bounds_parts_and_spreads_them_over_workers(tmp_path, monkeypat
     _, val = split_by_game([str(tmp_path / n) for n in listing], 0.15, 0)
     assert {f[0] for s in plan.specs for f in s.files if f[1] == prepared.VALIDATION} == {Path(p).name for p in val}
     # Few files, several workers: a part each.
-    few = prepared.plan_parts(None, dict(list(listing.items())[:6]), tmp_path, 0.15, 0, ReplayFilter(), workers=4)
+    few = prepared.plan_parts(None, dict(list(listing.items())[:6]), tmp_path, 0.15, 0, ReplayFilter()).add_new_parts(workers=4)
     assert [len(s.files) for s in few.specs] == [2, 2, 1, 1]
     assert len({s.name for s in plan.specs}) == 5
 

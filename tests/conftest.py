@@ -85,3 +85,34 @@ def assert_prepared_reads_as_parsed(data_dir: Path, val_fraction: float) -> dict
                 np.testing.assert_array_equal(x, y)
                 assert x.dtype == y.dtype
     return meta
+
+
+def kill_when_paused(code: str, stage: str, tmp_path: Path) -> tuple[int, int]:
+    """Run `code` in a Python subprocess with the test hook
+    `KERAS_LSTM_TEST_PAUSE=<stage>:<file>` (`dataset_swap.pause_for_test`),
+    wait until some process of it reaches `stage`, then SIGKILL the
+    subprocess (reaped: its process id is dead). Returns the ids of the
+    process that paused (the subprocess, or one it started) and of the
+    subprocess."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from keras_lstm.data import dataset_swap
+
+    signal_file = tmp_path / f"paused-{stage}"
+    env = {**os.environ, dataset_swap.PAUSE_ENV: f"{stage}:{signal_file}", "TF_CPP_MIN_LOG_LEVEL": "3"}
+    proc = subprocess.Popen([sys.executable, "-c", code], cwd=REPO, env=env, stderr=subprocess.PIPE)
+    try:
+        deadline = time.monotonic() + 300
+        while not (signal_file.exists() and signal_file.read_text().endswith("\n")):  # the pid, whole
+            if proc.poll() is not None:
+                pytest.fail(f"the process ended (code {proc.returncode}) before pausing at {stage}: {proc.stderr.read().decode()[-2000:]}")
+            assert time.monotonic() < deadline, f"no process reached {stage}"
+            time.sleep(0.05)
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        proc.stderr.close()
+    return int(signal_file.read_text()), proc.pid

@@ -5,7 +5,6 @@ in this process."""
 
 from __future__ import annotations
 
-import os
 import sys
 from pathlib import Path
 
@@ -17,7 +16,7 @@ from keras_lstm.data import parts, prepared
 from keras_lstm.data.filters import ReplayFilter
 from keras_lstm.data.split import held_out_alone, split_by_game
 
-from conftest import BAD, GAMES, assert_prepared_reads_as_parsed
+from conftest import BAD, GAMES, assert_prepared_reads_as_parsed, kill_when_paused
 
 tfds.disable_progress_bar()
 
@@ -179,14 +178,9 @@ def test_a_damaged_manifest_is_named_by_readers_and_prepared_afresh(tmp_path, re
 
 @pytest.mark.slow  # Beam's workers start Python: ~10 s
 def test_a_killed_beam_prepare_takes_its_workers_along_and_loses_nothing(tmp_path, replays_dir):
-    import signal
-    import subprocess
     import time
 
-    from keras_lstm.data import dataset_swap
     from keras_lstm.files import atomic
-
-    from conftest import REPO
 
     if not parts.beam_available():
         pytest.skip("Apache Beam is not installed (the beam extra)")
@@ -196,21 +190,9 @@ def test_a_killed_beam_prepare_takes_its_workers_along_and_loses_nothing(tmp_pat
     _link(folder, LATER)
     # A worker stops in the middle of its part (the hook is inherited); then
     # the launching prepare is killed.
-    signal_file = tmp_path / "paused"
-    env = {**os.environ, dataset_swap.PAUSE_ENV: f"generate:{signal_file}", "TF_CPP_MIN_LOG_LEVEL": "3"}
     code = f"from keras_lstm.data import prepared\nprepared.prepare({str(folder)!r}, {str(data_dir)!r}, val_fraction=0.0, workers=2)\n"
-    proc = subprocess.Popen([sys.executable, "-c", code], cwd=REPO, env=env, stderr=subprocess.DEVNULL)
-    try:
-        deadline = time.monotonic() + 300
-        while not (signal_file.exists() and signal_file.read_text().endswith("\n")):  # the pid, whole
-            assert proc.poll() is None, "prepare ended before a worker paused"
-            assert time.monotonic() < deadline, "no worker reached the pause"
-            time.sleep(0.05)
-        worker = int(signal_file.read_text())
-        assert worker != proc.pid
-    finally:
-        proc.send_signal(signal.SIGKILL)
-        proc.wait()
+    worker, launcher = kill_when_paused(code, "generate", tmp_path)
+    assert worker != launcher  # a worker process paused, not prepare itself
     deadline = time.monotonic() + 60
     while atomic.pid_alive(worker):  # its control channel closed: it exits
         assert time.monotonic() < deadline, f"Beam worker {worker} outlived the killed prepare"

@@ -9,10 +9,6 @@ import hashlib
 import zlib
 import json
 import os
-import signal
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -21,12 +17,12 @@ import tensorflow_datasets as tfds
 from typer.testing import CliRunner
 
 from keras_lstm.cli.main import app
-from keras_lstm.data import dataset_swap, prepared, tfds_dataset
+from keras_lstm.data import prepared, tfds_dataset
 from keras_lstm.data.replays import ReplayError, find_replays
 from keras_lstm.data.split import split_by_game
 from keras_lstm.files.lock import FolderBusyError, FolderLock
 
-from conftest import BAD, CLIPS, GAMES, REPO, assert_prepared_reads_as_parsed
+from conftest import BAD, CLIPS, GAMES, assert_prepared_reads_as_parsed, kill_when_paused
 
 tfds.disable_progress_bar()
 
@@ -261,24 +257,11 @@ def _prepare_until_paused(folder: Path, data_dir: Path, stage: str, tmp_path: Pa
     kill it there with SIGKILL. `exchange=False`: as on a file system without
     an atomic exchange of two folders. `min_frames` > 0: other options than
     the dataset's, so a fresh dataset is built and swapped in."""
-    signal_file = tmp_path / f"paused-{stage}"
-    env = {**os.environ, dataset_swap.PAUSE_ENV: f"{stage}:{signal_file}", "TF_CPP_MIN_LOG_LEVEL": "3"}
     code = "from keras_lstm.data import dataset_swap, prepared\nfrom keras_lstm.data.filters import ReplayFilter\n"
     if not exchange:
         code += "dataset_swap.exchange = lambda a, b: False\n"
     code += f"prepared.prepare({str(folder)!r}, {str(data_dir)!r}, val_fraction=0.0, replay_filter=ReplayFilter({min_frames}))\n"
-    proc = subprocess.Popen([sys.executable, "-c", code], cwd=REPO, env=env, stderr=subprocess.PIPE)
-    try:
-        deadline = time.monotonic() + 300
-        while not signal_file.exists():
-            if proc.poll() is not None:
-                pytest.fail(f"prepare ended (code {proc.returncode}) before pausing at {stage}: {proc.stderr.read().decode()[-2000:]}")
-            assert time.monotonic() < deadline, f"prepare never reached {stage}"
-            time.sleep(0.05)
-    finally:
-        proc.send_signal(signal.SIGKILL)
-        proc.wait()  # reaped: its process id is dead
-        proc.stderr.close()
+    kill_when_paused(code, stage, tmp_path)
 
 
 def _read_all(data_dir: Path) -> tuple[dict, int]:

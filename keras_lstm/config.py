@@ -108,6 +108,11 @@ def matmul_precision(name: str, value) -> None:
         raise ValueError(f"{name} must be float32 or bfloat16, got {value!r}")
 
 
+def mixed_precision_dtype(name: str, value) -> None:
+    if value not in (None, "bfloat16", "float16"):
+        raise ValueError(f"{name} must be off, bfloat16 or float16, got {value!r}")
+
+
 class _Concern:
     """Validation shared by the four concerns: every field's own check."""
 
@@ -139,6 +144,12 @@ class ModelConfig(_Concern):
         "How training runs the recurrence: fused (our hand-written backward pass, fastest on CPU), keras (the Keras layers: "
         "cuDNN on a GPU), or auto (keras when TensorFlow sees a GPU, else fused). Same math; docs/GPU.md.",
         one_of("auto", "keras", "fused"),
+    )
+    mixed_precision: str | None = option(
+        None,
+        "Train the recurrence in bfloat16 or float16 (Keras' mixed_bfloat16 / mixed_float16 policies; float16 with loss "
+        "scaling); weights, state, heads and loss stay float32, evaluation and export too. For GPUs: docs/GPU.md. Default off.",
+        mixed_precision_dtype,
     )
     previous_input_heads: bool = option(
         True, "The controller heads also see the previous input as classes (docs/QUALITY.md); --no-previous-input-heads is the seed's policy."
@@ -247,7 +258,9 @@ class TrainConfig:
         if optim.carried_state and augmentations("augment", data.augment):
             raise ValueError("--augment applies to window training; --carried-state carries each game's state and takes none")
         if self.model.recurrent_impl == "keras" and self.model.matmul_dtype == "bfloat16":
-            raise ValueError("matmul-dtype bfloat16 applies to --recurrent-impl fused (the Keras layers run in float32)")
+            raise ValueError("matmul-dtype bfloat16 applies to --recurrent-impl fused (for the Keras layers: --mixed-precision bfloat16)")
+        if self.model.mixed_precision and self.model.matmul_dtype == "bfloat16":
+            raise ValueError("give --mixed-precision or --matmul-dtype bfloat16, not both (mixed precision already rounds the matmuls)")
         replay_filter = self.replay_filter  # a bad filter option: ValueError naming it
         if data.data_dir and replay_filter.active:
             raise ValueError("the filters (--min-frames, --stages, --characters, ...) apply when reading replays: pass them to `keras-lstm prepare`")

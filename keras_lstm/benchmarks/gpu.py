@@ -7,8 +7,11 @@ On a machine whose TensorFlow lists a GPU, in one process and a few minutes:
   Keras `model.fit` over `keras.layers.LSTM` (cuDNN's fused kernel on a
   GPU); our `train_step` with full and with truncated BPTT, each by both
   recurrent implementations (`fused`: the hand-written per-timestep path;
-  `keras`: the Keras layers, cuDNN on a GPU); and the fused ones with
-  bfloat16 matmuls; at batch 64 and 512, window 60;
+  `keras`: the Keras layers, cuDNN on a GPU); the fused ones with
+  bfloat16 matmuls; and with mixed precision (`--mixed-precision`): stock
+  Keras under `mixed_float16`, ours by the Keras layers in float16 (full and
+  truncated) and bfloat16; at batch 64 and 512, window 60. A variant the
+  device cannot run is reported with its error and left out;
 - the export's `step` throughput at 1 to 4,096 games per call
   (`serve.run`, plain and XLA exports, loaded without project code);
 - the device's name.
@@ -16,8 +19,6 @@ On a machine whose TensorFlow lists a GPU, in one process and a few minutes:
 On a machine without a GPU it says so and measures nothing (exit 0): CPU
 figures are what `bench train-speed` and `bench serve` are for.
 
-Not measured, because not built: Keras mixed-precision policies
-(`--mixed-precision`); see docs/GPU.md.
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ from keras_lstm.benchmarks import serve, train_speed
 from keras_lstm.benchmarks.measure import machine_info
 
 
-GPU_VARIANTS = train_speed.VARIANTS + train_speed.KERAS_IMPL_VARIANTS
+GPU_VARIANTS = train_speed.VARIANTS + train_speed.KERAS_IMPL_VARIANTS + train_speed.MIXED_VARIANTS
 
 
 @dataclasses.dataclass
@@ -69,10 +70,17 @@ def measure(config: GpuBenchConfig, log: Callable[[str], None] = lambda line: No
             rounds=config.rounds, steps_per_round=config.steps_per_round, memory=False, **config.sizes,
         )
         log(f"training, batch {batch} ...")
-        rounds = train_speed.measure_speed(speed, "lstm", log=log, variants=GPU_VARIANTS)
+        failed = {}
+
+        def on_error(variant, error):
+            failed[variant] = f"{type(error).__name__}: {str(error).strip().splitlines()[0] if str(error).strip() else ''}"[:300]
+            log(f"  {variant} failed: {failed[variant]}")
+
+        rounds = train_speed.measure_speed(speed, "lstm", log=log, variants=GPU_VARIANTS, on_error=on_error)
         training.append({
             "batch": batch,
             "frames_per_s": {v: float(speed.frames_per_step / np.median(np.concatenate(r))) for v, r in rounds.items()},
+            "failed": failed,
         })
     serving = None
     if config.serve_batches:  # () skips it (tests: `bench serve` has its own)
@@ -102,7 +110,10 @@ def format_report(result: dict) -> str:
              "| batch | " + " | ".join(train_speed.VARIANT_LABELS[v] for v in GPU_VARIANTS) + " |",
              "|---:|" + "---:|" * len(GPU_VARIANTS)]
     for row in result["training"]:
-        lines.append(f"| {row['batch']} | " + " | ".join(f"{row['frames_per_s'][v]:,.0f}" for v in GPU_VARIANTS) + " |")
+        cells = (f"{row['frames_per_s'][v]:,.0f}" if v in row["frames_per_s"] else "failed" for v in GPU_VARIANTS)
+        lines.append(f"| {row['batch']} | " + " | ".join(cells) + " |")
+    for row in result["training"]:
+        lines += [f"batch {row['batch']}, {v} failed: {error}" for v, error in row.get("failed", {}).items()]
     if result["serving"] is not None:
         lines += ["", serve.format_table(result["serving"])]
     return "\n".join(lines)

@@ -36,7 +36,7 @@ import tensorflow as tf
 from keras_lstm.benchmarks.measure import StepTimer, machine_info, peak_rss_mb, rss_mb
 from keras_lstm.config import CELL_TYPES, FIELD_CONCERN, TrainConfig, flat_settings
 from keras_lstm.data import controller, features
-from keras_lstm.model.policy import build_policy
+from keras_lstm.model.policy import build_policy, compile_optimizer
 
 VARIANTS = ("keras_fit", "ours_full", "ours_truncated", "ours_full_bf16", "ours_truncated_bf16")
 VARIANT_LABELS = {
@@ -62,6 +62,21 @@ VARIANT_LABELS.update({
     "ours_keras_full": "(bk) ours, Keras layers, full BPTT",
     "ours_keras_truncated": "(ck) ours, Keras layers, truncate_bptt=K",
 })
+# Mixed precision (`--mixed-precision`): stock Keras under the
+# `mixed_float16` policy, and our train step by the Keras layers in float16
+# and bfloat16. Measured by `bench gpu` (on a CPU float16 is emulated).
+MIXED_VARIANTS = ("keras_fit_f16", "ours_keras_full_f16", "ours_keras_truncated_f16", "ours_keras_full_mbf16")
+MIXED_PRECISION_OF = {"_f16": "float16", "_mbf16": "bfloat16"}
+VARIANT_LABELS.update({
+    "keras_fit_f16": "(a16) Keras LSTM, model.fit, mixed_float16",
+    "ours_keras_full_f16": "(bk16) ours, Keras layers, full BPTT, mixed float16",
+    "ours_keras_truncated_f16": "(ck16) ours, Keras layers, truncate_bptt=K, mixed float16",
+    "ours_keras_full_mbf16": "(bkb) ours, Keras layers, full BPTT, mixed bfloat16",
+})
+
+
+def mixed_precision_of(variant: str) -> str | None:
+    return next((dtype for suffix, dtype in MIXED_PRECISION_OF.items() if variant.endswith(suffix)), None)
 
 
 @dataclasses.dataclass
@@ -153,8 +168,14 @@ def build_variant(variant: str, cell: str, config: TrainSpeedConfig, dropout: fl
     weights (same seed, same layers)."""
     dropout = config.training.model.dropout if dropout is None else dropout
     reference_weights = _policy(config, cell, None, dropout).get_weights()
-    if variant == "keras_fit":
-        policy = _policy(config, cell, None, dropout)
+    mixed_precision = mixed_precision_of(variant)
+    if variant in ("keras_fit", "keras_fit_f16"):
+        saved = keras.config.dtype_policy()
+        keras.config.set_dtype_policy(f"mixed_{mixed_precision}" if mixed_precision else "float32")
+        try:  # Keras' own way: every layer built under the policy 
+            policy = _policy(config, cell, None, dropout)
+        finally:
+            keras.config.set_dtype_policy(saved)
         policy.set_weights(reference_weights)
         model = keras.Model(inputs=policy.input, outputs=policy.output, name=f"keras_{cell}")
         # Keras' mean binary cross-entropy over the 8 buttons, times 8, is their
@@ -162,30 +183,45 @@ def build_variant(variant: str, cell: str, config: TrainSpeedConfig, dropout: fl
         losses = {"buttons": keras.losses.BinaryCrossentropy(from_logits=True)}
         losses.update({h: keras.losses.SparseCategoricalCrossentropy(from_logits=True) for h in controller.CLASS_HEADS})
         weights = {h: (float(len(controller.BUTTONS)) if h == "buttons" else 1.0) for h in controller.HEADS}
-        model.compile(optimizer=keras.optimizers.Adam(config.training.optim.learning_rate), loss=losses, loss_weights=weights)
+        optimizer = compile_optimizer(keras.optimizers.Adam(config.training.optim.learning_rate), mixed_precision)
+        model.compile(optimizer=optimizer, loss=losses, loss_weights=weights)
         return model
-    if variant not in VARIANTS + KERAS_IMPL_VARIANTS:
-        raise ValueError(f"variant must be one of {VARIANTS + KERAS_IMPL_VARIANTS}, got {variant!r}")
+    if variant not in VARIANTS + KERAS_IMPL_VARIANTS + MIXED_VARIANTS:
+        raise ValueError(f"variant must be one of {VARIANTS + KERAS_IMPL_VARIANTS + MIXED_VARIANTS}, got {variant!r}")
     truncate = config.training.optim.truncate_bptt if "truncated" in variant else None
     policy = _policy(config, cell, truncate, dropout)
     policy.set_weights(reference_weights)
     if variant.endswith("_bf16"):
         policy.matmul_dtype = "bfloat16"
-    if variant in KERAS_IMPL_VARIANTS:
+    if variant in KERAS_IMPL_VARIANTS + MIXED_VARIANTS:
         policy.recurrent_impl = "keras"  # read when the train step is traced
-    policy.compile(optimizer=keras.optimizers.Adam(config.training.optim.learning_rate))
+    policy.mixed_precision = mixed_precision
+    policy.compile(optimizer=compile_optimizer(keras.optimizers.Adam(config.training.optim.learning_rate), mixed_precision))
     return policy
 
 
 # --- measurements -----------------------------------------------------------------
 
 
-def measure_speed(config: TrainSpeedConfig, cell: str, log=print, variants: tuple[str, ...] = VARIANTS) -> dict:
-    """`{variant: [[step seconds, ...] per round]}` with the variants taking turns."""
+def measure_speed(config: TrainSpeedConfig, cell: str, log=print, variants: tuple[str, ...] = VARIANTS, on_error=None) -> dict:
+    """`{variant: [[step seconds, ...] per round]}` with the variants taking turns.
+
+    `on_error(variant, exception)`: a variant that fails to build or to take
+    its first steps is reported there and left out (`bench gpu`: a kernel a
+    device lacks); without it, the error propagates."""
     data = synthetic_batches(config)
-    models = {v: build_variant(v, cell, config) for v in variants}
-    for variant, model in models.items():  # trace + warm up
-        model.fit(_dataset(config, data), epochs=1, steps_per_epoch=config.warmup_steps, verbose=0, shuffle=False)
+    models = {}
+    for variant in variants:  # build, trace and warm up
+        try:
+            model = build_variant(variant, cell, config)
+            model.fit(_dataset(config, data), epochs=1, steps_per_epoch=config.warmup_steps, verbose=0, shuffle=False)
+        except Exception as error:  # noqa: BLE001 - reported by on_error, whatever it is
+            if on_error is None:
+                raise
+            on_error(variant, error)
+            continue
+        models[variant] = model
+    variants = tuple(models)
     rounds = {v: [] for v in variants}
     for r in range(config.rounds):
         order = variants[r % len(variants):] + variants[: r % len(variants)]

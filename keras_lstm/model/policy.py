@@ -43,6 +43,19 @@ def policy_loss(targets: dict, logits: dict) -> tuple[tf.Tensor, dict]:
     return tf.reduce_mean(total), {h: tf.reduce_mean(v) for h, v in per_head.items()}
 
 
+MIXED_PRECISIONS = (None, "bfloat16", "float16")
+
+
+def compile_optimizer(optimizer, mixed_precision: str | None):
+    """`optimizer`, wrapped in Keras' dynamic loss scaling for float16 (whose
+    small gradients would otherwise round to zero); the train steps scale the
+    loss with `optimizer.scale_loss` and `apply` unscales and skips a step
+    whose gradients overflowed."""
+    if mixed_precision == "float16":
+        return keras.optimizers.LossScaleOptimizer(optimizer)
+    return optimizer
+
+
 def flatten_time(v):
     """`[B, T, ...] -> [B*T, ...]`: per-frame logits or targets as frames."""
     shape = tf.shape(v)
@@ -95,6 +108,14 @@ class BehaviorCloningPolicy(keras.Model):
         relative_features: the frame encoder also sees where the opponent is
             from the player and who faces whom (`encoder.relative_columns`);
             False is the seed's (and what a saved policy without it was).
+        recurrent_impl: how `train_step` runs the recurrence: "fused" (our
+            hand-written backward pass), "keras" (the Keras layers: cuDNN on a
+            GPU) or "auto" (`recurrent.resolve_recurrent_impl`).
+        mixed_precision: None, "bfloat16" or "float16": `train_step` runs the
+            recurrence in that dtype (Keras' `mixed_*` policy on the Keras
+            layers, the matmuls on the fused path); variables, the carried
+            state, the heads and the loss stay float32, as do evaluation and
+            inference. float16 needs loss scaling (`compile_optimizer`).
 
     Example:
     >>> policy = BehaviorCloningPolicy(build_backbone("lstm", 128))
@@ -111,12 +132,17 @@ class BehaviorCloningPolicy(keras.Model):
         previous_input_heads: bool = True,
         relative_features: bool = False,
         recurrent_impl: str = "fused",
+        mixed_precision: str | None = None,
         **kwargs,
     ):
         check_positive(loss_frames=loss_frames)
         recurrent_impl = resolve_recurrent_impl(recurrent_impl)
         if recurrent_impl == "keras" and matmul_dtype == "bfloat16":
             raise ValueError("matmul-dtype bfloat16 applies to the fused recurrent implementation (--recurrent-impl fused)")
+        if mixed_precision not in MIXED_PRECISIONS:
+            raise ValueError(f"mixed_precision must be None, 'bfloat16' or 'float16', got {mixed_precision!r}")
+        if mixed_precision is not None and matmul_dtype == "bfloat16":
+            raise ValueError("give mixed-precision or matmul-dtype bfloat16, not both (mixed precision already rounds the matmuls)")
         if truncate_bptt is not None:
             check_positive(truncate_bptt=truncate_bptt)
         if matmul_dtype not in (None, "float32", "bfloat16"):
@@ -145,6 +171,7 @@ class BehaviorCloningPolicy(keras.Model):
         self.truncate_bptt = truncate_bptt
         self.matmul_dtype = matmul_dtype
         self.recurrent_impl = recurrent_impl
+        self.mixed_precision = mixed_precision
         self.loss_frames = loss_frames
         self.encoder = encoder
         self.head_layers = head_layers
@@ -187,10 +214,18 @@ class BehaviorCloningPolicy(keras.Model):
 
     # -- training ------------------------------------------------------------
 
+    @property
+    def training_dtype(self) -> str | None:
+        """The dtype the recurrence computes in while training: the
+        mixed-precision dtype, `matmul_dtype`, or None (float32)."""
+        return self.mixed_precision or self.matmul_dtype
+
     def training_objective(self, loss):
-        """What a train step differentiates: the loss plus any layer
-        regularisation, scaled for the replicas (`scaled_for_replicas`)."""
-        return scaled_for_replicas(loss + tf.add_n(self.losses) if self.losses else loss)
+        """What a train step differentiates (inside its tape): the loss plus
+        any layer regularisation, scaled for the replicas
+        (`scaled_for_replicas`) and by the optimizer's loss scale (float16:
+        `compile_optimizer`; 1 otherwise)."""
+        return self.optimizer.scale_loss(scaled_for_replicas(loss + tf.add_n(self.losses) if self.losses else loss))
 
     @property
     def metrics(self):
@@ -211,20 +246,21 @@ class BehaviorCloningPolicy(keras.Model):
             return state
         prefix = {k: v[:, :end] for k, v in x.items()}
         return carry_state(
-            self.backbone, self.encode(prefix, training=True), state, self.truncate_bptt, True, self.matmul_dtype, self.recurrent_impl
+            self.backbone, self.encode(prefix, training=True), state, self.truncate_bptt, True, self.training_dtype, self.recurrent_impl
         )
 
     def _run_backbone(self, frames_BxTxE, state, training: bool, all_timesteps: bool = False):
         """The backbone over a chunk with gradients: `(last output [B, U] or,
         with `all_timesteps`, outputs [B, T, U]; new state)`, by the chosen
         implementation (`recurrent_impl`): our hand-written backward pass, or
-        the Keras layers (cuDNN on a GPU)."""
+        the Keras layers (cuDNN on a GPU). Training computes in
+        `training_dtype`; evaluation in float32."""
+        dtype = self.training_dtype if training else None
         if self.recurrent_impl == "keras":
-            outputs_BxTxU, state = keras_layers_unroll(self.backbone, frames_BxTxE, state, training)
+            outputs_BxTxU, state = keras_layers_unroll(self.backbone, frames_BxTxE, state, training, dtype)
             return (outputs_BxTxU if all_timesteps else outputs_BxTxU[:, -1]), state
         frames_TxBxE = tf.transpose(frames_BxTxE, [1, 0, 2])
-        out, state = backbone_last_hidden(self.backbone, frames_TxBxE, state, training, self.matmul_dtype if training else None,
-                                          all_timesteps=all_timesteps)
+        out, state = backbone_last_hidden(self.backbone, frames_TxBxE, state, training, dtype, all_timesteps=all_timesteps)
         return (tf.transpose(out, [1, 0, 2]) if all_timesteps else out), state
 
     def train_step(self, data):
@@ -288,6 +324,7 @@ class BehaviorCloningPolicy(keras.Model):
             "truncate_bptt": self.truncate_bptt,
             "matmul_dtype": self.matmul_dtype,
             "recurrent_impl": self.recurrent_impl,
+            "mixed_precision": self.mixed_precision,
             "loss_frames": self.loss_frames,
             "previous_input_heads": self.previous_input is not None,
             "relative_features": self.encoder.relative_features,
@@ -315,6 +352,7 @@ def build_policy(
     relative_features: bool = False,
     loss_frames: int = 1,
     recurrent_impl: str = "fused",
+    mixed_precision: str | None = None,
 ) -> BehaviorCloningPolicy:
     from keras_lstm.model.backbone import build_backbone
 
@@ -326,4 +364,5 @@ def build_policy(
         relative_features=relative_features,
         loss_frames=loss_frames,
         recurrent_impl=recurrent_impl,
+        mixed_precision=mixed_precision,
     )

@@ -40,7 +40,9 @@ One-frame forms, for play and serving:
 
 Sequences run time-major (`[T, B, ...]`) inside, so a timestep is a
 contiguous slice. `matmul_dtype="bfloat16"` (opt-in) rounds every matmul's
-inputs to bfloat16; states, gates and weights stay float32.
+inputs to bfloat16 (`"float16"`: mixed precision on the fused path); states,
+gates and weights stay float32. The Keras-layers form takes a
+`compute_dtype` instead: the layers run under Keras' `mixed_*` policy.
 """
 
 from __future__ import annotations
@@ -249,7 +251,7 @@ def _gru_train_fn(return_sequences: bool, dtype=tf.float32):
     return gru
 
 
-MATMUL_DTYPES = ("float32", "bfloat16")
+MATMUL_DTYPES = ("float32", "bfloat16", "float16")
 _TRAIN_FNS = {
     (cell_type, return_sequences, dtype): make(return_sequences, tf.as_dtype(dtype))
     for cell_type, make in (("lstm", _lstm_train_fn), ("gru", _gru_train_fn))
@@ -304,27 +306,39 @@ def resolve_recurrent_impl(impl: str) -> str:
 
 
 @contextlib.contextmanager
-def _returning_final_state(layer):
-    """While inside, `layer` returns `[outputs, *final state]`: the
+def _calling_as(layer, compute_dtype=None):
+    """While inside, `layer` returns `[outputs, *final state]` (the
     backbone's layers are built without `return_state`, which Keras reads at
-    each call."""
-    saved = layer.return_state
+    each call) and, with `compute_dtype`, computes under Keras'
+    `mixed_<compute_dtype>` policy (variables stay float32; Keras casts them
+    at each call). Outside, the layer is as built: evaluation, export and
+    play run in float32."""
+    saved = layer.return_state, layer.dtype_policy, layer.cell.dtype_policy
     layer.return_state = True
+    if compute_dtype is not None:
+        layer.dtype_policy = layer.cell.dtype_policy = f"mixed_{compute_dtype}"
     try:
         yield
     finally:
-        layer.return_state = saved
+        layer.return_state, layer.dtype_policy, layer.cell.dtype_policy = saved
 
 
-def keras_layers_unroll(backbone, x_BxTxE, state, training: bool = False):
+def keras_layers_unroll(backbone, x_BxTxE, state, training: bool = False, compute_dtype=None):
     """`backbone_unroll` run by the backbone's own Keras layers (cuDNN's
     fused kernel on a GPU, autodiff for the gradient): `(y_BxTxU after the
     last dropout, new_state)`, the same values and gradients
-    (`tests/model/test_recurrent_forms.py`)."""
+    (`tests/model/test_recurrent_forms.py`). `compute_dtype` ("bfloat16" or
+    "float16"): the layers compute in it (mixed precision); the outputs and
+    the state come back float32."""
+    compute_dtype = None if _matmul_dtype(compute_dtype) == "float32" else compute_dtype
     x, new_state = x_BxTxE, []
     for layer, dropout, layer_state in zip(backbone.recurrent_layers, backbone.dropout_layers, state):
-        with _returning_final_state(layer):
+        with _calling_as(layer, compute_dtype):
+            if compute_dtype is not None:
+                x = tf.cast(x, compute_dtype)
+                layer_state = tuple(tf.cast(s, compute_dtype) for s in layer_state)
             result = layer(x, initial_state=list(layer_state), training=training)
+        result = [tf.cast(r, tf.float32) for r in result]
         x = dropout(result[0], training=training)
         new_state.append(tuple(result[1:]))
     return x, tuple(new_state)

@@ -34,10 +34,10 @@ def last_chunk_start(window: int, truncate_bptt: int | None) -> int:
 def carry_state(backbone, frames_BxTxE, state, truncate_bptt: int, training: bool, matmul_dtype=None, impl: str = "fused"):
     """Run `frames` chunk by chunk from `state`, gradient stopped at every
     chunk boundary; returns the final state. `impl`: `fused` (our unroll) or
-    `keras` (the Keras layers)."""
+    `keras` (the Keras layers, computing in `matmul_dtype`)."""
     for start, end in chunk_bounds(frames_BxTxE.shape[1], truncate_bptt):
         if impl == "keras":
-            _, state = keras_layers_unroll(backbone, frames_BxTxE[:, start:end], state, training)
+            _, state = keras_layers_unroll(backbone, frames_BxTxE[:, start:end], state, training, matmul_dtype)
         else:
             _, state = backbone_unroll(backbone, frames_BxTxE[:, start:end], state, training, matmul_dtype)
         state = tf.nest.map_structure(tf.stop_gradient, state)

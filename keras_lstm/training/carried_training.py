@@ -40,7 +40,6 @@ from keras_lstm.data import features
 from keras_lstm.data.features import PolicyArrays
 from keras_lstm.config import DEFAULT_PIECE_FRAMES
 from keras_lstm.model.policy import BehaviorCloningPolicy, build_policy, flatten_time, policy_loss
-from keras_lstm.model.recurrent import keras_layers_unroll
 
 
 class _StateBox:
@@ -85,10 +84,7 @@ class CarriedStatePolicy(BehaviorCloningPolicy):
         state = tf.nest.map_structure(lambda v: v * keep_Bx1, self._carried.variables)
         with tf.GradientTape() as tape:
             frames_BxTxE = self.encode(x, training=True)
-            if self.recurrent_impl == "keras":
-                outputs_BxTxU, new_state = keras_layers_unroll(self.backbone, frames_BxTxE, state, training=True)
-            else:
-                outputs_BxTxU, new_state = self.backbone.unroll(frames_BxTxE, state, training=True)
+            outputs_BxTxU, new_state = self._run_backbone(frames_BxTxE, state, training=True, all_timesteps=True)
             logits = self.apply_heads(outputs_BxTxU, x["numeric"])
             flat_logits = {h: flatten_time(v) for h, v in logits.items()}
             flat_targets = {h: flatten_time(v) for h, v in targets.items()}

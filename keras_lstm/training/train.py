@@ -34,7 +34,7 @@ from keras_lstm.evaluation.reliability_plot import check_plot_destination, write
 from keras_lstm.files import atomic
 from keras_lstm.files.lock import FolderLock
 from keras_lstm.model.backbone import build_backbone, check_positive
-from keras_lstm.model.policy import build_policy
+from keras_lstm.model.policy import build_policy, compile_optimizer
 from keras_lstm.training import carried_training, distribute, run_backup
 from keras_lstm.training.inputs import carried_inputs, prepared_inputs, replay_inputs
 from keras_lstm.training.run_folder import BEST_FILE, HISTORY_FILE, METRICS_FILE, MODEL_FILE, RUN_FILE, check_resumable, load_run
@@ -51,18 +51,20 @@ def config_from_options(
     """The TrainConfig of `keras-lstm train`'s options (names as the config
     fields): `replays` defaults to $KERAS_LSTM_REPLAYS, then ~/Slippi, unless
     `data_dir` (a prepared dataset) is given; backbone, strategy and
-    matmul-dtype names are case-insensitive, matmul-dtype float32 being the
-    default (None). Raises ValueError for options that cannot go together;
+    matmul-dtype and mixed-precision names are case-insensitive, matmul-dtype
+    float32 and mixed-precision off being the default (None). Raises ValueError for options that cannot go together;
     `TrainConfig.validate` checks the rest (`keras_lstm.config`)."""
     if not temporal:
         raise ValueError("--no-temporal is not supported: the policy is recurrent and trains on windows")
     if data_dir is not None and replays is not None:
         raise ValueError("give --replays or --data-dir, not both (the prepared dataset remembers its replay folder)")
-    for name in ("backbone", "strategy", "matmul_dtype"):
+    for name in ("backbone", "strategy", "matmul_dtype", "mixed_precision"):
         if isinstance(options.get(name), str):
             options[name] = options[name].lower()
     if options.get("matmul_dtype") == "float32":
         options["matmul_dtype"] = None
+    if options.get("mixed_precision") == "off":
+        options["mixed_precision"] = None
     return TrainConfig.from_flat(
         replays=str(replays_or_default(replays)) if data_dir is None else "",
         data_dir=str(data_dir) if data_dir is not None else None,
@@ -128,10 +130,11 @@ def _train_locked(config, strategy, out, backup, on_skip, callbacks, verbose, on
             policy = carried_training.CarriedStatePolicy(
                 backbone, streams=optim.carried_streams, previous_input_heads=model.previous_input_heads,
                 relative_features=model.relative_features, recurrent_impl=model.recurrent_impl,
+                mixed_precision=model.mixed_precision,
             )
         else:
             policy = build_policy(**model.policy_args(), truncate_bptt=optim.truncate_bptt, loss_frames=config.loss_frames)
-        policy.compile(optimizer=keras.optimizers.Adam(learning_rate(optim, steps)))
+        policy.compile(optimizer=compile_optimizer(keras.optimizers.Adam(learning_rate(optim, steps)), model.mixed_precision))
         progress = run_backup.load_latest(backup, policy, on_warning) or run_backup.Progress()
         metric_state = [v.numpy() for m in policy.metrics for v in m.variables] if progress.step else None
     distribute.prepare_for_fit(policy, strategy)

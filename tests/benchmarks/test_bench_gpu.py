@@ -17,14 +17,33 @@ def test_without_a_gpu_it_says_so_and_exits_0():
     assert "no GPU" in result.output and "nothing measured" in result.output
 
 
-@pytest.mark.slow  # traces and trains seven tiny variants: ~20 s
+@pytest.mark.slow  # traces and trains eleven tiny variants: ~30 s
 def test_the_gpu_measurements_run_end_to_end_on_any_device():
     tiny = gpu.GpuBenchConfig(batches=(4,), window_size=6, truncate_bptt=2, rounds=1, steps_per_round=1,
                               serve_batches=(), sizes=dict(embed_size=8, hidden_size=8, num_layers=1))  # serving: test_bench_serve.py
     result = gpu.measure(tiny)
     (row,) = result["training"]
-    assert row["batch"] == 4 and set(row["frames_per_s"]) == set(train_speed.VARIANTS + train_speed.KERAS_IMPL_VARIANTS)
+    assert row["batch"] == 4 and set(row["frames_per_s"]) == set(gpu.GPU_VARIANTS) and not row["failed"]
+    assert set(train_speed.MIXED_VARIANTS) < set(gpu.GPU_VARIANTS)
     assert all(v > 0 for v in row["frames_per_s"].values())
     assert result["serving"] is None
     report = gpu.format_report({**result, "gpus": ["test device"]})
     assert "| 4 |" in report and "test device" in report
+
+
+def test_a_variant_the_device_cannot_run_is_reported_and_left_out(monkeypatch):
+    build = train_speed.build_variant
+
+    def failing(variant, *args, **kwargs):
+        if variant == "ours_keras_full_mbf16":
+            raise RuntimeError("No registered 'CudnnRNNV3' OpKernel for 'GPU' devices\nmore detail")
+        return build(variant, *args, **kwargs)
+
+    monkeypatch.setattr(train_speed, "build_variant", failing)
+    tiny = train_speed.TrainSpeedConfig.quick(cells=("lstm",), rounds=1, steps_per_round=1)
+    failed = {}
+    rounds = train_speed.measure_speed(tiny, "lstm", log=lambda line: None, variants=("ours_full", "ours_keras_full_mbf16"),
+                                       on_error=lambda v, e: failed.setdefault(v, str(e)))
+    assert set(rounds) == {"ours_full"} and "CudnnRNNV3" in failed["ours_keras_full_mbf16"]
+    with pytest.raises(RuntimeError, match="CudnnRNNV3"):  # without on_error the error is not swallowed
+        train_speed.measure_speed(tiny, "lstm", log=lambda line: None, variants=("ours_keras_full_mbf16",))

@@ -16,7 +16,7 @@ import pytest
 import tensorflow as tf
 
 from keras_lstm.model.policy import build_policy, compile_optimizer
-from tests.model.test_recurrent_impl import batch, targets
+from test_recurrent_impl import batch, targets
 
 TOLERANCE = {"bfloat16": 1e-2, "float16": 2e-3}
 

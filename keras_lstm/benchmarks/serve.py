@@ -117,7 +117,7 @@ def run(config: ServeBenchConfig, log: Callable[[str], None] = lambda line: None
             if timed["project_modules"]:
                 raise RuntimeError(f"bench serve: the timing process imported {timed['project_modules']}")
             result[variant] = {"step": [_rate(r) for r in timed["step"]], "serving_default": timed["serving_default"],
-                               "empty_signature": timed["empty_signature"]}
+                               **{k: timed[k] for k in ("empty_signature", "weights_signature", "numpy_weights", "weight_bytes")}}
     log("numpy PolicyStepper ...")
     rows, numpy_step = _time_numpy(policy, config)
     result["numpy_stepper"] = {"step": [_rate(r) for r in rows]}
@@ -159,6 +159,10 @@ def format_table(result: dict) -> str:
         + "; numpy backbone step " + " / ".join(f"{result['numpy_backbone_step'][k]:.3f}" for k in ("median_ms", "p99_ms")),
         "a saved signature that only returns its input (the cost of any call): "
         + ", ".join(f"{result[v]['empty_signature']['median_ms']:.3f}" for v in ("plain", "xla")) + " ms (in each timing process)",
+        f"a saved signature that only multiplies a row by each weight matrix ({result['plain']['weight_bytes'] / 1e6:.2f} MB of float32, "
+        "the least a batch-1 call reads): "
+        + ", ".join(f"{result[v]['weights_signature']['median_ms']:.3f}" for v in ("plain", "xla"))
+        + " ms; numpy doing the same: " + ", ".join(f"{result[v]['numpy_weights']['median_ms']:.3f}" for v in ("plain", "xla")) + " ms",
         "",
         "targets (issue 13, for a 2x256 LSTM export):" if result["judged"] else "targets: for a 2x256 LSTM export; not judged at these sizes",
     ]

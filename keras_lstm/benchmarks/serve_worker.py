@@ -7,8 +7,10 @@ only (never this project). Run by `keras_lstm.benchmarks.serve`:
 SPEC: `batches` (games per `step` call), `budget_s` (timed seconds per
 batch, at least `min_calls` calls), `default_calls` (`serving_default`
 calls). RESULT: per batch the median and p99 ms per call; the same for
-`serving_default`; and whether any project module was imported (it must
-not be).
+`serving_default`, for a saved signature that only returns its input, and
+for one that only multiplies a row by each of the export's weight matrices
+(and numpy doing the same), the least any batch-1 call of this model does;
+and whether any project module was imported (it must not be).
 """
 
 import json
@@ -52,6 +54,37 @@ def _empty_signature(numeric_size: int, categorical_size: int, frame: dict):
     return lambda: signature(**frame)
 
 
+def _weight_matrices(signature) -> list:
+    """The export's matrices that a frame multiplies by (every `kernel` and
+    `recurrent_kernel`; embedding tables are only indexed)."""
+    return [v.numpy() for v in signature.variables if v.name.rsplit("/", 1)[-1].startswith(("kernel", "recurrent_kernel"))]
+
+
+def _weights_signature(matrices: list, numeric_size: int, categorical_size: int, frame: dict):
+    """A call of a saved signature with serving_default's inputs that
+    multiplies a `[1, rows]` row by each weight matrix once and returns one
+    number: reading every weight once through TensorFlow's MatMul at batch 1,
+    the least any call of this model does beyond the call itself."""
+    import tempfile
+
+    class Weights(tf.Module):
+        def __init__(self):
+            super().__init__()
+            self.matrices = [tf.Variable(m) for m in matrices]
+
+        @tf.function(input_signature=[tf.TensorSpec([1, numeric_size], tf.float32, name="numeric"),
+                                      tf.TensorSpec([1, categorical_size], tf.int32, name="categorical")])
+        def serve(self, numeric, categorical):
+            total = [tf.reduce_sum(tf.matmul(tf.tile(numeric[:, :1], [1, m.shape[0]]), m)) for m in self.matrices]
+            return {"sum": tf.add_n(total)}
+
+    with tempfile.TemporaryDirectory(prefix="keras-lstm-weights-") as folder:
+        module = Weights()
+        tf.saved_model.save(module, folder, signatures={"serving_default": module.serve})
+        signature = tf.saved_model.load(folder).signatures["serving_default"]
+    return lambda: signature(**frame)
+
+
 def main(saved_model: str, spec_path: str, result_path: str) -> None:
     spec = json.loads(open(spec_path).read())
     loaded = tf.saved_model.load(saved_model)
@@ -74,9 +107,14 @@ def main(saved_model: str, spec_path: str, result_path: str) -> None:
     reset()
     default = _summary(_time(lambda: serving_default(**frame), spec["default_calls"], 50))
     floor = _summary(_time(_empty_signature(numeric_size, categorical_size, frame), spec["default_calls"], 50))
+    matrices = _weight_matrices(step)
+    weights = _summary(_time(_weights_signature(matrices, numeric_size, categorical_size, frame), spec["default_calls"], 50))
+    rows_1 = [np.ones((1, m.shape[0]), np.float32) for m in matrices]
+    numpy_weights = _summary(_time(lambda: sum(float((r @ m).sum()) for r, m in zip(rows_1, matrices)), spec["default_calls"], 50))
     project = sorted(name for name in sys.modules if name.split(".")[0] == "keras_lstm")
     with open(result_path, "w") as out:
-        json.dump({"step": rows, "serving_default": default, "empty_signature": floor, "project_modules": project}, out)
+        json.dump({"step": rows, "serving_default": default, "empty_signature": floor, "weights_signature": weights,
+                   "numpy_weights": numpy_weights, "weight_bytes": int(sum(m.nbytes for m in matrices)), "project_modules": project}, out)
 
 
 if __name__ == "__main__":

@@ -1,11 +1,13 @@
 """`keras-lstm bench serve`: each export timed in a process without project
 code, rates consistent with the timings, the best batch among the rows."""
 
+import numpy as np
 import pytest
 
 from keras_lstm.benchmarks.serve import ServeBenchConfig, format_table, run
 from keras_lstm.cli.bench_serve import parse_batches
 from keras_lstm.config import TrainConfig
+from keras_lstm.model.policy import build_policy
 
 
 @pytest.mark.slow  # two exports, two TensorFlow processes: ~20 s
@@ -23,6 +25,12 @@ def test_serve_bench_times_both_exports_and_the_numpy_stepper():
         assert result[variant]["best"] == {"batch": best["batch"], "games_at_60fps": best["games_at_60fps"]}
     for variant in ("plain", "xla"):
         assert result[variant]["serving_default"]["median_ms"] > 0
+        assert result[variant]["weights_signature"]["median_ms"] > 0 and result[variant]["numpy_weights"]["median_ms"] > 0
+    # The weights floor reads exactly the matrices a frame multiplies by: not
+    # the embedding tables (indexed) nor the held state.
+    policy = build_policy("lstm", embed_size=8, hidden_size=16, num_layers=1)
+    kernels = [w for w in policy.weights if w.path.rsplit("/", 1)[-1] in ("kernel", "recurrent_kernel")]
+    assert result["plain"]["weight_bytes"] == 4 * sum(int(np.prod(w.shape)) for w in kernels)
     assert not result["judged"]  # targets are for a 2x256 LSTM
     table = format_table(result)
     assert "| 3 |" in table and "not judged" in table

@@ -51,6 +51,11 @@ class ServeBenchConfig:
     budget_s: float = 1.0
     min_calls: int = 30
     default_calls: int = 3000
+    # TensorFlow's thread pools in the timing processes, as TF Serving's
+    # --tensorflow_intra_op_parallelism / --tensorflow_inter_op_parallelism
+    # set them; 0: TensorFlow's choice (one thread per core).
+    intra_op_threads: int = 0
+    inter_op_threads: int = 0
 
 
 def _policy(config: ServeBenchConfig):
@@ -68,7 +73,8 @@ def _time_export(path: Path, config: ServeBenchConfig) -> dict:
     with tempfile.TemporaryDirectory(prefix="keras-lstm-serve-") as tmp:
         spec, result = Path(tmp) / "spec.json", Path(tmp) / "result.json"
         spec.write_text(json.dumps({"batches": list(config.batches), "budget_s": config.budget_s,
-                                    "min_calls": config.min_calls, "default_calls": config.default_calls}))
+                                    "min_calls": config.min_calls, "default_calls": config.default_calls,
+                                    "intra_op_threads": config.intra_op_threads, "inter_op_threads": config.inter_op_threads}))
         done = subprocess.run([sys.executable, str(WORKER), str(path), str(spec), str(result)], capture_output=True, text=True,
                               env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
         if done.returncode != 0:
@@ -108,7 +114,8 @@ def run(config: ServeBenchConfig, log: Callable[[str], None] = lambda line: None
     load_before = load_average()
     policy = _policy(config)
     result = {"machine": machine_info(), "config": {"model": config.model, "batches": list(config.batches),
-                                                    "sizes": dataclasses.asdict(config.training.model)}}
+                                                    "sizes": dataclasses.asdict(config.training.model),
+                                                    "intra_op_threads": config.intra_op_threads, "inter_op_threads": config.inter_op_threads}}
     with tempfile.TemporaryDirectory(prefix="keras-lstm-serve-") as tmp:
         for variant, jit in (("plain", False), ("xla", True)):
             log(f"export ({variant}) and time it in a fresh process ...")
@@ -117,7 +124,7 @@ def run(config: ServeBenchConfig, log: Callable[[str], None] = lambda line: None
             if timed["project_modules"]:
                 raise RuntimeError(f"bench serve: the timing process imported {timed['project_modules']}")
             result[variant] = {"step": [_rate(r) for r in timed["step"]], "serving_default": timed["serving_default"],
-                               **{k: timed[k] for k in ("empty_signature", "weights_signature", "numpy_weights", "weight_bytes")}}
+                               **{k: timed[k] for k in ("empty_signature", "weights_signature", "numpy_weights", "weight_bytes", "threads")}}
     log("numpy PolicyStepper ...")
     rows, numpy_step = _time_numpy(policy, config)
     result["numpy_stepper"] = {"step": [_rate(r) for r in rows]}
@@ -137,10 +144,11 @@ def run(config: ServeBenchConfig, log: Callable[[str], None] = lambda line: None
 
 
 def format_table(result: dict) -> str:
-    m = result["machine"]
+    m, c = result["machine"], result["config"]
+    threads = ", ".join(f"{name} {c.get(key, 0) or 'default'}" for name, key in (("intra-op", "intra_op_threads"), ("inter-op", "inter_op_threads")))
     lines = [
         f"{m['cpu']}, {m['cores']} cores, TensorFlow {m['tensorflow']}; load average before/after "
-        f"{result['load_average_before_after'][0]} / {result['load_average_before_after'][1]}",
+        f"{result['load_average_before_after'][0]} / {result['load_average_before_after'][1]}; exports timed with TF threads: {threads}",
         "",
         "step signature (plain export, XLA export) and the numpy PolicyStepper: ms per call (median / p99), game-frames/s, games at 60 FPS",
         "| batch | plain ms | plain frames/s | plain games | xla ms | xla frames/s | xla games | numpy ms | numpy frames/s | numpy games |",

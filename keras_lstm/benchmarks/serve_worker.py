@@ -6,7 +6,8 @@ only (never this project). Run by `keras_lstm.benchmarks.serve`:
 
 SPEC: `batches` (games per `step` call), `budget_s` (timed seconds per
 batch, at least `min_calls` calls), `default_calls` (`serving_default`
-calls). RESULT: per batch the median and p99 ms per call; the same for
+calls), `intra_op_threads` and `inter_op_threads` (TensorFlow's thread
+pools; 0: its default). RESULT: per batch the median and p99 ms per call; the same for
 `serving_default`, for a saved signature that only returns its input, and
 for one that only multiplies a row by each of the export's weight matrices
 (and numpy doing the same), the least any batch-1 call of this model does;
@@ -87,6 +88,9 @@ def _weights_signature(matrices: list, numeric_size: int, categorical_size: int,
 
 def main(saved_model: str, spec_path: str, result_path: str) -> None:
     spec = json.loads(open(spec_path).read())
+    # Before the first op: the pools are made once.
+    tf.config.threading.set_intra_op_parallelism_threads(spec.get("intra_op_threads", 0))
+    tf.config.threading.set_inter_op_parallelism_threads(spec.get("inter_op_threads", 0))
     loaded = tf.saved_model.load(saved_model)
     step, serving_default, reset = (loaded.signatures[name] for name in ("step", "serving_default", "reset"))
     inputs = step.structured_input_signature[1]
@@ -114,7 +118,9 @@ def main(saved_model: str, spec_path: str, result_path: str) -> None:
     project = sorted(name for name in sys.modules if name.split(".")[0] == "keras_lstm")
     with open(result_path, "w") as out:
         json.dump({"step": rows, "serving_default": default, "empty_signature": floor, "weights_signature": weights,
-                   "numpy_weights": numpy_weights, "weight_bytes": int(sum(m.nbytes for m in matrices)), "project_modules": project}, out)
+                   "numpy_weights": numpy_weights, "weight_bytes": int(sum(m.nbytes for m in matrices)), "project_modules": project,
+                   "threads": [tf.config.threading.get_intra_op_parallelism_threads(), tf.config.threading.get_inter_op_parallelism_threads()]},
+                  out)
 
 
 if __name__ == "__main__":

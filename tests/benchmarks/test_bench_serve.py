@@ -13,7 +13,8 @@ from keras_lstm.model.policy import build_policy
 @pytest.mark.slow  # two exports, two TensorFlow processes: ~20 s
 def test_serve_bench_times_both_exports_and_the_numpy_stepper():
     tiny = TrainConfig.from_flat(embed_size=8, hidden_size=16, num_layers=1)
-    result = run(ServeBenchConfig(training=tiny, batches=(1, 3), budget_s=0.02, min_calls=5, default_calls=20))
+    result = run(ServeBenchConfig(training=tiny, batches=(1, 3), budget_s=0.02, min_calls=5, default_calls=20,
+                                  intra_op_threads=1, inter_op_threads=1))
     for variant in ("plain", "xla", "numpy_stepper"):
         rows = result[variant]["step"]
         assert [r["batch"] for r in rows] == [1, 3]
@@ -26,6 +27,7 @@ def test_serve_bench_times_both_exports_and_the_numpy_stepper():
     for variant in ("plain", "xla"):
         assert result[variant]["serving_default"]["median_ms"] > 0
         assert result[variant]["weights_signature"]["median_ms"] > 0 and result[variant]["numpy_weights"]["median_ms"] > 0
+        assert result[variant]["threads"] == [1, 1]  # the timing process ran with the pools asked for
     # The weights floor reads exactly the matrices a frame multiplies by: not
     # the embedding tables (indexed) nor the held state.
     policy = build_policy("lstm", embed_size=8, hidden_size=16, num_layers=1)
@@ -33,7 +35,7 @@ def test_serve_bench_times_both_exports_and_the_numpy_stepper():
     assert result["plain"]["weight_bytes"] == 4 * sum(int(np.prod(w.shape)) for w in kernels)
     assert not result["judged"]  # targets are for a 2x256 LSTM
     table = format_table(result)
-    assert "| 3 |" in table and "not judged" in table
+    assert "| 3 |" in table and "not judged" in table and "intra-op 1, inter-op 1" in table
 
 
 def test_batches_option():

@@ -91,6 +91,14 @@ def valid_seed(name: str, value) -> None:
     check_seed(value)
 
 
+def valid_seed_or_none(name: str, value) -> None:
+    if value is not None:
+        try:
+            check_seed(value)
+        except ValueError:
+            raise ValueError(f"--{name} must be between 0 and {MAX_SEED}, got {value}") from None
+
+
 def augmentations(name: str, value: str | None) -> tuple[str, ...]:
     """`--augment`'s value (comma-separated names, or "none") as a tuple;
     ValueError naming the option for an unknown name."""
@@ -171,6 +179,10 @@ class DataConfig(_Concern):
     stride: int = option(4, "Frames between consecutive window starts.", positive)
     delay: int = option(0, "Frames of reaction delay: the game state seen is from t-1-delay.", non_negative)
     val_fraction: float = option(0.15, "Fraction of replay files held out for validation.", fraction)
+    split_seed: int | None = option(
+        None, "Seed of the training/validation split (by a hash of each file's name); default: --seed. Fix it to compare "
+        "training seeds on the same validation games.", valid_seed_or_none,
+    )
     max_replays: int | None = option(None, "Use at most this many replay files (quick runs).", positive_or_none)
     max_frames: int | None = option(None, "Load at most this many frames (quick runs).", positive_or_none)
     # Which games and players to learn from (`keras_lstm.data.filters`); from
@@ -224,7 +236,7 @@ class OptimConfig(_Concern):
 @dataclasses.dataclass
 class RunConfig(_Concern):
     output: str = option("runs/latest", "Run folder: model, checkpoints, logs, metrics. Re-using it resumes a killed run.", cli=False)
-    seed: int = option(0, "Seed for the split, initialisation and shuffling.", valid_seed)
+    seed: int = option(0, "Seed for the split (unless --split-seed), initialisation and shuffling.", valid_seed)
     backup_every_steps: int = option(200, "Batches between backups a killed run resumes from (also at every epoch's end).", positive)
     strategy: str = option("default", "Distribution: default, mirrored (local GPUs) or multi-worker (TF_CONFIG; see docs/DATA.md).", one_of(*STRATEGIES))
 
@@ -284,6 +296,12 @@ class TrainConfig:
 
         d = self.data
         return ReplayFilter.from_options(d.min_frames, d.min_slippi_version, d.humans_only, d.stages, d.characters, d.opponents)
+
+    @property
+    def split_seed(self) -> int:
+        """The seed of the split into training and validation files:
+        `data.split_seed`, or by default `run.seed`."""
+        return self.run.seed if self.data.split_seed is None else self.data.split_seed
 
     @property
     def augmentations(self) -> tuple[str, ...]:

@@ -63,6 +63,7 @@ def test_a_run_json_config_of_the_seed_loads():
         ({"mixed_precision": "int8"}, "mixed-precision must be off, bfloat16 or float16"),
         ({"mixed_precision": "float16", "matmul_dtype": "bfloat16"}, "give --mixed-precision or --matmul-dtype bfloat16, not both"),
         ({"seed": -1}, "--seed must be between 0 and"),
+        ({"split_seed": -1}, "--split-seed must be between 0 and"),
         ({"max_frames": 0}, "max-frames must be positive"),
         ({"truncate_bptt": 61}, "truncate-bptt \\(61\\) must not exceed window-size \\(60\\)"),
         ({"carried_state": True, "truncate_bptt": 10}, "--carried-state .* takes no"),

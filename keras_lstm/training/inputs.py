@@ -120,7 +120,7 @@ def load_split(config, on_skip: Callable[[str, str], None] | None = None) -> Pre
     if config.data.max_replays is not None:
         paths = paths[: config.data.max_replays]
     check_fits_in_memory(config.data.replays, paths, config.data.max_frames)
-    train_files, val_files = split_by_game([str(p) for p in paths], config.data.val_fraction, config.run.seed)
+    train_files, val_files = split_by_game([str(p) for p in paths], config.data.val_fraction, config.split_seed)
     cap_train, cap_val = None, config.data.val_max_frames
     if config.data.max_frames is not None:
         cap_val = min(cap_val, max(1, int(config.data.max_frames * config.data.val_fraction)))
@@ -272,7 +272,7 @@ def scan_split(builder, split: str, window_size: int, stride: int, delay: int, f
 
 def prepared_inputs(config, strategy: tf.distribute.Strategy | None = None, **window_options) -> TrainInputs:
     """`TrainInputs` from the dataset `keras-lstm prepare` wrote to
-    `config.data.data_dir` (the config with `config.data.val_fraction` and `config.run.seed`).
+    `config.data.data_dir` (the config with `config.data.val_fraction` and `config.split_seed`).
 
     Training windows stream from disk, `strategy`'s workers each reading their
     own shard; the validation windows (15 % of the games by default) are read
@@ -284,7 +284,7 @@ def prepared_inputs(config, strategy: tf.distribute.Strategy | None = None, **wi
         if getattr(config.data, name) is not None:
             flag = name.replace("_", "-")
             raise ValueError(f"--{flag} applies to --replays; with --data-dir, prepare a smaller folder instead")
-    builder = prepared.load_builder(config.data.data_dir, config.data.val_fraction, config.run.seed)
+    builder = prepared.load_builder(config.data.data_dir, config.data.val_fraction, config.split_seed)
     meta = builder.info.metadata
     root = Path(meta["replays_dir"])
     W, stride, delay = config.data.window_size, config.data.stride, config.data.delay

@@ -193,3 +193,17 @@ def test_validation_is_capped_alike_from_a_folder_and_a_prepared_dataset(prepare
     # the cap keeps the first frames of the split, in order
     n = len(from_replays.val.numeric)
     np.testing.assert_array_equal(from_replays.val.numeric, whole.numeric[:n])
+
+
+def test_split_seed_fixes_the_validation_games_whatever_the_training_seed(prepared):
+    """`--split-seed` decouples the split from `--seed`: runs that differ
+    only in their training seed validate on the same games, from a folder and
+    from a dataset prepared with that split's seed."""
+    folder, data_dir, _ = prepared
+    default = inputs.replay_inputs(TrainConfig.from_flat(replays=str(folder), **TINY))
+    other_seed = inputs.replay_inputs(TrainConfig.from_flat(replays=str(folder), seed=1, **TINY))
+    fixed = inputs.replay_inputs(TrainConfig.from_flat(replays=str(folder), seed=1, split_seed=0, **TINY))
+    assert other_seed.val_files != default.val_files  # the seed moves the split, so fixing it matters
+    assert fixed.val_files == default.val_files and fixed.train_files == default.train_files
+    from_dataset = inputs.prepared_inputs(TrainConfig.from_flat(replays="", data_dir=str(data_dir), seed=1, split_seed=0, **TINY))
+    assert from_dataset.val_files == default.val_files

@@ -7,11 +7,12 @@ only (never this project). Run by `keras_lstm.benchmarks.serve`:
 SPEC: `batches` (games per `step` call), `budget_s` (timed seconds per
 batch, at least `min_calls` calls), `default_calls` (`serving_default`
 calls), `intra_op_threads` and `inter_op_threads` (TensorFlow's thread
-pools; 0: its default). RESULT: per batch the median and p99 ms per call; the same for
-`serving_default`, for a saved signature that only returns its input, and
-for one that only multiplies a row by each of the export's weight matrices
-(and numpy doing the same), the least any batch-1 call of this model does;
-and whether any project module was imported (it must not be).
+pools; 0: its default). RESULT: per batch the median and p99 ms per call;
+the same for `serving_default`, for a saved signature that only returns its
+input, and for one that only multiplies a row by each of the export's
+weight matrices (and numpy doing the same), the least any batch-1 call of
+this model does; the thread pools it ran with; and whether any project
+module was imported (it must not be).
 """
 
 import json

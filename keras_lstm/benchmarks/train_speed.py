@@ -172,7 +172,7 @@ def build_variant(variant: str, cell: str, config: TrainSpeedConfig, dropout: fl
     if variant in ("keras_fit", "keras_fit_f16"):
         saved = keras.config.dtype_policy()
         keras.config.set_dtype_policy(f"mixed_{mixed_precision}" if mixed_precision else "float32")
-        try:  # Keras' own way: every layer built under the policy 
+        try:  # Keras' own way: every layer built under the policy
             policy = _policy(config, cell, None, dropout)
         finally:
             keras.config.set_dtype_policy(saved)

@@ -7,7 +7,7 @@ and the manifest (`prepared`), which import each other in that order only.
 from __future__ import annotations
 
 from keras_lstm.data.filters import FILTERS
-from keras_lstm.data.split import check_seed
+from keras_lstm.config import check_seed  # prepare checks its seed as train does
 
 DATASET_NAME = "slippi_replays"
 TRAIN, VALIDATION = "train", "validation"

@@ -32,6 +32,7 @@ runs TFDS' ordinary writer on it (without TensorFlow:
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 import shlex
 import shutil
@@ -164,30 +165,16 @@ def _build_in_worker(spec: PartSpec, parts_dir: str) -> dict:
     """A Beam worker's task: one part, each file it reads written to the
     progress log the launching process follows."""
     log = Path(parts_dir) / PROGRESS_FOLDER / f"{spec.name}.log"
-
-    def on_file(name: str, reason: str | None) -> None:
-        with open(log, "a", encoding="utf-8", errors="surrogateescape") as out:
-            out.write(f"{_escape(name)}\t{_escape(reason or '')}\n")
-
-    record = build_part(spec, parts_dir, on_file)
+    record = build_part(spec, parts_dir, lambda name, reason: _log_file(log, name, reason))
     atomic.write_json(Path(parts_dir) / PROGRESS_FOLDER / f"{spec.name}.json", record)
     return record
 
 
-def _escape(text: str) -> str:
-    return text.replace("\\", "\\\\").replace("\t", "\\t").replace("\n", "\\n")
-
-
-def _unescape(text: str) -> str:
-    out, i = [], 0
-    while i < len(text):
-        if text[i] == "\\" and i + 1 < len(text):
-            out.append({"t": "\t", "n": "\n"}.get(text[i + 1], text[i + 1]))
-            i += 2
-        else:
-            out.append(text[i])
-            i += 1
-    return "".join(out)
+def _log_file(log: Path, name: str, reason: str | None) -> None:
+    """One line of a worker's progress log: JSON escapes any name (tabs,
+    newlines, bytes that are not UTF-8) into one ASCII line."""
+    with open(log, "a", encoding="ascii") as out:
+        out.write(json.dumps([name, reason]) + "\n")
 
 
 class _ProgressFollower:
@@ -205,10 +192,10 @@ class _ProgressFollower:
                 data = f.read()
             end = data.rfind(b"\n") + 1  # a line still being written waits for the next poll
             self.offsets[log] = self.offsets.get(log, 0) + end
-            for line in data[:end].decode("utf-8", "surrogateescape").splitlines():
-                name, _, reason = line.partition("\t")
+            for line in data[:end].decode("ascii").splitlines():
+                name, reason = json.loads(line)
                 if self.on_file is not None:
-                    self.on_file(_unescape(name), _unescape(reason) or None)
+                    self.on_file(name, reason)
 
 
 def _build_with_beam(specs, parts_dir: Path, workers: int, beam_options: Sequence[str], on_file) -> list[dict]:

@@ -65,7 +65,7 @@ FORMAT = 1
 # a worker's memory; 100,000 replays make ~400 parts.
 PART_FILES = 256
 # Fewer files to parse than this and `prepare` parses them in this process:
-# starting Beam's workers (each loads TensorFlow) costs more than it saves.
+# starting Beam and its worker processes costs more than it saves.
 BEAM_MIN_FILES = 64
 
 def version_path(data_dir: str | os.PathLike, val_fraction: float = DEFAULT_VAL_FRACTION, seed: int = DEFAULT_SEED) -> Path:
@@ -267,8 +267,8 @@ def prepare(
                     atomic.fsync_tree(version)  # whole on disk before it is the dataset
                     dataset_swap.swap_in(version, final)
             else:
-                _build_and_list(plan, final, root, len(listing), options, workers, beam_options, on_file)
-                _remove_unlisted_parts(final, read_manifest(final))
+                listed = _build_and_list(plan, final, root, len(listing), options, workers, beam_options, on_file)
+                _remove_unlisted_parts(final, listed)
         summary = summarize(final, status=status, seconds=time.perf_counter() - start)
         summary.update(files_parsed=plan.files_to_parse, files_added=plan.files_added, files_changed=plan.files_changed,
                        files_removed=plan.files_removed, parts_built=len(plan.specs), workers=workers,
@@ -282,9 +282,9 @@ def _parsed_by(workers: int, beam_options: Sequence[str]) -> str:
     return "in this process" if workers == 1 else f"on {workers} Apache Beam workers"
 
 
-def _build_and_list(plan: Plan, version: Path, root: Path, files: int, options: dict, workers: int, beam_options, on_file) -> None:
+def _build_and_list(plan: Plan, version: Path, root: Path, files: int, options: dict, workers: int, beam_options, on_file) -> dict:
     """Build the plan's new parts into `version/parts`, then write its
-    manifest (the step that makes them the dataset)."""
+    manifest (the step that makes them the dataset) and return it."""
     records = iter(parts.build_parts(plan.specs, version / PARTS, workers, beam_options, on_file))
     listed = [next(records) if isinstance(e, PartSpec) else e for e in plan.entries]
     if not any(r["examples"].get(TRAIN) for r in listed):
@@ -303,6 +303,7 @@ def _build_and_list(plan: Plan, version: Path, root: Path, files: int, options: 
     }
     dataset_swap.pause_for_test("manifest")
     atomic.write_json(version / MANIFEST, manifest, indent=None)
+    return manifest
 
 
 def _remove_unlisted_parts(version: Path, manifest: dict) -> None:

@@ -6,8 +6,6 @@ from __future__ import annotations
 import hashlib
 import os
 
-from keras_lstm.config import check_seed  # noqa: F401 - prepare checks its seed as train does
-
 
 def split_by_game(paths: list[str], val_fraction: float, seed: int) -> tuple[list[str], list[str]]:
     """Deterministic train/validation split of replay files.
@@ -26,7 +24,8 @@ def split_by_game(paths: list[str], val_fraction: float, seed: int) -> tuple[lis
     ranked = sorted(paths, key=lambda path: split_score(path, seed))
     n_val = min(len(paths) - 1, max(1, round(val_fraction * len(paths))))
     val = sorted(ranked[:n_val])
-    return [p for p in paths if p not in set(val)], val
+    held_out = set(val)
+    return [p for p in paths if p not in held_out], val
 
 
 def split_score(path: str, seed: int) -> float:

@@ -227,3 +227,23 @@ def test_beam_options_run_the_parts_on_the_runner_they_name(tmp_path, replays_di
     assert summary["parsed_by"] == f"on Apache Beam ({options})"
     for key in ("examples", "counts", "skipped", "files", "frames_loaded"):
         assert summary[key] == here[key], key
+
+
+def test_progress_logs_carry_any_file_name_back(tmp_path):
+    """A worker's progress line names the file whatever its name holds; the
+    follower reads complete lines only, each once."""
+    odd = ["tab\there.slp", "new\nline.slp", "not-utf8-\udcff.slp", "plain.slp"]
+    log, seen = tmp_path / "part-00000.log", []
+    follower = parts._ProgressFollower(tmp_path, lambda name, reason: seen.append((name, reason)))
+    parts._log_file(log, odd[0], None)
+    parts._log_file(log, odd[1], "unreadable: bad\tfile")
+    with open(log, "a", encoding="ascii") as out:
+        out.write('["half a line')  # still being written
+    follower.poll()
+    assert seen == [(odd[0], None), (odd[1], "unreadable: bad\tfile")]
+    with open(log, "a", encoding="ascii") as out:
+        out.write('.slp", null]\n')
+    parts._log_file(log, odd[2], None)
+    parts._log_file(log, odd[3], None)
+    follower.poll()
+    assert seen[2:] == [("half a line.slp", None), (odd[2], None), (odd[3], None)]

@@ -13,8 +13,9 @@ from keras_lstm.cli.common import one_line_errors, print_json
 def gpu(
     json_output: Annotated[bool, typer.Option("--json", help="Print the result as one JSON object.")] = False,
 ):
-    """On a GPU: training frames/s of stock Keras fit (cuDNN) against ours, full and truncated, float32 and bfloat16
-    matmuls, at batch 64 and 512; the export's step throughput; the device. Without a GPU: says so, exits 0."""
+    """On a GPU: training frames/s of stock Keras fit (cuDNN) against ours, full and truncated, by each recurrent
+    implementation, float32, bfloat16 matmuls and mixed precision, at batch 64 and 512; the export's step throughput;
+    the device. Without a GPU: says so, exits 0."""
     from keras_lstm.benchmarks.gpu import GpuBenchConfig, format_report, run
 
     result = run(GpuBenchConfig(), log=lambda line: typer.echo(line, err=True))

@@ -114,11 +114,13 @@ class TreeSampler:
                 except OSError:
                     continue
                 parents[int(entry)] = (int(fields[1]), (int(fields[11]) + int(fields[12])) / tick)
+        children: dict[int, list[int]] = {}
+        for pid, (ppid, _) in parents.items():
+            children.setdefault(ppid, []).append(pid)
         tree, frontier = {os.getpid()}, [os.getpid()]
         while frontier:
-            parent = frontier.pop()
-            for pid, (ppid, _) in parents.items():
-                if ppid == parent and pid not in tree:
+            for pid in children.get(frontier.pop(), []):
+                if pid not in tree:
                     tree.add(pid)
                     frontier.append(pid)
         pss = rss = 0

@@ -50,10 +50,11 @@ def config_from_options(
 ) -> TrainConfig:
     """The TrainConfig of `keras-lstm train`'s options (names as the config
     fields): `replays` defaults to $KERAS_LSTM_REPLAYS, then ~/Slippi, unless
-    `data_dir` (a prepared dataset) is given; backbone, strategy and
+    `data_dir` (a prepared dataset) is given; backbone, strategy,
     matmul-dtype and mixed-precision names are case-insensitive, matmul-dtype
-    float32 and mixed-precision off being the default (None). Raises ValueError for options that cannot go together;
-    `TrainConfig.validate` checks the rest (`keras_lstm.config`)."""
+    float32 and mixed-precision off being the default (None). Raises
+    ValueError for options that cannot go together; `TrainConfig.validate`
+    checks the rest (`keras_lstm.config`)."""
     if not temporal:
         raise ValueError("--no-temporal is not supported: the policy is recurrent and trains on windows")
     if data_dir is not None and replays is not None:

@@ -81,10 +81,10 @@ def one_of(*choices) -> Check:
     return check
 
 
-def check_seed(seed: int) -> None:
-    """ValueError naming `--seed` unless it is an integer numpy and TensorFlow take."""
+def check_seed(seed: int, option: str = "seed") -> None:
+    """ValueError naming `--<option>` unless `seed` is an integer numpy and TensorFlow take."""
     if isinstance(seed, bool) or not isinstance(seed, numbers.Integral) or not 0 <= seed <= MAX_SEED:
-        raise ValueError(f"--seed must be between 0 and {MAX_SEED}, got {seed}")
+        raise ValueError(f"--{option} must be between 0 and {MAX_SEED}, got {seed}")
 
 
 def valid_seed(name: str, value) -> None:
@@ -93,10 +93,7 @@ def valid_seed(name: str, value) -> None:
 
 def valid_seed_or_none(name: str, value) -> None:
     if value is not None:
-        try:
-            check_seed(value)
-        except ValueError:
-            raise ValueError(f"--{name} must be between 0 and {MAX_SEED}, got {value}") from None
+        check_seed(value, name)
 
 
 def augmentations(name: str, value: str | None) -> tuple[str, ...]:

@@ -56,7 +56,8 @@ def evaluate(
     ] = None,
 ):
     """Evaluate a trained policy, beside both baselines, on any folder of replays: loss, accuracy,
-    accuracy on change frames (where the input changes) and calibration (ECE) per head."""
+    accuracy on change frames (where the input changes), accuracy with a bias toward keeping the
+    previous input, and calibration (ECE) per head."""
     from keras_lstm.data.replays import replays_or_default
     from keras_lstm.evaluation.report import format_summary
     from keras_lstm.training.train import evaluate_folder

@@ -13,6 +13,7 @@ from keras_lstm.evaluation import baselines
 from keras_lstm.evaluation.baselines import BaselineStats
 from keras_lstm.evaluation.calibration import calibration
 from keras_lstm.evaluation.change_frames import change_frame_accuracy
+from keras_lstm.evaluation.keep_bias import KEEP_BIASES, keep_biased_logits
 
 
 def _log_sigmoid(x):
@@ -49,6 +50,15 @@ def predictions(logits: dict) -> dict:
     return {"buttons": logits["buttons"] > 0, **{h: logits[h].argmax(-1) for h in controller.CLASS_HEADS}}
 
 
+def head_accuracy(predicted: dict, targets: dict) -> dict:
+    """Per head, the share of frames predicted right (buttons: the mean over
+    the 8 buttons)."""
+    return {
+        "buttons": float(np.mean(predicted["buttons"] == (np.asarray(targets["buttons"]) > 0.5))),
+        **{h: float(np.mean(predicted[h] == targets[h])) for h in controller.CLASS_HEADS},
+    }
+
+
 def predict_logits(policy, windows: Windows, batch_size: int = 256) -> dict:
     """Logits for every window's last frame, in window order."""
     chunks = {h: [] for h in controller.HEADS}
@@ -69,10 +79,7 @@ def evaluate_policy(policy, windows: Windows, stats: BaselineStats, batch_size: 
     losses = frame_losses(logits, targets)
     predicted = predictions(logits)
     buttons_right = predicted["buttons"] == (targets["buttons"] > 0.5)
-    accuracy = {
-        "buttons": float(np.mean(buttons_right)),
-        **{h: float(np.mean(predicted[h] == targets[h])) for h in controller.CLASS_HEADS},
-    }
+    accuracy = head_accuracy(predicted, targets)
     per_button = {name: float(np.mean(buttons_right[:, i])) for i, name in enumerate(controller.BUTTONS)}
     repeat = baselines.repeat_baseline(stats, targets, previous)
     prior = baselines.prior_baseline(stats, targets)
@@ -103,5 +110,9 @@ def evaluate_policy(policy, windows: Windows, stats: BaselineStats, batch_size: 
         "predicted_change_precision_per_button": changes.button_precisions(),
         "baseline_repeat_change_frame_accuracy": baselines.repeat_change_frame_accuracy(change_frames),
         "baseline_prior_change_frame_accuracy": baselines.prior_change_frame_accuracy(stats, targets, previous),
+        # the accuracy when each head keeps the previous input unless a change is e^bias times as likely
+        "keep_bias_accuracy": {
+            str(bias): head_accuracy(predictions(keep_biased_logits(logits, previous, bias)), targets) for bias in KEEP_BIASES
+        },
         **calibration(probabilities(logits), targets),
     }

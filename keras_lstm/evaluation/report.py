@@ -36,6 +36,13 @@ def _decision_quality_lines(summary: dict) -> list[str]:
         lines.append(f"{'  ...right':{label}}" + "".join(f"{_fmt(precision[h], '.3f'):>10}" for h in controller.HEADS))
         lines.append("(the frames where the policy's prediction differs from the previous input, and how often it is")
         lines.append(" right there; for the buttons, below 0.5 means its changes cost accuracy against repeat-prev)")
+    if "keep_bias_accuracy" in summary:
+        lines.append("accuracy with a bias toward the previous input (nats: a change only where e^bias times as likely as keeping):")
+        biased = [("0 (policy)", summary["per_head_accuracy"]), *summary["keep_bias_accuracy"].items()]
+        for bias, acc in biased:
+            lines.append(f"{'  keep bias ' + bias:{label}}" + "".join(f"{_fmt(acc[h], '.4f'):>10}" for h in controller.HEADS))
+        repeat = summary["baseline_repeat_accuracy"]
+        lines.append(f"{'  keep bias inf (repeat)':{label}}" + "".join(f"{_fmt(repeat[h], '.4f'):>10}" for h in controller.HEADS))
     ece = summary["calibration_ece"]
     lines.append(f"{'calibration error (ECE)':{label}}" + "".join(f"{_fmt(ece[h], '.4f'):>10}" for h in controller.HEADS))
     bins = len(next(iter(summary["calibration_bins"].values()))["count"]) if summary.get("calibration_bins") else "?"

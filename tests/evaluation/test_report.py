@@ -53,6 +53,17 @@ def test_summary_shows_change_frames_and_calibration_per_head():
     assert "15 confidence bins" in text and "by construction" in text
 
 
+def test_summary_shows_the_accuracy_at_each_keep_bias_down_to_repeating():
+    keep_bias = {"0.5": per_head(0.92), "4.0": {**per_head(0.94), "buttons": 0.96}}
+    lines = format_summary({**BASE, **DECISION_QUALITY, "keep_bias_accuracy": keep_bias}).splitlines()
+    row = {line[:26].strip(): line for line in lines if line.startswith("  keep bias")}
+    assert list(row) == ["keep bias 0 (policy)", "keep bias 0.5", "keep bias 4.0", "keep bias inf (repeat)"]
+    assert row["keep bias 0 (policy)"].split()[-6:] == ["0.9000"] * 6
+    assert row["keep bias 4.0"].split()[-6:] == ["0.9600"] + ["0.9400"] * 5
+    assert row["keep bias inf (repeat)"].split()[-6:] == ["0.9500"] * 6
+    assert any(line.startswith("accuracy with a bias toward the previous input") for line in lines)
+
+
 def test_summary_without_the_new_keys_still_formats():
     text = format_summary(BASE)
     assert "change frames" not in text and "calibration" not in text

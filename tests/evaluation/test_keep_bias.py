@@ -3,7 +3,6 @@ repeating the previous input, and in between a change survives only when it
 is e^bias times as likely as keeping."""
 
 import numpy as np
-import pytest
 
 from keras_lstm.data import controller
 from keras_lstm.evaluation import baselines

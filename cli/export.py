@@ -19,9 +19,12 @@ def export(
     xla: Annotated[bool, typer.Option(
         help="Compile the one-frame math of serving_default and step with XLA (faster on CPU: keras-lstm bench serve). "
              "TF Serving then needs --xla_cpu_compilation_enabled=true.")] = False,
+    keep_bias: Annotated[float, typer.Option(
+        help="Keep the previous input unless a change is e^B times as likely (B in nats, >= 0; default 0: plain argmax), "
+             "folded into the heads' weights and recorded in keras_lstm.json. keras-lstm evaluate shows the accuracy at several biases; docs/QUALITY.md.")] = 0.0,
 ):
     """Export a trained policy as a SavedModel for TF Serving: savedmodels/<name>/<version>/."""
     from keras_lstm.serving.export import export_run, format_export_summary
 
-    path = export_run(model, base_dir=base_dir, name=name, version=version, jit_compile=xla)
+    path = export_run(model, base_dir=base_dir, name=name, version=version, jit_compile=xla, keep_bias=keep_bias)
     typer.echo(format_export_summary(path))

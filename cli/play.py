@@ -31,14 +31,20 @@ def play(
         typer.Option(help="With --sample: divide the logits by T > 0 before sampling (1.0, the default: the policy's own distributions; smaller: closer to the most likely value; larger: more random)."),
     ] = None,
     seed: Annotated[Optional[int], typer.Option(help="With --sample: seed of the random draws, so that a run repeats (default 0).")] = None,
+    keep_bias: Annotated[
+        Optional[float],
+        typer.Option(help="Keep the previous input unless a change is e^B times as likely (B in nats, >= 0; default 0: plain argmax or sampling), "
+                          "folded into the heads' weights. Run folders only: a SavedModel keeps the bias it was exported with "
+                          "(keras-lstm export --keep-bias). keras-lstm evaluate shows the accuracy at several biases; docs/QUALITY.md."),
+    ] = None,
 ):
     """Run a policy frame by frame, from a replay (scored against the human, also on the frames where the
     human's input changes) or live in Dolphin; acting on the most likely value of each head, or sampled (--sample)."""
     from keras_lstm.serving import play as play_lib
     from keras_lstm.serving.play import check_play_options
 
-    check_play_options(port, replay, dolphin, iso, max_frames, sample, temperature, seed)  # before the model loads
-    agent = play_lib.load_agent(model, play_lib.make_sampler(sample, temperature, seed))
+    check_play_options(port, replay, dolphin, iso, max_frames, sample, temperature, seed, keep_bias)  # before the model loads
+    agent = play_lib.load_agent(model, play_lib.make_sampler(sample, temperature, seed), keep_bias or 0.0)
     if replay is not None:
         report = play_lib.play_replay(agent, replay, port, max_frames=max_frames)
         if json_output:

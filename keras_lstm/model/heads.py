@@ -59,3 +59,44 @@ def previous_input_numpy(numeric_BxF: np.ndarray) -> np.ndarray:
         offset += controller.STICK_CLASSES
     out[rows, offset + controller.shoulder_to_class(pad[:, N_BUTTONS + 4])] = 1.0
     return out
+
+
+def check_keep_bias(bias: float) -> float:
+    """A keep bias (nats), or ValueError: a finite number >= 0."""
+    if not np.isfinite(bias) or bias < 0:
+        raise ValueError(f"--keep-bias must be a finite number >= 0 (nats), got {bias}")
+    return float(bias)
+
+
+def fold_keep_bias(policy, bias: float) -> None:
+    """Make `policy` (in place) keep its previous input unless a change is
+    e^bias times as likely: each head's logits gain `bias` toward the
+    previous input, as `keras_lstm.evaluation.keep_bias.keep_biased_logits`
+    adds them. The heads see the previous input one-hot, so the bias is a
+    change of their weights, and every form that reads them (the Keras
+    model, `PolicyStepper`, an export) decides with it at no cost per frame.
+    `tests/model/test_heads.py` holds the folded logits equal to the added
+    ones."""
+    bias = check_keep_bias(bias)
+    if policy.previous_input is None:
+        raise ValueError("--keep-bias needs heads that see the previous input; this policy was trained with --no-previous-input-heads")
+    for head, layer in policy.head_layers.items():
+        kernel, layer_bias = np.array(layer.kernel.numpy()), np.array(layer.bias.numpy())
+        first = kernel.shape[0] - PREVIOUS_INPUT_SIZE  # the backbone's columns come first
+        n_out = kernel.shape[1]
+        columns = np.arange(n_out)
+        if head == "buttons":
+            # pressed before: +bias; released before: -bias (the 0/1 column times 2 bias, less bias)
+            kernel[first + columns, columns] += 2 * bias
+            layer_bias -= bias
+        else:
+            kernel[first + _class_offset(head) + columns, columns] += bias
+        layer.kernel.assign(kernel)
+        layer.bias.assign(layer_bias)
+
+
+def _class_offset(head: str) -> int:
+    """Where a class head's one-hot block starts in the previous input."""
+    if head == "shoulder":
+        return N_BUTTONS + len(controller.STICK_HEADS) * controller.STICK_CLASSES
+    return N_BUTTONS + controller.STICK_HEADS.index(head) * controller.STICK_CLASSES

@@ -22,15 +22,18 @@ from pathlib import Path
 
 import numpy as np
 
+from keras_lstm.model.heads import fold_keep_bias
 from keras_lstm.serving.decode import ControllerSampler, decode_controller, logits_from_probabilities
 from keras_lstm.serving.export import METADATA_FILE, load_saved_model
 from keras_lstm.serving.inference import PolicyStepper
 from keras_lstm.training.run_folder import MODEL_FILE, load_run
 
 
-def describe_decoding(sampler: ControllerSampler | None) -> dict:
-    """How an agent chooses its action, for the report."""
-    return {"mode": "argmax"} if sampler is None else sampler.describe()
+def describe_decoding(sampler: ControllerSampler | None, keep_bias: float = 0.0) -> dict:
+    """How an agent chooses its action, for the report (with the keep bias
+    its heads decide with, when there is one)."""
+    described = {"mode": "argmax"} if sampler is None else sampler.describe()
+    return {**described, "keep_bias": keep_bias} if keep_bias else described
 
 
 def make_sampler(sample: bool, temperature: float | None = None, seed: int | None = None) -> ControllerSampler | None:
@@ -47,7 +50,10 @@ class StepperAgent:
 
     kind = "keras run (numpy step)"
 
-    def __init__(self, policy, delay: int = 0, sampler: ControllerSampler | None = None):
+    def __init__(self, policy, delay: int = 0, sampler: ControllerSampler | None = None, keep_bias: float = 0.0):
+        if keep_bias:
+            fold_keep_bias(policy, keep_bias)
+        self.keep_bias = keep_bias
         self.stepper = PolicyStepper(policy)
         self.delay = delay
         self.source = ""
@@ -56,7 +62,7 @@ class StepperAgent:
 
     @property
     def decoding(self) -> dict:
-        return describe_decoding(self.sampler)
+        return describe_decoding(self.sampler, self.keep_bias)
 
     def reset(self) -> None:
         self.stepper.reset()
@@ -93,7 +99,7 @@ class SavedModelAgent:
 
     @property
     def decoding(self) -> dict:
-        return describe_decoding(self.sampler)
+        return describe_decoding(self.sampler, float(self.meta.get("keep_bias", 0.0)))
 
     def reset(self) -> None:
         self._reset()
@@ -147,15 +153,19 @@ def _saved_model_names(folder: Path) -> bool:
         return False
 
 
-def load_agent(model: str | Path, sampler: ControllerSampler | None = None):
+def load_agent(model: str | Path, sampler: ControllerSampler | None = None, keep_bias: float = 0.0):
     """An agent for a run folder (or its `.keras` file), a SavedModel version
     folder, or a SavedModel name folder (its highest version); acting by
-    argmax, or by sampling with `sampler` (see `make_sampler`)."""
+    argmax, or by sampling with `sampler` (see `make_sampler`); a run's
+    heads with `keep_bias` folded in (`keras_lstm.model.heads.fold_keep_bias`;
+    a SavedModel decides with the bias it was exported with)."""
     path = Path(model).expanduser()
     if not path.exists():
         raise FileNotFoundError(f"{path}: no such model (a run folder from keras-lstm train or a SavedModel from keras-lstm export)")
     saved = _saved_model_version(path)
     if saved is not None:
+        if keep_bias:
+            raise ValueError(f"{saved}: a SavedModel keeps the keep bias it was exported with; give --keep-bias to keras-lstm export")
         return SavedModelAgent(saved, sampler)
     if path.is_file() and path.suffix != ".keras":
         raise ValueError(
@@ -163,6 +173,6 @@ def load_agent(model: str | Path, sampler: ControllerSampler | None = None):
             "or a SavedModel folder from keras-lstm export)"
         )
     policy, run_info = load_run(path)
-    agent = StepperAgent(policy, int(run_info.get("config", {}).get("delay", 0)), sampler)
+    agent = StepperAgent(policy, int(run_info.get("config", {}).get("delay", 0)), sampler, keep_bias)
     agent.source = str(path)
     return agent

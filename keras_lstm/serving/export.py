@@ -389,14 +389,21 @@ def export_policy(
 def export_run(
     model: str | os.PathLike, base_dir: str | os.PathLike = DEFAULT_BASE_DIR, name: str | None = None, version: int | None = None,
     jit_compile: bool = False,
+    keep_bias: float = 0.0,
 ) -> Path:
-    """Export a run folder written by `keras-lstm train` (or its `.keras` file)."""
+    """Export a run folder written by `keras-lstm train` (or its `.keras`
+    file), its heads with `keep_bias` folded in
+    (`keras_lstm.model.heads.fold_keep_bias`; recorded in the metadata)."""
+    from keras_lstm.model.heads import check_keep_bias, fold_keep_bias
     from keras_lstm.training.run_folder import load_run
 
     path = Path(model).expanduser()
     if (path / "saved_model.pb").exists() or (path / METADATA_FILE).exists():
         raise ValueError(f"{path}: already a SavedModel (from keras-lstm export); --model takes a run folder from keras-lstm train")
+    check_keep_bias(keep_bias)  # before the model loads
     policy, run_info = load_run(model)
+    if keep_bias:
+        fold_keep_bias(policy, keep_bias)
     run_dir = path.parent if path.suffix == ".keras" else path
     if name is None:
         name = re.sub(r"[^A-Za-z0-9_.-]", "_", run_dir.resolve().name) or "policy"
@@ -406,6 +413,7 @@ def export_run(
         "window_size": cfg.get("window_size"),
         "trained_feature_version": run_info.get("feature_version"),
         "source_run": str(run_dir.resolve()),
+        "keep_bias": keep_bias,
     }
     return export_policy(policy, base_dir, name, version, metadata, jit_compile=jit_compile)
 

@@ -40,6 +40,7 @@ from keras_lstm.data import controller
 from keras_lstm.data.replays import FIRST_PLAYABLE_FRAME, ReplayError, read_game
 from keras_lstm.evaluation.baselines import repeat_change_frame_accuracy
 from keras_lstm.evaluation.change_frames import ChangeFrameCounter
+from keras_lstm.model.heads import check_keep_bias
 from keras_lstm.serving.agents import SavedModelAgent, StepperAgent, load_agent, make_sampler  # noqa: F401 - play's API
 from keras_lstm.serving.decode import check_temperature
 from keras_lstm.serving.inference import frame_loop
@@ -377,8 +378,12 @@ def _percent(rate) -> str:
 
 def _describe_decoding(decoding: dict) -> str:
     if decoding.get("mode") == "sample":
-        return f"sampled from the predicted distributions (temperature {decoding['temperature']:g}, seed {decoding['seed']})"
-    return "the most likely value of each head (argmax)"
+        how = f"sampled from the predicted distributions (temperature {decoding['temperature']:g}, seed {decoding['seed']})"
+    else:
+        how = "the most likely value of each head (argmax)"
+    if decoding.get("keep_bias"):
+        how += f", keep bias {decoding['keep_bias']:g} nats toward the previous input"
+    return how
 
 
 def check_play_options(
@@ -390,11 +395,12 @@ def check_play_options(
     sample: bool = False,
     temperature: float | None = None,
     seed: int | None = None,
+    keep_bias: float | None = None,
 ) -> None:
     """`keras-lstm play`'s options, checked before the model loads: a port of
     1-4, exactly one of a replay file or Dolphin (with an ISO), a positive
     frame limit, a temperature > 0 and the sampling options only with
-    --sample, and a replay path that is a file."""
+    --sample, a keep bias >= 0, and a replay path that is a file."""
     if port not in (1, 2, 3, 4):
         raise ValueError(f"--port must be 1, 2, 3 or 4, got {port}")
     if (replay is None) == (dolphin is None):
@@ -405,6 +411,8 @@ def check_play_options(
         raise ValueError(f"--max-frames must be a positive integer, got {max_frames}")
     if temperature is not None:
         check_temperature(temperature)
+    if keep_bias is not None:
+        check_keep_bias(keep_bias)
     if not sample and (temperature is not None or seed is not None):
         raise ValueError("--temperature and --seed apply to sampled actions: add --sample")
     if replay is not None:

@@ -73,3 +73,33 @@ def test_heads_that_see_the_previous_input_round_trip(tmp_path):
     x = {"numeric": numeric.reshape(2, 3, -1), "categorical": np.zeros((2, 3, features.CATEGORICAL_SIZE), np.int32)}
     for head, value in policy.predict_on_batch(x).items():
         np.testing.assert_allclose(loaded.predict_on_batch(x)[head], value, rtol=1e-6)
+
+
+def _last_frame_logits(policy, numeric):
+    x = {"numeric": numeric.reshape(len(numeric), 1, -1), "categorical": np.zeros((len(numeric), 1, features.CATEGORICAL_SIZE), np.int32)}
+    return {h: np.asarray(v) for h, v in policy.predict_on_batch(x).items()}
+
+
+def test_a_folded_keep_bias_adds_the_bias_toward_the_previous_input():
+    import keras
+    import pytest
+
+    from keras_lstm.evaluation.keep_bias import keep_biased_logits
+    from keras_lstm.model.heads import fold_keep_bias
+    from keras_lstm.model.policy import build_policy
+
+    keras.utils.set_random_seed(1)
+    policy = build_policy("lstm", 8, 8, 1)
+    numeric, previous = _numeric_with_pad(300, seed=3)
+    before = _last_frame_logits(policy, numeric)
+    fold_keep_bias(policy, 1.5)
+    after = _last_frame_logits(policy, numeric)
+    expected = keep_biased_logits(before, previous, 1.5)
+    for head in controller.HEADS:
+        # float32 sums of ~90 terms of size ~1: a few ulps of the largest
+        np.testing.assert_allclose(after[head], expected[head], rtol=0, atol=1e-5, err_msg=head)
+        assert np.abs(after[head] - before[head]).max() > 1.0, head  # the bias did land on every head
+    with pytest.raises(ValueError, match="finite number >= 0"):
+        fold_keep_bias(policy, -1.0)
+    with pytest.raises(ValueError, match="no-previous-input-heads"):
+        fold_keep_bias(build_policy("lstm", 8, 8, 1, previous_input_heads=False), 1.0)

@@ -222,3 +222,37 @@ def test_cli_play_sampling_options(tmp_path):
         result = runner.invoke(app, [*base, *args])
         assert result.exit_code == 2, (args, result.output)
         assert len(result.output.strip().splitlines()) == 1 and result.output.startswith(message), (args, result.output)
+
+
+def test_a_large_keep_bias_plays_as_repeating_and_exports_the_same(tmp_path):
+    """A keep bias far beyond the logits makes the policy press what the human
+    pressed the frame before, so it matches the human exactly as often as
+    repeating does; exported with the bias, the SavedModel presses the same."""
+    from keras_lstm.cli.main import app
+
+    make_run(tmp_path / "run")
+    saved = export.export_run(tmp_path / "run", base_dir=tmp_path / "sm", name="bot", keep_bias=50.0)
+    assert export.read_metadata(saved)["keep_bias"] == 50.0
+    pads = {}
+    for name, agent in (("run", play.load_agent(tmp_path / "run", keep_bias=50.0)), ("saved", play.load_agent(saved))):
+        pads[name] = []
+        report = play.play_replay(agent, REPLAY, port=1, max_frames=200, on_frame=lambda f, pad, ms: pads[name].append(pad))
+        assert report.decoding == {"mode": "argmax", "keep_bias": 50.0}
+        assert report.match == report.repeat_previous_match, name
+        assert report.policy_changes == {h: 0 for h in report.policy_changes}
+    assert "keep bias 50 nats toward the previous input" in play.format_report(report)
+    for run_pad, saved_pad in zip(pads["run"], pads["saved"]):
+        for head in controller.HEADS:
+            np.testing.assert_array_equal(np.asarray(saved_pad[head]).reshape(-1), np.asarray(run_pad[head]).reshape(-1), err_msg=head)
+    # without the bias the untrained policy changes its input
+    plain = play.play_replay(play.load_agent(tmp_path / "run"), REPLAY, port=1, max_frames=200)
+    assert plain.match != plain.repeat_previous_match
+    runner = CliRunner()
+    base = ["play", "--replay", str(REPLAY), "--port", "1"]
+    for model, args, message in [
+        (tmp_path / "run", ["--keep-bias", "-1"], "error: --keep-bias must be a finite number >= 0 (nats), got -1.0"),
+        (saved, ["--keep-bias", "1"], f"error: {saved}: a SavedModel keeps the keep bias it was exported with"),
+    ]:
+        result = runner.invoke(app, [*base, "--model", str(model), *args])
+        assert result.exit_code == 2, (args, result.output)
+        assert len(result.output.strip().splitlines()) == 1 and result.output.startswith(message), (args, result.output)

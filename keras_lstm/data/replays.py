@@ -157,8 +157,42 @@ def read_game(path: str | os.PathLike):
     except (KeyboardInterrupt, SystemExit, MemoryError):
         raise
     except BaseException as err:  # noqa: BLE001 - see docstring
-        kind = type(err).__name__
-        raise ReplayError(path, f"unreadable replay ({kind}: {_one_line(err)})") from None
+        raise ReplayError(path, parser_failure_reason(path, err)) from None
+
+
+# A .slp file is UBJSON: an object whose first key is "raw", an array of bytes
+# whose 4-byte big-endian length follows; Dolphin writes that length when the
+# game ends, so an unfinished recording has 0 there.
+SLP_HEADER = b"{U\x03raw[$U#l"
+_LENGTH_END = len(SLP_HEADER) + 4
+
+
+def parser_failure_reason(path: str | os.PathLike, err: BaseException) -> str:
+    """Why the parser failed on `path`, in words a user can act on, with the
+    parser's own message (shortened) after them."""
+    detail = f"{type(err).__name__}: {_one_line(err, 120)}"
+    try:
+        with open(path, "rb") as f:
+            head = f.read(_LENGTH_END)
+    except OSError:
+        head = None
+    if head is not None and (head == b"" or not head.startswith(SLP_HEADER[: len(head)])):
+        return "unreadable replay: not a Slippi replay (the file does not start as a .slp file does)"
+    if head is not None and len(head) == _LENGTH_END:
+        length = int.from_bytes(head[len(SLP_HEADER) :], "big")
+        if length == 0:
+            return (
+                "unreadable replay: an unfinished recording (the replay's length was never written: Dolphin was still "
+                f"recording it, or stopped before the game ended) ({detail})"
+            )
+        held = os.path.getsize(path) - _LENGTH_END
+        if held < length:
+            return f"unreadable replay: the file is cut short (it holds {held:,} of the replay's {length:,} bytes) ({detail})"
+    if "game end method" in str(err):
+        return f"unreadable replay: a game mode the parser does not read ({detail})"
+    if type(err).__name__ == "PanicException" or "invalid data" in str(err):
+        return f"unreadable replay: damaged replay data ({detail})"
+    return f"unreadable replay ({detail})"
 
 
 @contextlib.contextmanager

@@ -1,5 +1,7 @@
 """Reading replays: rollback, ports, which players count, bad files."""
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -69,6 +71,35 @@ def test_every_bad_file_is_skipped_with_a_one_line_reason(capfd):
         assert path.endswith(".slp") and reason and "\n" not in reason
     # the Rust panic in the parser must not spill a backtrace on stderr
     assert "stack backtrace" not in capfd.readouterr().err
+
+
+def test_the_reasons_say_what_is_wrong_in_words(tmp_path):
+    reasons = {}
+    load_trajectories(find_replays(BAD), on_skip=lambda p, r: reasons.setdefault(Path(p).name, r))
+    assert reasons["libmelee_corrupt_game_1.slp"] == "unreadable replay: not a Slippi replay (the file does not start as a .slp file does)"  # text
+    assert reasons["libmelee_corrupt_game_2.slp"] == reasons["libmelee_corrupt_game_1.slp"]  # a PNG
+    for name in ("slippi-js_incomplete.slp", "py-slippi_severed_metadata.slp"):
+        assert reasons[name].startswith("unreadable replay: an unfinished recording (the replay's length was never written"), name
+    for name in ("slippi-js_Event.slp", "slippi-js_Home-Run-Contest.slp"):
+        assert reasons[name].startswith("unreadable replay: a game mode the parser does not read (OSError: "), name
+    assert reasons["slippi-js_10-Man.slp"].startswith("unreadable replay: damaged replay data (PanicException: ")
+    # a finished replay cut short: its length field says how much is missing
+    data = (GAMES / "peppi_game.slp").read_bytes()
+    length = int.from_bytes(data[11:15], "big")
+    cut = tmp_path / "cut.slp"
+    cut.write_bytes(data[:100_000])
+    with pytest.raises(ReplayError, match=rf"the file is cut short \(it holds 99,985 of the replay's {length:,} bytes\) \(OSError: "):
+        read_game(cut)
+    # part of its event stream zeroed: events that do not exist
+    damaged = tmp_path / "damaged.slp"
+    damaged.write_bytes(data[:5000] + bytes(2000) + data[7000:])
+    with pytest.raises(ReplayError, match=r"unreadable replay: damaged replay data \("):
+        read_game(damaged)
+    # the same replay with its length field zeroed, as Dolphin leaves a recording it has not finished
+    unfinished = tmp_path / "unfinished.slp"
+    unfinished.write_bytes(data[:11] + bytes(4) + data[15 : len(data) // 2])
+    with pytest.raises(ReplayError, match="an unfinished recording"):
+        read_game(unfinished)
 
 
 def test_one_bad_file_loses_nothing_else(tmp_path):

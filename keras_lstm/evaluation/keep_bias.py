@@ -13,9 +13,11 @@ policy never changes, the accuracy is repeating's exactly.
 
 The bias b is in nats: a button changes only when P(change) > e^b P(keep);
 a class head moves off the previous class only to a class e^b times as
-likely. `evaluate` reports the accuracy at `KEEP_BIASES` (`keep_bias_accuracy`).
-It is a diagnosis, measured on the games evaluated: `play` and the exports
-decide by the plain argmax.
+likely. `evaluate` reports the accuracy at `KEEP_BIASES` (`keep_bias_accuracy`),
+on the games it evaluates. `play --keep-bias` and `export --keep-bias` act
+with a bias, folded into the heads' weights
+(`keras_lstm.model.heads.fold_keep_bias`, held equal to this function by
+`tests/model/test_heads.py`); by default they decide without one.
 """
 
 from __future__ import annotations

@@ -46,7 +46,9 @@ def make_sampler(sample: bool, temperature: float | None = None, seed: int | Non
 
 class StepperAgent:
     """A trained policy stepped in numpy (`keras_lstm.serving.inference.PolicyStepper`),
-    acting by argmax or, given a `sampler`, by sampling from its head logits."""
+    acting by argmax or, given a `sampler`, by sampling from its head logits.
+    A `keep_bias` is folded into `policy`'s head weights in place
+    (`keras_lstm.model.heads.fold_keep_bias`): pass a policy of its own."""
 
     kind = "keras run (numpy step)"
 

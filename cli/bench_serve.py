@@ -41,6 +41,8 @@ def serve(
     from keras_lstm.model.backbone import check_positive
 
     check_positive(seconds=seconds)
+    if seconds > 3600:  # per batch and variant: a larger budget never ends in practice
+        raise ValueError(f"--seconds must be at most 3600 (per batch and variant), got {seconds:g}")
     if intra_op_threads < 0 or inter_op_threads < 0:
         raise ValueError(f"--intra-op-threads and --inter-op-threads must be 0 (TensorFlow's default) or more, got {intra_op_threads}, {inter_op_threads}")
     options["backbone"] = options["backbone"].lower()

@@ -3,7 +3,6 @@ Keras `fit` against our training path, full and truncated BPTT."""
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -11,6 +10,7 @@ import typer
 
 from keras_lstm.cli.common import one_line_errors, print_json
 from keras_lstm.cli.options import config_options
+from keras_lstm.files import atomic
 
 
 @one_line_errors
@@ -36,7 +36,7 @@ def train_speed(
     results = run_train_speed(config, log=lambda line: typer.echo(line, err=True))
     if save is not None:
         save.parent.mkdir(parents=True, exist_ok=True)
-        save.write_text(json.dumps(results, indent=1))
+        atomic.write_json(save, results)  # whole or not at all
     if json_output:
         print_json(results)
     else:

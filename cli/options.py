@@ -6,9 +6,14 @@ from __future__ import annotations
 import dataclasses
 import functools
 import inspect
+import math
+import types
+import typing
+from pathlib import Path, PurePath
 from typing import Annotated, Callable, Iterable
 
 import typer
+from typer.models import OptionInfo
 
 from keras_lstm.config import CONCERNS, cli_fields
 
@@ -61,3 +66,68 @@ def field_help(name: str) -> str:
             if field.name == name:
                 return field.metadata["help"]
     raise KeyError(name)
+
+
+# --- what every option of every command is checked for ---------------------------
+# (`keras_lstm.cli.common.one_line_errors` applies `guard_options` to each command)
+
+MIN_INT64, MAX_INT64 = -(2**63), 2**63 - 1  # the widest integer the code below holds (numpy, TensorFlow)
+
+
+class EmptyPath:
+    """What a path option given as "" (or only spaces) parses to: typer would
+    make it Path("."), the current folder, and a command would write there."""
+
+    def __init__(self, text: str):
+        self.text = text
+
+
+def _parse_path(value):
+    if isinstance(value, (PurePath, EmptyPath)):  # a default, or parsed already
+        return value
+    return Path(value) if str(value).strip() else EmptyPath(str(value))
+
+
+def _value_type(annotation):
+    """`Annotated[Optional[Path], ...]` -> Path (the type an option's value has)."""
+    kind = typing.get_args(annotation)[0] if typing.get_origin(annotation) is Annotated else annotation
+    if typing.get_origin(kind) in (typing.Union, types.UnionType):
+        kinds = [k for k in typing.get_args(kind) if k is not type(None)]
+        kind = kinds[0] if len(kinds) == 1 else kind
+    return kind
+
+
+def guard_options(command: Callable) -> tuple[inspect.Signature, Callable[[dict], None]]:
+    """`command`'s signature, its path options fitted with a parser that
+    keeps an empty path apart from "." (typer reads the options from it: give
+    it to the function typer sees as `__signature__`), and the check of the
+    options' values that every command runs first: a ValueError naming the
+    option for an empty path, a whole number outside 64 bits or a number that
+    is not finite. (Each option's own check bounds it further, by what its
+    use can hold.)"""
+    # Evaluated once: each evaluation of a string annotation makes new OptionInfos.
+    signature = inspect.signature(command, eval_str=True)
+    names = {}
+    for param in signature.parameters.values():
+        info = next((m for m in getattr(param.annotation, "__metadata__", ()) if isinstance(m, OptionInfo)), None)
+        if info is None:
+            continue
+        declared = [d for d in (info.default, *info.param_decls) if isinstance(d, str) and d.startswith("--")]
+        names[param.name] = declared[0] if declared else "--" + param.name.replace("_", "-")
+        if _value_type(param.annotation) is Path and info.parser is None:
+            info.parser = _parse_path
+            info.metavar = info.metavar or "<path>"  # as typer shows a Path option
+
+    def check(values: dict) -> None:
+        for name, value in values.items():
+            option = names.get(name, "--" + name.replace("_", "-"))
+            if isinstance(value, EmptyPath):
+                raise ValueError(f"{option} is empty: give a path (\".\" for the current folder)")
+            if isinstance(value, bool):
+                continue
+            if isinstance(value, int) and not MIN_INT64 <= value <= MAX_INT64:
+                raise ValueError(f"{option} must fit in 64 bits ({MIN_INT64:,} to {MAX_INT64:,}), got {value}")
+            if isinstance(value, float) and not math.isfinite(value):
+                raise ValueError(f"{option} must be a finite number, got {value}")
+
+    return signature, check

@@ -9,7 +9,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from keras_lstm.cli.common import one_line_errors, print_json, print_skip
+from keras_lstm.cli.common import one_line_errors, print_json, print_skip, print_warning
 from keras_lstm.cli.options import config_options
 from keras_lstm.data.prepared import BEAM_MIN_FILES
 
@@ -24,11 +24,11 @@ def prepare(
     replays: Annotated[Optional[Path], typer.Option(help="Folder of .slp replays (searched recursively). Default: $KERAS_LSTM_REPLAYS, then ~/Slippi.")] = None,
     data_dir: Annotated[Path, typer.Option(help="TFDS data folder to write `slippi_replays` into (then `keras-lstm train --data-dir` it).")] = Path("~/tensorflow_datasets"),
     workers: Annotated[Optional[int], typer.Option(
-        help="Processes that parse replays, on Apache Beam's local runner (needs keras-lstm[beam]). "
-             f"Default: every core when Beam is installed and there are at least {BEAM_MIN_FILES} files to parse, else 1.")] = None,
+        help="Processes that parse replays, on Apache Beam's local runner (needs keras-lstm[beam]); never more than the parts "
+             f"to build. Default: every core when Beam is installed and there are at least {BEAM_MIN_FILES} files to parse, else 1.")] = None,
     beam_options: Annotated[Optional[str], typer.Option(
         help="Apache Beam pipeline options, e.g. \"--runner=FlinkRunner --flink_master=host:8081\": run the parts on that "
-             "runner instead (its workers must see --replays and --data-dir at the same paths).")] = None,
+             "runner instead (its workers must see --replays and --data-dir at the same paths). An option Beam does not know is refused.")] = None,
     progress: Annotated[bool, typer.Option(help="Show a progress bar.")] = True,
     json_output: Annotated[bool, typer.Option("--json", help="Print the summary as one JSON object.")] = False,
 ):
@@ -36,7 +36,9 @@ def prepare(
 
     Unusable files are skipped and named. Preparing again parses only what changed: added
     files go into new parts, a changed or removed file's part is made again, an unchanged
-    folder is a no-op; the dataset stays usable throughout. One prepare at a time per data dir.
+    folder is a no-op; a listed part found missing or cut short is made again, said. The
+    dataset stays usable throughout: a training reading it keeps the parts it started with.
+    One prepare at a time per data dir.
     """
     import tensorflow_datasets as tfds
     from rich.console import Console
@@ -77,10 +79,17 @@ def prepare(
         if task is not None:
             bar.advance(task)
 
+    def on_repair(line: str) -> None:  # found before parsing starts: the bar is not yet on
+        print_warning(display_name(line))
+
+    try:
+        beam_flags = shlex.split(beam_options or "")
+    except ValueError as err:  # "No closing quotation"
+        raise ValueError(f"--beam-options: {err}") from None
     try:
         summary = prepare_dataset(
             folder, data_dir.expanduser(), options["val_fraction"], options["seed"], on_file=on_file, on_start=on_start,
-            replay_filter=replay_filter, workers=workers, beam_options=shlex.split(beam_options or ""),
+            replay_filter=replay_filter, workers=workers, beam_options=beam_flags, on_repair=on_repair,
         )
     finally:
         bar.stop()
@@ -88,3 +97,8 @@ def prepare(
         print_json(summary)
         return
     typer.echo(format_prepare_summary(summary, folder))
+    if summary["parts_repaired"]:
+        typer.echo(f"repaired: {summary['parts_repaired']} damaged parts made again")
+    if summary["parts_held_by_readers"]:
+        typer.echo(f"kept for now: {len(summary['parts_held_by_readers'])} replaced parts still read by a running "
+                   "process (the next prepare removes them)")

@@ -35,6 +35,11 @@ LR_SCHEDULES = ("constant", "cosine")
 AUGMENTATIONS = ("mirror", "swap-buttons")  # keras_lstm.data.augment
 DEFAULT_AUGMENT = "mirror,swap-buttons"
 DEFAULT_VAL_MAX_FRAMES = 200_000  # ~55 minutes of play: ~50 MB of validation arrays
+# What the numbers the options give are held in, so bounded by:
+MAX_DIMENSION = 2**31 - 1  # a tensor's dimensions (sizes, batches, windows) and a replay's frame numbers: int32
+MAX_COUNT = 2**63 - 1  # counts of frames, replays, steps and epochs: int64 (numpy, Keras' step counter)
+FLOAT32_MAX = 3.4028234663852886e38  # numpy.finfo(numpy.float32).max
+FLOAT32_TINY = 1.1754943508222875e-38  # its smallest normal number
 
 Check = Callable[[str, Any], None]
 
@@ -53,9 +58,12 @@ def option_name(field_name: str) -> str:
 # --- checks (each raises ValueError naming the option) -------------------------
 
 
-def positive(name: str, value) -> None:
+def positive(name: str, value, limit: int = MAX_COUNT) -> None:
+    """A number > 0 (finite); a whole number at most `limit` (a count: int64)."""
     if value is None or isinstance(value, bool) or not value > 0 or (isinstance(value, float) and not math.isfinite(value)):
         raise ValueError(f"{name} must be a finite positive number, got {value}" if isinstance(value, float) else f"{name} must be positive, got {value}")
+    if isinstance(value, numbers.Integral) and value > limit:
+        raise ValueError(f"{name} must be at most {limit:,}{' (a tensor dimension)' if limit == MAX_DIMENSION else ''}, got {value:,}")
 
 
 def positive_or_none(name: str, value) -> None:
@@ -63,9 +71,31 @@ def positive_or_none(name: str, value) -> None:
         positive(name, value)
 
 
+def dimension(name: str, value) -> None:
+    """A size or a number of frames of a game: positive, at most int32's largest."""
+    positive(name, value, MAX_DIMENSION)
+
+
+def dimension_or_none(name: str, value) -> None:
+    if value is not None:
+        dimension(name, value)
+
+
 def non_negative(name: str, value) -> None:
+    """Frames of a game (a delay, a minimum length): >= 0, at most int32's largest."""
     if value < 0:
         raise ValueError(f"{name} must be >= 0, got {value}")
+    if value > MAX_DIMENSION:
+        raise ValueError(f"{name} must be at most {MAX_DIMENSION:,} (frames of a game), got {value:,}")
+
+
+def float32_positive(name: str, value) -> None:
+    """A number > 0 that float32 holds (TensorFlow computes with it in float32):
+    at least its smallest normal number, under which it would round to 0, and
+    at most its largest, over which it would be inf."""
+    positive(name, value)
+    if not FLOAT32_TINY <= value <= FLOAT32_MAX:
+        raise ValueError(f"{name} must be between {FLOAT32_TINY:.3g} and {FLOAT32_MAX:.3g} (float32), got {value}")
 
 
 def fraction(name: str, value) -> None:
@@ -134,9 +164,9 @@ class _Concern:
 @dataclasses.dataclass
 class ModelConfig(_Concern):
     backbone: str = option("lstm", "Recurrent backbone: lstm or gru.", one_of(*CELL_TYPES))
-    embed_size: int = option(128, "Width of each encoded frame fed to the backbone.", positive)
-    hidden_size: int = option(256, "Units per recurrent layer.", positive)
-    num_layers: int = option(2, "Stacked recurrent layers.", positive)
+    embed_size: int = option(128, "Width of each encoded frame fed to the backbone.", dimension)
+    hidden_size: int = option(256, "Units per recurrent layer.", dimension)
+    num_layers: int = option(2, "Stacked recurrent layers.", dimension)
     dropout: float = option(0.1, "Dropout after each recurrent layer.", fraction)
     # None is float32; "bfloat16": faster recurrent matmuls on CPUs with AVX512_BF16.
     matmul_dtype: str | None = option(
@@ -172,8 +202,8 @@ class ModelConfig(_Concern):
 class DataConfig(_Concern):
     replays: str = option("", "Folder of .slp replays (searched recursively).", cli=False)
     data_dir: str | None = option(None, "A dataset made by `keras-lstm prepare`, instead of replays.", cli=False)
-    window_size: int = option(60, "Frames per training window.", positive)
-    stride: int = option(4, "Frames between consecutive window starts.", positive)
+    window_size: int = option(60, "Frames per training window.", dimension)
+    stride: int = option(4, "Frames between consecutive window starts.", dimension)
     delay: int = option(0, "Frames of reaction delay: the game state seen is from t-1-delay.", non_negative)
     val_fraction: float = option(0.15, "Fraction of replay files held out for validation.", fraction)
     split_seed: int | None = option(
@@ -209,16 +239,16 @@ class OptimConfig(_Concern):
     steps_per_epoch: int | None = option(
         None, "Batches per epoch (default: one pass over the training windows); for large data, epochs of a chosen length.", positive_or_none
     )
-    batch_size: int = option(64, "Windows per batch.", positive)
-    learning_rate: float = option(1e-3, "Adam learning rate (the peak, with a schedule).", positive)
+    batch_size: int = option(64, "Windows per batch.", dimension)
+    learning_rate: float = option(1e-3, "Adam learning rate (the peak, with a schedule).", float32_positive)
     lr_schedule: str = option(
         "constant", "Learning rate over the run: constant, or cosine (decays to 0 by the last step).", one_of(*LR_SCHEDULES)
     )
-    truncate_bptt: int | None = option(None, "Backpropagate through the last K frames only (default: the whole window).", positive_or_none)
+    truncate_bptt: int | None = option(None, "Backpropagate through the last K frames only (default: the whole window).", dimension_or_none)
     loss_frames: int | None = option(
         None,
         "The loss on the last N frames of each window, the frames before being burn-in (1: the last frame only, the seed's; default: the last 3/4 of the window).",
-        positive_or_none,
+        dimension_or_none,
     )
     # Carried-state training (`keras_lstm.training.carried_training`): each of
     # `carried_streams` rows walks through whole games, `window_size` frames a
@@ -226,8 +256,8 @@ class OptimConfig(_Concern):
     carried_state: bool = option(
         False, "Train as deployed: rows walk through whole games --window-size frames a step, the state carried, the loss on every frame."
     )
-    carried_streams: int = option(32, "With --carried-state: game rows per batch.", positive)
-    carried_piece_frames: int = option(DEFAULT_PIECE_FRAMES, "Frames per piece a carried-state game is cut into.", positive, cli=False)
+    carried_streams: int = option(32, "With --carried-state: game rows per batch.", dimension)
+    carried_piece_frames: int = option(DEFAULT_PIECE_FRAMES, "Frames per piece a carried-state game is cut into.", dimension, cli=False)
 
 
 @dataclasses.dataclass
@@ -275,6 +305,19 @@ class TrainConfig:
             raise ValueError("the filters (--min-frames, --stages, --characters, ...) apply when reading replays: pass them to `keras-lstm prepare`")
         if run.strategy == "multi-worker" and not data.data_dir:
             raise ValueError("--strategy multi-worker needs --data-dir: each worker streams its own shard of a prepared dataset")
+        if data.val_max_frames < self.window_frames:  # else no validation window, whatever the games
+            raise ValueError(
+                f"val-max-frames ({data.val_max_frames}) must hold one window: at least {self.window_frames} frames "
+                f"with --window-size {data.window_size} and --delay {data.delay}"
+            )
+
+    @property
+    def window_frames(self) -> int:
+        """The frames a game needs to give one window: the `1 + delay` first
+        ones give no row (`keras_lstm.data.features.align`), then a window of
+        at least 2 rows (the repeat baseline reads the row before the last;
+        `keras_lstm.data.windows.make_windows`)."""
+        return 1 + self.data.delay + max(self.data.window_size, 2)
 
     @property
     def loss_frames(self) -> int:

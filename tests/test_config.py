@@ -65,6 +65,15 @@ def test_a_run_json_config_of_the_seed_loads():
         ({"seed": -1}, "--seed must be between 0 and"),
         ({"split_seed": -1}, "--split-seed must be between 0 and"),
         ({"max_frames": 0}, "max-frames must be positive"),
+        # bounded by what their use holds: float32, int32 dimensions and frames, int64 counts
+        ({"learning_rate": 1e39}, "learning-rate must be between 1.18e-38 and 3.4e\\+38 \\(float32\\), got 1e\\+39"),
+        ({"learning_rate": 1e-39}, "learning-rate must be between"),
+        ({"window_size": 2**31}, "window-size must be at most 2,147,483,647 \\(a tensor dimension\\)"),
+        ({"batch_size": 2**31}, "batch-size must be at most 2,147,483,647"),
+        ({"min_frames": 2**31}, "min-frames must be at most 2,147,483,647 \\(frames of a game\\)"),
+        ({"max_frames": 2**63}, "max-frames must be at most 9,223,372,036,854,775,807, got"),
+        ({"epochs": 2**63}, "epochs must be at most 9,223,372,036,854,775,807"),
+        ({"val_max_frames": 60}, "val-max-frames \\(60\\) must hold one window: at least 61 frames with --window-size 60 and --delay 0"),
         ({"truncate_bptt": 61}, "truncate-bptt \\(61\\) must not exceed window-size \\(60\\)"),
         ({"carried_state": True, "truncate_bptt": 10}, "--carried-state .* takes no"),
         ({"strategy": "multi-worker"}, "multi-worker needs --data-dir"),
@@ -122,3 +131,20 @@ def test_the_command_without_tensorflow_says_which_extra_to_install_in_one_line(
     assert done.returncode == 2
     assert done.stderr.strip() == ("error: keras-lstm needs TensorFlow, which comes with an extra: pip install 'keras-lstm[cpu]' "
                                    "(or 'keras-lstm[gpu]' for the CUDA build; never both)")
+
+
+def test_the_memory_training_takes_is_checked_before_anything_is_built(monkeypatch):
+    from keras_lstm.model.backbone import check_training_fits_memory, recurrent_param_count, training_memory_bytes
+    from keras_lstm.training import inputs
+
+    monkeypatch.setattr(inputs, "available_memory_bytes", lambda: 8e9)
+    check_training_fits_memory(TrainConfig.from_flat(replays="/r"))  # the defaults: a few MB
+    big = TrainConfig.from_flat(replays="/r", hidden_size=100_000)
+    params = recurrent_param_count("lstm", 128, 100_000) + recurrent_param_count("lstm", 100_000, 100_000)
+    assert training_memory_bytes(big) >= 16 * params  # weights, gradients and Adam's two slots, in float32
+    with pytest.raises(ValueError, match=r"the model does not fit in memory: --hidden-size 100000, .* need at least 1,9\d\d.\d GB to train \(8.0 GB available\)"):
+        check_training_fits_memory(big)
+    with pytest.raises(ValueError, match="--carried-streams 100000 and --window-size 6000 need"):  # activations alone
+        check_training_fits_memory(TrainConfig.from_flat(replays="/r", carried_state=True, carried_streams=100_000, window_size=6000))
+    monkeypatch.setattr(inputs, "available_memory_bytes", lambda: None)  # unknown: not refused for it
+    check_training_fits_memory(big)

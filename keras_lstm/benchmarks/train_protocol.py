@@ -37,6 +37,7 @@ from keras_lstm.benchmarks.measure import load_average, machine_info
 from keras_lstm.benchmarks.protocol import Protocol, carried_decision
 from keras_lstm.benchmarks.report import format_markdown, write_plots
 from keras_lstm.data.replays import find_replays
+from keras_lstm.files import atomic
 
 RESULTS_FILE = "results.json"
 REPORT_FILE = "report.md"
@@ -121,7 +122,7 @@ def run_protocol(protocol: Protocol, out_dir: str | Path, log: Callable[[str], N
                 f"step {result['step_ms_median']:.1f} ms, peak {result['peak_rss_fit_mb']:.0f} MB{gap}"
             )
         results["runs"].append(result)
-        (out / RESULTS_FILE).write_text(json.dumps(results, indent=1, default=str))
+        atomic.write_text(out / RESULTS_FILE, json.dumps(results, indent=1, default=str))
 
     for spec in protocol.runs():
         run(spec)
@@ -134,6 +135,6 @@ def run_protocol(protocol: Protocol, out_dir: str | Path, log: Callable[[str], N
     results["total_seconds"] = time.perf_counter() - start
     results["machine"]["load_average_end"] = load_average()
     results["plots"] = write_plots(results, out)
-    (out / RESULTS_FILE).write_text(json.dumps(results, indent=1, default=str))
-    (out / REPORT_FILE).write_text(format_markdown(results))
+    atomic.write_text(out / RESULTS_FILE, json.dumps(results, indent=1, default=str))  # whole or not at all
+    atomic.write_text(out / REPORT_FILE, format_markdown(results))
     return results

@@ -21,7 +21,7 @@ import dataclasses
 import re
 
 from keras_lstm.data import features
-from keras_lstm.data.melee_ids import CHARACTER_ALIASES, EXTERNAL_CHARACTER_IDS, STAGE_IDS
+from keras_lstm.data.melee_ids import CHARACTER_ALIASES, CHARACTER_ID_RANGE, EXTERNAL_CHARACTER_IDS, STAGE_IDS, VERSUS_STAGE_IDS
 
 # Each filter's name in the counts (`filtered_<name>`), game filters first.
 GAME_FILTERS = ("min_frames", "min_slippi_version", "humans_only", "stages")
@@ -37,15 +37,27 @@ def _key(name: str) -> str:
     return re.sub(r"[^A-Z0-9]", "", name.upper())
 
 
+# Which ids each option takes, and how its message says so.
+_KNOWN_IDS = {
+    "stages": (VERSUS_STAGE_IDS, "stage", "versus stages have ids 2-32, 21 excepted"),
+    "characters": (CHARACTER_ID_RANGE, "character", "characters have ids 0-32"),
+    "opponents": (CHARACTER_ID_RANGE, "character", "characters have ids 0-32"),
+}
+
+
 def _ids(option: str, text: str | None, table: dict) -> frozenset[int] | None:
-    """A comma-separated list of names or ids -> ids; ValueError names the option."""
+    """A comma-separated list of names or ids -> ids; ValueError names the
+    option, for an unknown name and for an id no game can have alike."""
     if text is None or not text.strip():
         return None
     by_key = {_key(name): i for name, i in table.items()}
+    known, what, ids_are = _KNOWN_IDS[option]
     out = set()
     for part in text.split(","):
         part = part.strip()
         if part.isdigit():
+            if int(part) not in known:
+                raise ValueError(f"--{option}: no {what} has id {part} ({ids_are}; or give a name)")
             out.add(int(part))
         elif _key(part) in by_key:
             out.add(by_key[_key(part)])
@@ -121,3 +133,14 @@ class ReplayFilter:
         if self.opponents is not None and int(trajectory.state_categorical[0, _OPPONENT_CHARACTER]) not in self.opponents:
             return "opponents"
         return None
+
+
+def left_out_text(filtered: dict) -> str | None:
+    """What the filters left out, each by its option ("--characters: 3
+    players, --min-frames: 2 games"), from counts by filter (`FILTERS`); None
+    when they left nothing out."""
+    parts = [
+        f"--{name.replace('_', '-')}: {n:,} {'players' if name in PLAYER_FILTERS else 'games'}"
+        for name, n in ((name, filtered.get(name, 0)) for name in FILTERS) if n
+    ]
+    return ", ".join(parts) or None

@@ -87,6 +87,40 @@ def _import_beam():
     return apache_beam
 
 
+def check_beam_options(beam_options: Sequence[str]) -> None:
+    """ValueError (one line, the option named) for a Beam option that no
+    options class of the installed Beam knows, or a value its parser refuses;
+    Beam itself drops unknown options with a warning that `prepare` mutes.
+    Before any work: a typo in a cluster flag must not run elsewhere."""
+    if not beam_options:
+        return
+    try:
+        _import_beam()
+        from apache_beam.options.pipeline_options import PipelineOptions
+    except ImportError:
+        raise ValueError("--beam-options needs Apache Beam: pip install 'keras-lstm[beam]'") from None
+    import contextlib
+    import difflib
+    import io
+
+    options = PipelineOptions(list(beam_options))
+    errors = io.StringIO()
+    try:
+        with _quiet_beam(), contextlib.redirect_stderr(errors):
+            known = options.get_all_options()
+            given = options.get_all_options(retain_unknown_options=True)
+    except SystemExit:  # argparse's way of refusing a value; its reason is the last line it printed
+        reason = (errors.getvalue().strip().splitlines() or ["not valid"])[-1].partition("error: ")[2]
+        raise ValueError(f"--beam-options: {reason or 'not valid'}") from None
+    # An unknown flag is only in `given`, or there under a known name's key with another value (`--flink-master`).
+    for dest in [d for d in given if d not in known or given[d] != known[d]]:
+        flag = next((f.split("=", 1)[0] for f in beam_options
+                     if f.startswith("-") and f.split("=", 1)[0].lstrip("-").replace("-", "_") == dest), f"--{dest}")
+        close = difflib.get_close_matches(dest, known, n=1)
+        hint = f" (did you mean --{close[0]}?)" if close else ""
+        raise ValueError(f"--beam-options: Apache Beam has no option {flag}{hint}")
+
+
 def build_part(spec: PartSpec, parts_dir: str | os.PathLike, on_file: OnFile | None = None) -> dict:
     """Generate `spec` as `<parts_dir>/<spec.name>` (no folder when none of
     its files gave an example) and return its record."""
@@ -137,7 +171,15 @@ def build_part(spec: PartSpec, parts_dir: str | os.PathLike, on_file: OnFile | N
         "examples": examples,
         "counts": meta["counts"],
         "skipped": meta["skipped"],
+        "data_files": data_files(parts_dir / spec.name) if examples else {},
     }
+
+
+def data_files(part: Path) -> dict[str, int]:
+    """The files of a part folder with their sizes, as the manifest lists
+    them: what a reader checks before it reads (a part deleted or cut short
+    under the dataset is named, not found mid-training)."""
+    return {f.name: f.stat().st_size for f in sorted(part.iterdir()) if f.is_file()}
 
 
 @dataclasses.dataclass

@@ -6,14 +6,19 @@ would use (`<data_dir>/slippi_replays/<config>/<version>/`):
 
 - `manifest.json`: the options, the replay folder, and the parts in reading
   order, each with its files (name inside the folder, split, size,
-  modification time), examples per split, counts and skipped files. Writing
-  it (atomically) is what makes a change to the dataset take effect;
+  modification time), examples per split, counts, skipped files and its
+  data files with their sizes. Writing it (atomically) is what makes a
+  change to the dataset take effect; it is checked whole on every read
+  (`read_manifest`);
 - `parts/<name>/`: one TFDS dataset folder per part (`keras_lstm.data.parts`;
   no folder for a part none of whose files gave an example).
 
 `prepare` compares the folder with the manifest:
 
-- nothing changed (names, sizes, modification times, options): a no-op;
+- nothing changed (names, sizes, modification times, options) and every
+  listed part whole (`damaged_part`: its data files there, at the sizes
+  listed): a no-op;
+- a listed part missing or cut short: made again from its files, said;
 - files added: only they are parsed, into new parts after the old ones;
 - a file changed or removed: its part is made again from the part's
   current files (the other parts are untouched);
@@ -21,13 +26,22 @@ would use (`<data_dir>/slippi_replays/<config>/<version>/`):
   by `split.split_by_game`, exactly as `train --replays` splits the same
   folder; a file added later goes by its own hash alone
   (`split.held_out_alone`), so adding files never moves another;
-- other options or another replay folder: prepared afresh.
+- other options or another replay folder: prepared afresh, every file
+  parsed into new parts after the old ones, as an update;
+- no readable manifest (none, damaged, another format): prepared afresh.
 
-A first or fresh prepare builds the version folder beside the old one and
-swaps it in whole (`dataset_swap`); an update builds its new parts beside the
-referenced ones, then writes the manifest, then removes parts no longer
-listed. At every instant the manifest names complete parts only, so a kill
-loses nothing; what a killed run leaves is removed by the next `prepare`.
+A first prepare, or one over a folder without a readable manifest, builds the
+version folder beside the old one and swaps it in whole (`dataset_swap`);
+otherwise the new parts are built beside the listed ones, then the manifest
+is written, then parts no longer listed are removed. At every instant the
+manifest names complete parts only, so a kill loses nothing; what a killed
+run leaves is removed by the next `prepare`.
+
+Readers: `load_builder` holds a shared `flock` on the folder of each part it
+reads (`PartLeases`) until `builder.leases.release()` or its process ends;
+`prepare` removes an unlisted part only under an exclusive one, so a part a
+reader holds stays until a later `prepare` (a training started before an
+update reads its dataset to the end).
 
 Reading: `load_builder` is `tfds.builder_from_directories` over the listed
 parts, with the manifest's merged metadata as `builder.info.metadata`; a
@@ -39,14 +53,16 @@ its files in name order then port: after a first prepare, the order
 from __future__ import annotations
 
 import dataclasses
+import fcntl
 import math
 import os
+import re
 import shutil
 import time
 from pathlib import Path
 from typing import Callable, Sequence
 
-from keras_lstm.data import dataset_swap, features, parts
+from keras_lstm.data import dataset_swap, features, parts, tfrecord
 from keras_lstm.data.dataset_keys import (  # noqa: F401 - also this module's public names
     COUNT_KEYS, DATASET_NAME, DEFAULT_SEED, DEFAULT_VAL_FRACTION, TRAIN, VALIDATION, check_split_options, config_name,
 )
@@ -78,15 +94,179 @@ def _options(val_fraction: float, seed: int, replay_filter: ReplayFilter) -> dic
             "filter": replay_filter.describe()}
 
 
+class DamagedDatasetError(ValueError):
+    """A prepared dataset's manifest or one of its parts is not as written;
+    the message names the file."""
+
+
 def read_manifest(version: Path) -> dict | None:
+    """The manifest of `version`, None if it has none; DamagedDatasetError
+    naming the file and what is wrong when it is not one this code wrote
+    (every key readers and `prepare` use is checked here, once)."""
     path = version / MANIFEST
     if not path.is_file():
         return None
-    manifest = atomic.read_json(path, "prepared dataset manifest")
+    try:
+        manifest = atomic.read_json(path, "prepared dataset manifest")
+    except ValueError as err:
+        raise DamagedDatasetError(str(err)) from None
     if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
-        raise ValueError(f"{path}: written by another keras-lstm (format {manifest.get('format') if isinstance(manifest, dict) else '?'}); "
-                         "prepare it again")
+        raise DamagedDatasetError(f"{path}: written by another keras-lstm "
+                                  f"(format {manifest.get('format') if isinstance(manifest, dict) else '?'})")
+    problem = manifest_problem(manifest)
+    if problem is not None:
+        raise DamagedDatasetError(f"{path}: not a valid prepared dataset manifest ({problem})")
     return manifest
+
+
+PART_NAME = re.compile(r"part-(\d{5,})")
+
+
+def _int(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _counts_problem(counts) -> str | None:
+    if not isinstance(counts, dict):
+        return "'counts' is not an object"
+    for split in (TRAIN, VALIDATION):
+        if not isinstance(counts.get(split), dict) or not all(_int(v) for v in counts[split].values()):
+            return f"'counts' has no {split!r} counts"
+    return None
+
+
+def _record_problem(record) -> str | None:
+    if not isinstance(record, dict):
+        return "not an object"
+    for key in ("name", "files", "examples", "counts", "skipped"):
+        if key not in record:
+            return f"no {key!r}"
+    if not isinstance(record["name"], str) or not PART_NAME.fullmatch(record["name"]):
+        return f"'name' {record['name']!r} is not a part's name"
+    if not isinstance(record["files"], list):
+        return "'files' is not a list"
+    for j, f in enumerate(record["files"]):
+        if not (isinstance(f, list) and len(f) == 4 and isinstance(f[0], str) and f[1] in (TRAIN, VALIDATION)
+                and _int(f[2]) and _int(f[3])):
+            return f"'files'[{j}] is not [name, split, size, time]"
+    examples = record["examples"]
+    if not isinstance(examples, dict) or not all(k in (TRAIN, VALIDATION) and _int(v) and v >= 0 for k, v in examples.items()):
+        return "'examples' is not a count per split"
+    if not isinstance(record["skipped"], list) or not all(
+            isinstance(x, list) and len(x) == 2 and all(isinstance(y, str) for y in x) for x in record["skipped"]):
+        return "'skipped' is not a list of [name, reason]"
+    files = record.get("data_files", {})  # absent in manifests written before sizes were kept
+    if not isinstance(files, dict) or not all(isinstance(k, str) and "/" not in k and k not in ("", ".", "..") and _int(v)
+                                              for k, v in files.items()):
+        return "'data_files' is not a size per file name"
+    return _counts_problem(record["counts"])
+
+
+def manifest_problem(manifest: dict) -> str | None:
+    """What makes `manifest` (format `FORMAT`) unusable, or None."""
+    for key, kind in (("options", dict), ("replays_dir", str), ("next_part", int), ("parts", list)):
+        if key not in manifest:
+            return f"no {key!r}"
+        if not isinstance(manifest[key], kind) or (kind is int and not _int(manifest[key])):
+            return f"{key!r} is not {'an object' if kind is dict else 'a list' if kind is list else 'a ' + kind.__name__}"
+    options = manifest["options"]
+    for key in ("feature_version", "val_fraction", "seed", "filter"):
+        if key not in options:
+            return f"'options' has no {key!r}"
+    names = set()
+    for i, record in enumerate(manifest["parts"]):
+        problem = _record_problem(record)
+        if problem is not None:
+            return f"parts[{i}]: {problem}"
+        if record["name"] in names or int(PART_NAME.fullmatch(record["name"]).group(1)) >= manifest["next_part"]:
+            return f"parts[{i}]: 'name' {record['name']} listed twice or not below 'next_part'"
+        names.add(record["name"])
+    return None
+
+
+def damaged_part(version: Path, record: dict) -> str | None:
+    """What is wrong with a listed part on disk ("PATH: what"), or None: its
+    folder and each data file there, at the size the manifest lists (a stat
+    each). A part listed without sizes (an older manifest) has its TFRecord
+    files walked instead (`tfrecord.count_records`: whole, and as many
+    records as the manifest's examples)."""
+    if not record["examples"]:
+        return None  # no example: no folder
+    folder = version / PARTS / record["name"]
+    if not folder.is_dir():
+        return f"{folder}: missing"
+    listed = record.get("data_files")
+    if not listed:
+        return _older_part_problem(folder, record)
+    for name, size in listed.items():
+        try:
+            found = (folder / name).stat().st_size
+        except FileNotFoundError:
+            return f"{folder / name}: missing"
+        if found != size:
+            return f"{folder / name}: {found} bytes, the manifest lists {size}"
+    return None
+
+
+def _older_part_problem(folder: Path, record: dict) -> str | None:
+    if not (folder / "dataset_info.json").is_file():
+        return f"{folder / 'dataset_info.json'}: missing"
+    for split, n in record["examples"].items():
+        shards = sorted(folder.glob(f"{DATASET_NAME}-{split}.tfrecord-*"))
+        if not shards:
+            return f"{folder}/{DATASET_NAME}-{split}.tfrecord-*: missing"
+        try:
+            found = sum(tfrecord.count_records(shard) for shard in shards)
+        except ValueError as err:
+            return str(err)
+        if found != n:
+            return f"{folder}: {found} {split} records, the manifest lists {n}"
+    return None
+
+
+class PartLeases:
+    """A reader's hold on the parts it reads: a shared `flock` on each part's
+    folder, which `prepare` needs exclusively to remove a part it no longer
+    lists (`_remove_part`). Released by `release`, or when the process ends
+    (the kernel drops the locks): TFDS keeps every builder whose info was
+    read for the life of the process, so a builder is seldom collected."""
+
+    def __init__(self):
+        self.fds: list[int] = []
+
+    def hold(self, folder: Path) -> None:
+        try:
+            fd = os.open(folder, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+        except FileNotFoundError:
+            return  # gone: the caller finds the manifest changed, or names the part as missing
+        self.fds.append(fd)
+        fcntl.flock(fd, fcntl.LOCK_SH)  # waits only while a prepare is removing it
+
+    def release(self) -> None:
+        fds, self.fds = self.fds, []
+        for fd in fds:
+            os.close(fd)
+
+    def __del__(self):
+        self.release()
+
+
+def _hold_listed_parts(version: Path, manifest: dict) -> PartLeases | None:
+    """Hold every part `manifest` lists; None (nothing held) when the
+    manifest changed meanwhile (a prepare may have removed one before it was
+    held: read it again). Once held, a part stays until released."""
+    leases = PartLeases()
+    try:
+        for record in manifest["parts"]:
+            if record["examples"]:
+                leases.hold(version / PARTS / record["name"])
+        if read_manifest(version) == manifest:
+            return leases
+    except BaseException:
+        leases.release()
+        raise
+    leases.release()
+    return None
 
 
 def folder_listing(root: Path) -> dict[str, tuple[int, int]]:
@@ -116,6 +296,7 @@ class Plan:
     files_added: int = 0
     files_changed: int = 0
     files_removed: int = 0
+    parts_repaired: int = 0
 
     @property
     def specs(self) -> list[PartSpec]:
@@ -148,10 +329,14 @@ def plan_parts(
     val_fraction: float,
     seed: int,
     replay_filter: ReplayFilter,
+    damaged: dict[str, str] | None = None,
+    first_part: int = 0,
 ) -> Plan:
     """What to keep and what to build for `listing` (see the module's doc);
-    `manifest` None plans a fresh dataset. The added files wait in
-    `new_files` for `Plan.add_new_parts`, which needs the number of workers."""
+    `manifest` None plans a fresh dataset, its parts numbered from
+    `first_part`. A part named in `damaged` is made again from its files.
+    The added files wait in `new_files` for `Plan.add_new_parts`, which
+    needs the number of workers."""
 
     def spec(number: int, files: list) -> PartSpec:
         return PartSpec(f"part-{number:05d}", str(root), tuple(tuple(f) for f in files), val_fraction, seed, replay_filter)
@@ -160,13 +345,14 @@ def plan_parts(
         full = {str(root / name): name for name in listing}
         _, val = split_by_game(list(full), val_fraction, seed)
         held_out = {full[p] for p in val}
-        plan = Plan([], 0, spec)
+        plan = Plan([], first_part, spec)
         known: set[str] = set()
     else:
         plan = Plan([], manifest["next_part"], spec)
         held_out, known = set(), set()
         for record in manifest["parts"]:
-            current, stale = [], False
+            current, stale = [], record["name"] in (damaged or {})
+            plan.parts_repaired += stale
             for name, split, size, mtime in record["files"]:
                 known.add(name)
                 if name not in listing:
@@ -214,20 +400,27 @@ def prepare(
     replay_filter: ReplayFilter | None = None,
     workers: int | None = None,
     beam_options: Sequence[str] = (),
+    on_repair: Callable[[str], None] | None = None,
 ) -> dict:
     """Prepare `replays` (a folder) in `data_dir`, or bring the prepared
     dataset up to date with it, the games and players `replay_filter`
     leaves out counted, not stored.
 
-    `workers`: processes that parse (None: see `choose_workers`); more than
-    one, or `beam_options`, runs the parts on Apache Beam. `on_start(n)` is
+    `workers`: processes that parse (None: see `choose_workers`; never more
+    than the parts to build); more than one, or `beam_options` (refused when
+    Beam does not know one), runs the parts on Apache Beam. `on_start(n)` is
     called with the number of files about to be parsed, `on_file` once per
-    file parsed. Holds `data_dir`'s lock throughout (FolderBusyError if
-    another process has it). Returns a summary (status `prepared`,
-    `updated` or `up to date`, counts, skipped files, examples per split,
-    size on disk, and what this run parsed).
+    file parsed, `on_repair(line)` for each damage found and repaired (a
+    listed part missing or cut short, made again; a manifest that cannot be
+    read, prepared afresh). Holds `data_dir`'s lock throughout
+    (FolderBusyError if another process has it). Returns a summary (status
+    `prepared`, `updated` or `up to date`, counts, skipped files, examples
+    per split, size on disk, what this run parsed and repaired, and the
+    unlisted parts left for readers that still hold them).
     """
     check_split_options(val_fraction, seed)  # bad options: the error before anything is read or made
+    choose_workers(workers, 0, beam_options)
+    parts.check_beam_options(beam_options)
     replay_filter = replay_filter or ReplayFilter()
     root = Path(replays).expanduser()
     if root.is_file():
@@ -236,31 +429,52 @@ def prepare(
     root = root.resolve()
     data_dir = Path(data_dir).expanduser()
     start = time.perf_counter()
+    repaired: list[str] = []
+
+    def repair(line: str) -> None:
+        repaired.append(line)
+        if on_repair is not None:
+            on_repair(line)
+
     with FolderLock(data_dir, "data dir"):
         dataset_swap.remove_leftovers(data_dir, DATASET_NAME, "incomplete.")
         final = version_path(data_dir, val_fraction, seed)
         try:
-            manifest = read_manifest(final)
-        except ValueError:
-            manifest = None  # damaged or from another format: prepared afresh, replacing it whole
+            old = read_manifest(final)
+        except DamagedDatasetError as err:
+            old = None  # nothing a reader can use: prepared afresh, replacing it whole
+            repair(f"{err}: prepared afresh")
         options = _options(val_fraction, seed, replay_filter)
-        if manifest is not None:
-            same = manifest["options"] == options and manifest["replays_dir"] == str(root)
-            manifest = manifest if same else None
-            if manifest is not None:
-                _remove_unlisted_parts(final, manifest)
+        # The same dataset is updated; other options or replays are prepared
+        # afresh, into new parts beside the listed ones (readers keep theirs).
+        same = old is not None and old["options"] == options and old["replays_dir"] == str(root)
+        damaged, sizes_added = {}, False
+        held = _remove_unlisted_parts(final, old) if old is not None else []  # replaced before, or left by a kill
+        if same:
+            for record in old["parts"]:
+                problem = damaged_part(final, record)
+                if problem is not None:
+                    damaged[record["name"]] = problem
+                    repair(f"{record['name']} damaged ({problem}): made again")
+                elif "data_files" not in record:  # listed by an older keras-lstm: its sizes kept from now on
+                    record["data_files"] = parts.data_files(final / PARTS / record["name"]) if record["examples"] else {}
+                    sizes_added = True
         listing = folder_listing(root)
-        plan = plan_parts(manifest, listing, root, val_fraction, seed, replay_filter)
+        plan = plan_parts(old if same else None, listing, root, val_fraction, seed, replay_filter, damaged,
+                          first_part=old["next_part"] if old is not None else 0)
         workers = choose_workers(workers, plan.files_to_parse, beam_options)
         plan.add_new_parts(workers)
-        up_to_date = manifest is not None and not plan.specs and len(plan.entries) == len(manifest["parts"])
+        workers = min(workers, max(1, len(plan.specs)))  # more would only start idle processes
+        up_to_date = same and not plan.specs and len(plan.entries) == len(old["parts"])
         if up_to_date:
             status = "up to date"
+            if sizes_added:
+                _build_and_list(plan, final, root, len(listing), options, workers, beam_options, on_file)
         else:
-            status = "prepared" if manifest is None else "updated"
+            status = "updated" if same else "prepared"
             if on_start is not None:
                 on_start(plan.files_to_parse)
-            if manifest is None:
+            if old is None:
                 with dataset_swap.build_dir(data_dir) as build:
                     version = build / final.relative_to(data_dir)
                     _build_and_list(plan, version, root, len(listing), options, workers, beam_options, on_file)
@@ -268,11 +482,12 @@ def prepare(
                     dataset_swap.swap_in(version, final)
             else:
                 listed = _build_and_list(plan, final, root, len(listing), options, workers, beam_options, on_file)
-                _remove_unlisted_parts(final, listed)
+                held = _remove_unlisted_parts(final, listed)
         summary = summarize(final, status=status, seconds=time.perf_counter() - start)
         summary.update(files_parsed=plan.files_to_parse, files_added=plan.files_added, files_changed=plan.files_changed,
                        files_removed=plan.files_removed, parts_built=len(plan.specs), workers=workers,
-                       parsed_by=_parsed_by(workers, beam_options))
+                       parsed_by=_parsed_by(workers, beam_options), parts_repaired=plan.parts_repaired,
+                       repaired=repaired, parts_held_by_readers=held)
         return summary
 
 
@@ -285,7 +500,8 @@ def _parsed_by(workers: int, beam_options: Sequence[str]) -> str:
 def _build_and_list(plan: Plan, version: Path, root: Path, files: int, options: dict, workers: int, beam_options, on_file) -> dict:
     """Build the plan's new parts into `version/parts`, then write its
     manifest (the step that makes them the dataset) and return it."""
-    records = iter(parts.build_parts(plan.specs, version / PARTS, workers, beam_options, on_file))
+    # Nothing to build (files removed only, sizes added): no Beam pipeline to start.
+    records = iter(parts.build_parts(plan.specs, version / PARTS, workers, beam_options, on_file) if plan.specs else [])
     listed = [next(records) if isinstance(e, PartSpec) else e for e in plan.entries]
     if not any(r["examples"].get(TRAIN) for r in listed):
         skipped = sum(len(r["skipped"]) for r in listed)
@@ -306,18 +522,43 @@ def _build_and_list(plan: Plan, version: Path, root: Path, files: int, options: 
     return manifest
 
 
-def _remove_unlisted_parts(version: Path, manifest: dict) -> None:
-    """Parts the manifest does not list: replaced ones, and those a killed
-    update built but never listed."""
+def _remove_unlisted_parts(version: Path, manifest: dict) -> list[str]:
+    """Remove the parts the manifest does not list: replaced ones, and those
+    a killed update built but never listed; return those left because a
+    reader still holds them (a later prepare removes them)."""
     folder = version / PARTS
     if not folder.is_dir():
-        return
+        return []
     atomic.remove_stale_temporaries(folder)
     listed = {r["name"] for r in manifest["parts"]}
-    for entry in folder.iterdir():
-        if entry.name.startswith("part-") and entry.name not in listed:
-            shutil.rmtree(entry, ignore_errors=True)
+    held = [entry.name for entry in sorted(folder.iterdir())
+            if entry.name.startswith("part-") and entry.name not in listed and not _remove_part(entry)]
     shutil.rmtree(folder / parts.PROGRESS_FOLDER, ignore_errors=True)
+    return held
+
+
+def _remove_part(folder: Path) -> bool:
+    """Remove a part folder unless a reader holds it (`PartLeases`): False
+    then. Under the exclusive lock, so a reader that comes to it meanwhile
+    waits, then finds the manifest changed and reads the new one."""
+    try:
+        fd = os.open(folder, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+    except OSError:
+        fd = None  # not a folder (nothing reads it) or already gone
+    try:
+        if fd is not None:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                return False
+        if folder.is_dir() and not folder.is_symlink():
+            shutil.rmtree(folder, ignore_errors=True)
+        else:
+            folder.unlink(missing_ok=True)
+        return True
+    finally:
+        if fd is not None:
+            os.close(fd)
 
 
 def merged_metadata(manifest: dict) -> dict:
@@ -347,7 +588,11 @@ def merged_metadata(manifest: dict) -> dict:
 def load_builder(data_dir: str | os.PathLike, val_fraction: float = DEFAULT_VAL_FRACTION, seed: int = DEFAULT_SEED):
     """The prepared dataset in `data_dir` for this split, as one TFDS builder
     over its parts (metadata: `merged_metadata`); FileNotFoundError (with the
-    command that makes it) when it is not there."""
+    command that makes it) when it is not there, DamagedDatasetError naming
+    the file when its manifest or a part is damaged (checked here, so that
+    it fails before anything is read). The builder holds its parts
+    (`builder.leases`, a `PartLeases`) until they are released or the
+    process ends: a `prepare` meanwhile leaves them in place."""
     import tensorflow_datasets as tfds
 
     from keras_lstm.data.tfds_dataset import quiet_tfds
@@ -357,20 +602,57 @@ def load_builder(data_dir: str | os.PathLike, val_fraction: float = DEFAULT_VAL_
         dataset_swap.restore_set_aside(final.parent)
     options = "" if config_name(val_fraction, seed) == "default" else f" --val-fraction {val_fraction:g} --seed {seed}"
     command = f"keras-lstm prepare --replays DIR --data-dir {data_dir}{options}"
-    manifest = read_manifest(final)
-    if manifest is None:
-        if (final / "dataset_info.json").is_file():
-            raise FileNotFoundError(f"{final}: prepared by an older keras-lstm, as one dataset without {MANIFEST} (run: {command})")
-        raise FileNotFoundError(f"{final}: no prepared dataset (run: {command})")
-    if manifest["options"].get("feature_version") != features.FEATURE_VERSION:
-        raise ValueError(f"{final}: prepared with feature version {manifest['options'].get('feature_version')}, "
+    for _ in range(100):  # each turn a prepare committed meanwhile: a few at most
+        try:
+            manifest = read_manifest(final)
+        except DamagedDatasetError as err:
+            raise DamagedDatasetError(f"{err}; run prepare again ({command})") from None
+        if manifest is None:
+            if (final / "dataset_info.json").is_file():
+                raise FileNotFoundError(f"{final}: prepared by an older keras-lstm, as one dataset without {MANIFEST} (run: {command})")
+            raise FileNotFoundError(f"{final}: no prepared dataset (run: {command})")
+        leases = _hold_listed_parts(final, manifest)
+        if leases is not None:
+            break
+    else:
+        raise DamagedDatasetError(f"{final / MANIFEST}: changed on every read; is a prepare running in a loop?")
+    if manifest["options"]["feature_version"] != features.FEATURE_VERSION:
+        raise ValueError(f"{final}: prepared with feature version {manifest['options']['feature_version']}, "
                          f"this code uses {features.FEATURE_VERSION}: prepare it again")
+    for record in manifest["parts"]:
+        problem = damaged_part(final, record)
+        if problem is not None:
+            leases.release()
+            raise DamagedDatasetError(f"{problem} (a damaged prepared dataset); run prepare again to repair it "
+                                      f"(keras-lstm prepare --replays {manifest['replays_dir']} --data-dir {data_dir}{options}"
+                                      f"{_filter_hint(manifest)})")
     dirs = [final / PARTS / r["name"] for r in manifest["parts"] if r["examples"]]
     with quiet_tfds():
         builder = tfds.builder_from_directories([str(d) for d in dirs])
     builder.info._metadata = tfds.core.MetadataDict(merged_metadata(manifest))
     builder.prepared_path = final
+    builder.leases = leases
     return builder
+
+
+def _filter_hint(manifest: dict) -> str:
+    default = ReplayFilter().describe()
+    return "" if manifest["options"]["filter"] == default else f" and the filter options it was prepared with: {manifest['options']['filter']}"
+
+
+def checked_examples(builder, examples):
+    """`examples` (an iteration over `builder`'s records), with TensorFlow's
+    error for a record file damaged or gone under it (a `DataLossError` names
+    no file) as one DamagedDatasetError naming the dataset. (Sizes are
+    checked on load: this is for damage that keeps the size.)"""
+    import tensorflow as tf
+
+    try:
+        yield from examples
+    except (tf.errors.DataLossError, tf.errors.NotFoundError) as err:
+        first = (err.message or type(err).__name__).strip().splitlines()[0]
+        raise DamagedDatasetError(f"{getattr(builder, 'prepared_path', builder.data_dir)}: a record file of the prepared dataset is damaged ({first}); "
+                                  "run prepare again to repair it") from None
 
 
 def read_trajectories(builder, split: str, max_frames: int | None = None) -> list:
@@ -388,7 +670,7 @@ def read_trajectories(builder, split: str, max_frames: int | None = None) -> lis
     with quiet_tfds():
         ds = builder.as_dataset(split=split, shuffle_files=False)
     out, frames = [], 0
-    for example in tfds.as_numpy(ds):
+    for example in checked_examples(builder, tfds.as_numpy(ds)):
         if max_frames is not None and frames >= max_frames:
             break
         trajectory = trajectory_from_example(example, root)

@@ -40,3 +40,25 @@ def write_records(path: str | os.PathLike, records: Iterable[bytes]) -> None:
     with open(path, "wb") as out:
         for data in records:
             out.write(frame(data))
+
+
+def count_records(path: str | os.PathLike) -> int:
+    """The records in a TFRecord file, walking its length headers only (the
+    data is not read); ValueError when the file does not end exactly after
+    its last whole record (truncated) or a length's CRC is wrong."""
+    count, offset = 0, 0
+    with open(path, "rb") as f:
+        size = os.fstat(f.fileno()).st_size
+        while offset < size:
+            header = f.read(12)
+            if len(header) < 12:
+                raise ValueError(f"{path}: truncated (a record header cut off at byte {offset} of {size})")
+            length = struct.unpack("<Q", header[:8])[0]
+            if struct.unpack("<I", header[8:])[0] != masked_crc32c(header[:8]):
+                raise ValueError(f"{path}: damaged (a record length with a wrong checksum at byte {offset})")
+            offset += 12 + length + 4
+            if offset > size:
+                raise ValueError(f"{path}: truncated (a record of {length} bytes cut off at byte {size})")
+            f.seek(offset)
+            count += 1
+    return count

@@ -13,8 +13,8 @@ from keras_lstm.files import atomic
 
 def check_plot_destination(path: str | Path) -> Path:
     """`path` as a Path, or an error naming it: not a `.png` name, a folder,
-    or in a folder that does not exist (checked before an evaluation that
-    may take minutes)."""
+    or in a folder that does not exist or cannot be written (checked before
+    an evaluation that may take minutes)."""
     path = Path(path).expanduser()
     if path.suffix.lower() != ".png":
         raise ValueError(f"{path}: the reliability plot is a PNG image; give a path ending in .png")
@@ -22,6 +22,7 @@ def check_plot_destination(path: str | Path) -> Path:
         raise ValueError(f"{path}: is a folder; give a file path ending in .png")
     if not path.parent.is_dir():
         raise FileNotFoundError(f"{path}: cannot write the reliability plot, the folder {path.parent} does not exist")
+    atomic.check_writable(path)
     return path
 
 
@@ -73,6 +74,7 @@ def write_reliability_plot(summary: dict, path: str | Path) -> Path:
     try:
         with atomic.atomic_path(path) as tmp:
             fig.savefig(tmp, format="png", dpi=100)
-    except PermissionError as err:
-        raise PermissionError(f"{path}: cannot write the reliability plot ({err.strerror})") from None
+    except atomic.DiskError as err:  # a full disk, found only now
+        err.advice = "the reliability plot was not written"
+        raise
     return path

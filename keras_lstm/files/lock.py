@@ -6,6 +6,11 @@ backup and overwrite each other's results. `FolderLock` takes an exclusive
 into it; a second process gets `FolderBusyError` naming the holder. The
 kernel drops a `flock` when its process dies (even on kill -9), so a crashed
 run never leaves a lock behind: the stale file is simply locked again.
+
+The lock's holder writes in the folder: a disk error under `with FolderLock(...)`
+that names no path (a write to a full disk that Python raises without its
+file name, a Beam worker's failure passed on as text) is raised as
+`atomic.DiskError` naming the folder.
 """
 
 from __future__ import annotations
@@ -14,6 +19,8 @@ import fcntl
 import os
 import sys
 from pathlib import Path
+
+from keras_lstm.files import atomic
 
 LOCK_FILE = ".lock"
 
@@ -57,8 +64,13 @@ class FolderLock:
                 f"{self.folder}: {self.what} is in use by {holder}; wait for it to finish or use another folder"
             ) from None
         command = " ".join(os.path.basename(a) if i == 0 else a for i, a in enumerate(sys.argv))[:200]
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, f"process {os.getpid()} ({command})\n".encode(), 0)
+        try:
+            with atomic.disk_errors_name(path):  # a full disk: its error names no file
+                os.ftruncate(fd, 0)
+                os.pwrite(fd, f"process {os.getpid()} ({command})\n".encode(), 0)
+        except BaseException:
+            os.close(fd)  # and with it the lock
+            raise
         self._fd = fd
         return self
 
@@ -72,5 +84,8 @@ class FolderLock:
     def __enter__(self) -> "FolderLock":
         return self.acquire()
 
-    def __exit__(self, *exc) -> None:
+    def __exit__(self, exc_type, exc, tb) -> None:
         self.release()
+        disk = atomic.disk_error(exc, self.folder) if isinstance(exc, Exception) else None
+        if disk is not None and disk is not exc:
+            raise disk from exc

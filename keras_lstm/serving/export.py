@@ -65,7 +65,7 @@ import numpy as np
 import tensorflow as tf
 
 from keras_lstm.data import controller, features
-from keras_lstm.files.atomic import fsync_dir, fsync_tree, read_json, remove_stale_temporaries, temporary_path, writer_gone
+from keras_lstm.files.atomic import disk_errors_name, fsync_dir, fsync_tree, read_json, remove_stale_temporaries, temporary_path, writer_gone
 from keras_lstm.files.lock import FolderBusyError, FolderLock
 from keras_lstm.model import recurrent
 from keras_lstm.model.encoder import encode_tf
@@ -357,29 +357,30 @@ def export_policy(
     remove_stale_exports(model_dir)
     tmp = temporary_path(model_dir / f"export-{secrets.token_hex(4)}")
     try:
-        module = PolicyServingModule(policy, jit_compile=jit_compile)
-        tf.saved_model.save(module, str(tmp), signatures=module.signatures())
-        backbone = policy.backbone
-        meta = {
-            "format": "keras_lstm.savedmodel/1",
-            "feature_version": features.FEATURE_VERSION,
-            "numeric_size": features.NUMERIC_SIZE,
-            "categorical_size": features.CATEGORICAL_SIZE,
-            "cell_type": backbone.cell_type,
-            "hidden_size": backbone.hidden_size,
-            "num_layers": backbone.num_layers,
-            "embed_size": backbone.embed_size,
-            "heads": list(controller.HEADS),
-            "buttons": list(controller.BUTTONS),
-            "signatures": list(SIGNATURES),
-            "xla": bool(jit_compile),
-            **(metadata or {}),
-        }
-        (tmp / METADATA_FILE).write_text(json.dumps(meta, indent=1))  # inside the folder that is renamed whole
-        fsync_tree(tmp)
-        if _before_publish is not None:
-            _before_publish(tmp)
-        final = _publish(tmp, model_dir, version)
+        with disk_errors_name(model_dir):  # a full or read-only disk: one line naming the model folder
+            module = PolicyServingModule(policy, jit_compile=jit_compile)
+            tf.saved_model.save(module, str(tmp), signatures=module.signatures())
+            backbone = policy.backbone
+            meta = {
+                "format": "keras_lstm.savedmodel/1",
+                "feature_version": features.FEATURE_VERSION,
+                "numeric_size": features.NUMERIC_SIZE,
+                "categorical_size": features.CATEGORICAL_SIZE,
+                "cell_type": backbone.cell_type,
+                "hidden_size": backbone.hidden_size,
+                "num_layers": backbone.num_layers,
+                "embed_size": backbone.embed_size,
+                "heads": list(controller.HEADS),
+                "buttons": list(controller.BUTTONS),
+                "signatures": list(SIGNATURES),
+                "xla": bool(jit_compile),
+                **(metadata or {}),
+            }
+            (tmp / METADATA_FILE).write_text(json.dumps(meta, indent=1))  # inside the folder that is renamed whole
+            fsync_tree(tmp)
+            if _before_publish is not None:
+                _before_publish(tmp)
+            final = _publish(tmp, model_dir, version)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

@@ -21,6 +21,8 @@ here: `train` imports this module).
 from __future__ import annotations
 
 import dataclasses
+import hashlib
+import json
 from pathlib import Path
 from typing import Callable
 
@@ -29,11 +31,13 @@ import tensorflow as tf
 import tensorflow_datasets as tfds
 
 from keras_lstm.data import augment, features, pipeline, prepared
+from keras_lstm.data.filters import left_out_text
 from keras_lstm.data.replays import find_replays
 from keras_lstm.data.trajectories import LoadReport, load_trajectories
 from keras_lstm.data.split import split_by_game
 from keras_lstm.data.windows import Windows, make_windows
 from keras_lstm.evaluation import baselines
+from keras_lstm.model.backbone import check_training_fits_memory
 from keras_lstm.training import carried_training, distribute
 
 @dataclasses.dataclass
@@ -56,6 +60,7 @@ class TrainInputs:
     train_counts: dict
     counts: dict
     skipped: list
+    release: Callable[[], None] = lambda: None  # let go of what the source holds (a prepared dataset's parts), once trained
 
 
 # -- from a replay folder, in memory ------------------------------------------
@@ -116,10 +121,9 @@ def check_fits_in_memory(folder, paths: list[Path], max_frames: int | None) -> N
 def load_split(config, on_skip: Callable[[str, str], None] | None = None) -> PreparedData:
     """Find, split (by file), read and window the replays (refusing, before
     reading, a folder too large for memory)."""
-    paths = find_replays(config.data.replays)
-    if config.data.max_replays is not None:
-        paths = paths[: config.data.max_replays]
+    paths = replay_paths(config)
     check_fits_in_memory(config.data.replays, paths, config.data.max_frames)
+    check_training_fits_memory(config)  # the model too, before anything is read or built
     train_files, val_files = split_by_game([str(p) for p in paths], config.data.val_fraction, config.split_seed)
     cap_train, cap_val = None, config.data.val_max_frames
     if config.data.max_frames is not None:
@@ -130,9 +134,11 @@ def load_split(config, on_skip: Callable[[str, str], None] | None = None) -> Pre
     val_report = load_trajectories([Path(p) for p in val_files], max_frames=cap_val, on_skip=on_skip, replay_filter=keep)
     if not train_report.trajectories:
         skipped = train_report.replays_skipped + val_report.replays_skipped
+        left_out = left_out_text({k: train_report.filtered[k] + val_report.filtered[k] for k in train_report.filtered})
         raise ValueError(
             f"{config.data.replays}: no usable replay for training ({skipped} of {len(paths)} files skipped, "
-            f"{val_report.replays_used} usable file(s) held out for validation)"
+            f"{val_report.replays_used} usable file(s) held out for validation"
+            + (f"; left out by the filters: {left_out})" if left_out else ")")
         )
 
     def windows(report):
@@ -140,11 +146,49 @@ def load_split(config, on_skip: Callable[[str, str], None] | None = None) -> Pre
 
     train, val = windows(train_report), windows(val_report)
     if len(train) < config.optim.batch_size:
-        raise ValueError(
-            f"{config.data.replays}: only {len(train)} training windows of {config.data.window_size} frames, "
-            f"fewer than one batch of {config.optim.batch_size}"
-        )
+        longest = max(len(t) for t in train_report.trajectories)
+        raise ValueError(f"{config.data.replays}: {too_few_windows(config, len(train), longest, cap_train)}")
+    if val_report.trajectories and not len(val):  # else the run trains unvalidated, its summary blaming --val-fraction
+        longest = max(len(t) for t in val_report.trajectories)
+        raise ValueError(f"{config.data.replays}: {no_validation_window(config, len(val_report.trajectories), longest, cap_val)}")
     return PreparedData(train, val, train_report, val_report, train_files, val_files)
+
+
+# -- what the messages say of the options that left too little data ---------------
+
+
+def _shorter_than_a_window(config, games: str, longest: int) -> str:
+    """Why `games` give no window, naming the option that makes them too short."""
+    d = config.data
+    need = config.window_frames
+    if d.delay and longest >= need - d.delay:  # long enough for a window without the delay
+        return f"--delay {d.delay} leaves {games} no window (the longest has {longest:,} frames; a window of --window-size {d.window_size} needs {need:,} with the delay)"
+    return f"--window-size {d.window_size} is longer than {games} (the longest has {longest:,} frames; one window needs {need:,}{f' with --delay {d.delay}' if d.delay else ''})"
+
+
+def too_few_windows(config, windows: int, longest: int, cap: int | None = None) -> str:
+    """The line for training windows fewer than one batch, naming the options
+    that decide their number (`longest`: frames of the longest training game
+    read, `cap`: the frames --max-frames let it read)."""
+    capped = f" within --max-frames {config.data.max_frames:,}" if cap is not None else ""
+    if windows == 0:
+        return f"no training window: {_shorter_than_a_window(config, f'every training game{capped}', longest)}"
+    return (
+        f"only {windows:,} training windows (--window-size {config.data.window_size}, --stride {config.data.stride}{capped}), "
+        f"fewer than one batch of --batch-size {config.optim.batch_size}: lower either, or give more replays"
+    )
+
+
+def no_validation_window(config, games: int, longest: int, cap: int) -> str:
+    """The line for validation games that give no window (`cap`: the frames
+    they were cut to), naming the option that cut them or made them too short."""
+    d = config.data
+    if cap < config.window_frames:  # --val-max-frames itself is checked by TrainConfig.validate
+        return (
+            f"--max-frames {d.max_frames:,} leaves validation {cap:,} frames (x --val-fraction {d.val_fraction}), "
+            f"fewer than one window needs ({config.window_frames:,}); raise --max-frames, or --val-fraction 0 to train unvalidated"
+        )
+    return f"no validation window: {_shorter_than_a_window(config, f'the {games} validation game(s)', longest)}"
 
 
 def _split_inputs(data: PreparedData, make_train_dataset, steps_per_epoch: int) -> TrainInputs:
@@ -252,7 +296,7 @@ def scan_split(builder, split: str, window_size: int, stride: int, delay: int, f
     first = 1 + delay
     accumulator = baselines.BaselineAccumulator() if fit_stats else None
     counts, frames, too_short = [], 0, 0
-    for targets in tfds.as_numpy(ds):
+    for targets in prepared.checked_examples(builder, tfds.as_numpy(ds)):  # damage: one line naming the dataset
         T = len(targets["main_x"])
         frames += T
         ends = pipeline.window_ends(T - first, window_size, stride)
@@ -280,10 +324,8 @@ def prepared_inputs(config, strategy: tf.distribute.Strategy | None = None, **wi
     same code on the same frames.
     """
     strategy = strategy or tf.distribute.get_strategy()
-    for name in ("max_replays", "max_frames"):
-        if getattr(config.data, name) is not None:
-            flag = name.replace("_", "-")
-            raise ValueError(f"--{flag} applies to --replays; with --data-dir, prepare a smaller folder instead")
+    _check_prepared_options(config)
+    check_training_fits_memory(config)  # before anything is read or built
     builder = prepared.load_builder(config.data.data_dir, config.data.val_fraction, config.split_seed)
     meta = builder.info.metadata
     root = Path(meta["replays_dir"])
@@ -294,7 +336,8 @@ def prepared_inputs(config, strategy: tf.distribute.Strategy | None = None, **wi
     scan = scan_split(builder, prepared.TRAIN, W, stride, delay)
     if scan.windows < config.optim.batch_size:
         raise ValueError(
-            f"{config.data.data_dir}: only {scan.windows} training windows of {W} frames, fewer than one batch of {config.optim.batch_size}"
+            f"{config.data.data_dir}: only {scan.windows:,} training windows (--window-size {W}, --stride {stride}, --delay {delay}), "
+            f"fewer than one batch of --batch-size {config.optim.batch_size}: lower either, or prepare more replays"
         )
     replicas = strategy.num_replicas_in_sync
     if config.optim.batch_size % replicas:
@@ -327,4 +370,72 @@ def prepared_inputs(config, strategy: tf.distribute.Strategy | None = None, **wi
         train_counts=dict(counts[prepared.TRAIN]),
         counts={k: counts[prepared.TRAIN][k] + counts[prepared.VALIDATION][k] for k in counts[prepared.TRAIN]},
         skipped=[(str(root / name), reason) for name, reason in meta["skipped"]],
+        release=builder.leases.release if getattr(builder, "leases", None) is not None else (lambda: None),
     )
+
+
+# -- what a run trains on, told apart without reading it -----------------------
+
+
+@dataclasses.dataclass
+class DataSource:
+    """The data a run trains on, as `data_source` tells it apart without
+    parsing a replay: `run.json` records it (`to_json`), and a run folder is
+    resumed, or found finished, only on the same
+    (`keras_lstm.training.run_folder.check_reuse`)."""
+
+    option: str  # "--replays" or "--data-dir"
+    path: str
+    files: list[str]  # every file, named as run.json's train_files and val_files name them
+    digest: str  # of each file's name, size and modification time (and the prepared dataset's options)
+
+    def to_json(self) -> dict:
+        return {"option": self.option, "path": self.path, "files": len(self.files), "digest": self.digest}
+
+
+def replay_paths(config) -> list[Path]:
+    """The replay files a run from `config.data.replays` reads (the first `max_replays`)."""
+    paths = find_replays(config.data.replays)
+    return paths if config.data.max_replays is None else paths[: config.data.max_replays]
+
+
+def _check_prepared_options(config) -> None:
+    for name in ("max_replays", "max_frames"):
+        if getattr(config.data, name) is not None:
+            flag = name.replace("_", "-")
+            raise ValueError(f"--{flag} applies to --replays; with --data-dir, prepare a smaller folder instead")
+
+
+def _digest(value) -> str:
+    return "sha256:" + hashlib.sha256(json.dumps(value).encode()).hexdigest()
+
+
+def _stamp(path: Path) -> tuple[int, int]:
+    """(size, modification time in ns); an entry that cannot be followed (a
+    dangling link: skipped when read) by the link's own."""
+    for stat in (path.stat, path.lstat):
+        try:
+            found = stat()
+            return found.st_size, found.st_mtime_ns
+        except OSError:
+            pass
+    return -1, -1  # gone since it was listed
+
+
+def data_source(config) -> DataSource:
+    """What a run of `config` would train on now: the replay files with their
+    sizes and modification times, or the files a prepared dataset lists
+    (`keras_lstm.data.prepared`'s manifest, which `prepare` rewrites when it
+    changes the dataset). One-line errors for a missing folder or dataset."""
+    if not config.data.data_dir:
+        stamps = [(str(p), *_stamp(p)) for p in replay_paths(config)]
+        return DataSource("--replays", config.data.replays, [s[0] for s in stamps], _digest(stamps))
+    _check_prepared_options(config)
+    # load_builder: the dataset's own checks and messages (and a dataset a killed prepare set aside, put back)
+    builder = prepared.load_builder(config.data.data_dir, config.data.val_fraction, config.split_seed)
+    manifest = prepared.read_manifest(builder.prepared_path)
+    if getattr(builder, "leases", None) is not None:
+        builder.leases.release()  # only the manifest was read: `prepared_inputs` loads the dataset it trains on
+    root = Path(manifest["replays_dir"])
+    stamps = [(str(root / name), split, size, mtime) for r in manifest["parts"] for name, split, size, mtime in r["files"]]
+    return DataSource("--data-dir", config.data.data_dir, [s[0] for s in stamps], _digest([manifest["options"], stamps]))

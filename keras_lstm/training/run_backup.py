@@ -76,14 +76,24 @@ def save(folder: str | os.PathLike, model, progress: Progress, steps_per_epoch: 
     folder.mkdir(parents=True, exist_ok=True)
     final = folder / f"{progress.global_step(steps_per_epoch):012d}"
     arrays = {f"{group}/{i}": np.asarray(v.numpy()) for group, vs in _variable_groups(model).items() for i, v in enumerate(vs)}
-    with atomic.atomic_path(final) as tmp:
-        tmp.mkdir()
-        np.savez(tmp / VARIABLES_FILE, **arrays)
-        (tmp / PROGRESS_FILE).write_text(json.dumps(dataclasses.asdict(progress), indent=1))
+    try:
+        with atomic.atomic_path(final) as tmp:
+            tmp.mkdir()
+            np.savez(tmp / VARIABLES_FILE, **arrays)
+            (tmp / PROGRESS_FILE).write_text(json.dumps(dataclasses.asdict(progress), indent=1))
+    except atomic.DiskError as err:  # a full disk: the older backup stays, whole
+        _say_backup_kept(err, folder)
+        raise
     for old in complete_backups(folder):
         if old != final:
             shutil.rmtree(old, ignore_errors=True)
     return final
+
+
+def _say_backup_kept(err: atomic.DiskError, folder: str | os.PathLike | None) -> None:
+    kept = complete_backups(folder) if folder is not None else []
+    if kept:
+        err.advice = f"backup {kept[0].name} is kept: make room and run the same command again to resume from it"
 
 
 def complete_backups(folder: str | os.PathLike) -> list[Path]:
@@ -222,8 +232,12 @@ class RunProgress(keras.callbacks.Callback):
         if value is not None and math.isfinite(value) and (self.progress.best is None or value < self.progress.best):
             self.progress.best = value
             if self.best_path is not None:
-                with atomic.atomic_path(self.best_path) as tmp:
-                    self._saveable(self.model).save(tmp)
+                try:
+                    with atomic.atomic_path(self.best_path) as tmp:
+                        self._saveable(self.model).save(tmp)
+                except atomic.DiskError as err:
+                    _say_backup_kept(err, self.backup_dir)
+                    raise
         self.progress.epoch += 1
         self.progress.step = 0
         if not self.model.stop_training:

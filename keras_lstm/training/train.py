@@ -5,6 +5,9 @@ it back: `keras_lstm.training.run_folder`). Starting again with the same `--outp
 after a kill resumes from the newest complete backup (`keras_lstm.training.run_backup`),
 at the batch where it was taken, in the same batch order: the run ends as if
 never stopped. `backup/` is removed only after every other file is in place.
+A run resumes only with the options and on the data it started with (`run.json`
+records both); the same run given again once finished is left as it is, and
+a folder holding any other run is refused (`run_folder.check_reuse`).
 
 The data comes from a replay folder (`replays`, parsed at each run) or from a
 dataset prepared once (`data_dir`, see `keras_lstm.data.tfds_dataset`; streamed by
@@ -16,6 +19,7 @@ folder; the other workers write to temporary folders, and each keeps its own
 
 from __future__ import annotations
 
+import contextlib
 import math
 import shutil
 from pathlib import Path
@@ -25,6 +29,7 @@ import keras
 
 from keras_lstm.config import TrainConfig
 from keras_lstm.data import features
+from keras_lstm.data.prepared import DamagedDatasetError
 from keras_lstm.data.replays import find_replays, replays_or_default
 from keras_lstm.data.trajectories import load_trajectories
 from keras_lstm.data.windows import make_windows
@@ -36,8 +41,8 @@ from keras_lstm.files.lock import FolderLock
 from keras_lstm.model.backbone import build_backbone, check_positive
 from keras_lstm.model.policy import build_policy, compile_optimizer
 from keras_lstm.training import carried_training, distribute, run_backup
-from keras_lstm.training.inputs import carried_inputs, prepared_inputs, replay_inputs
-from keras_lstm.training.run_folder import BEST_FILE, HISTORY_FILE, METRICS_FILE, MODEL_FILE, RUN_FILE, check_resumable, load_run
+from keras_lstm.training.inputs import carried_inputs, data_source, prepared_inputs, replay_inputs
+from keras_lstm.training.run_folder import BEST_FILE, HISTORY_FILE, METRICS_FILE, MODEL_FILE, RUN_FILE, check_reuse, load_run
 
 
 def config_from_options(
@@ -97,7 +102,10 @@ def train(
     to `metrics.json`).
 
     Resumes from the run folder's newest complete backup when there is one.
-    `on_warning(message)` hears of damaged backups passed over. Raises
+    A folder that holds this very run finished (the same options and data)
+    is left as it is and its summary returned; one that holds another run is
+    refused (`run_folder.check_reuse`). `on_warning(message)` hears of
+    damaged backups passed over, and of a finished run found so. Raises
     `TrainingDiverged` when the loss became NaN, FolderBusyError when another
     process trains in the same folder.
     """
@@ -113,7 +121,12 @@ def train(
 
 def _train_locked(config, strategy, out, backup, on_skip, callbacks, verbose, on_warning) -> dict:
     keras.utils.set_random_seed(config.run.seed)
-    check_resumable(out, backup, config.flat())
+    source = data_source(config)  # what the run would train on, before anything is read or written
+    finished = check_reuse(out, backup, config.flat(), source)
+    if finished is not None:
+        if on_warning is not None:
+            on_warning(f"{out}: finished already, with these options and data; nothing trained or written (another --output, or delete it, to train again)")
+        return finished
     chief = distribute.is_chief(strategy)
     write_dir = distribute.write_dir(out, strategy)  # the run folder, or a temporary one for a non-chief worker
     atomic.remove_stale_temporaries(write_dir)
@@ -123,6 +136,8 @@ def _train_locked(config, strategy, out, backup, on_skip, callbacks, verbose, on
         data = prepared_inputs(config, strategy)
     else:
         data = (carried_inputs if optim.carried_state else replay_inputs)(config, on_skip)
+    if sorted(data.train_files + data.val_files) != sorted(source.files):  # changed while this run started
+        raise ValueError(f"{source.option} {source.path}: changed while the run was starting; start it again")
     stats = data.stats
     steps = data.steps_per_epoch
     with strategy.scope():
@@ -161,27 +176,32 @@ def _train_locked(config, strategy, out, backup, on_skip, callbacks, verbose, on
         "train_files": data.train_files,
         "val_files": data.val_files,
         "baseline_stats": stats.to_json(),
+        "data_source": source.to_json(),
     }
     atomic.write_json(write_dir / RUN_FILE, run_info)
 
     def fit(first_epoch: int, last_epoch: int, steps_per_epoch: int) -> None:
-        policy.fit(
-            data.make_train_dataset(progress.global_step(steps)),
-            validation_data=val_ds,
-            initial_epoch=first_epoch,
-            epochs=last_epoch,
-            steps_per_epoch=steps_per_epoch,
-            callbacks=fit_callbacks,
-            verbose=verbose,
-            shuffle=False,
-        )
+        with _dataset_errors_named(config):
+            policy.fit(
+                data.make_train_dataset(progress.global_step(steps)),
+                validation_data=val_ds,
+                initial_epoch=first_epoch,
+                epochs=last_epoch,
+                steps_per_epoch=steps_per_epoch,
+                callbacks=fit_callbacks,
+                verbose=verbose,
+                shuffle=False,
+            )
 
     # A run resumed mid-epoch first finishes that epoch (Keras cannot run a
     # shorter first epoch), then goes on with whole ones.
-    if progress.step and progress.epoch < optim.epochs:
-        fit(progress.epoch, progress.epoch + 1, steps - progress.step)
-    if progress.epoch < optim.epochs and not policy.stop_training:
-        fit(progress.epoch, optim.epochs, steps)
+    try:
+        if progress.step and progress.epoch < optim.epochs:
+            fit(progress.epoch, progress.epoch + 1, steps - progress.step)
+        if progress.epoch < optim.epochs and not policy.stop_training:
+            fit(progress.epoch, optim.epochs, steps)
+    finally:
+        data.release()  # a prepare may now remove the parts this run read
     losses = progress.history.get("loss", [])
     if losses and not math.isfinite(losses[-1]):  # TerminateOnNaN stopped it
         raise TrainingDiverged(
@@ -228,6 +248,25 @@ def _train_locked(config, strategy, out, backup, on_skip, callbacks, verbose, on
     return summary
 
 
+@contextlib.contextmanager
+def _dataset_errors_named(config):
+    """A prepared dataset's record file damaged or gone while training reads
+    it (TensorFlow's error names no file): one line naming the dataset. The
+    last backup stays, so the same command resumes once `prepare` repaired it."""
+    import tensorflow as tf
+
+    try:
+        yield
+    except (tf.errors.DataLossError, tf.errors.NotFoundError) as err:
+        if not config.data.data_dir:
+            raise
+        first = (err.message or type(err).__name__).strip().splitlines()[0][:200]
+        raise DamagedDatasetError(
+            f"{config.data.data_dir}: a record file of the prepared dataset is damaged or gone ({first}); run prepare again "
+            "to repair it, then the same train command to resume from the last backup"
+        ) from None
+
+
 def evaluate_folder(
     model_dir: str | Path,
     replays: str | Path | None,
@@ -248,7 +287,7 @@ def evaluate_folder(
         check_positive(stride=stride)
     if reliability_plot is not None:
         check_plot_destination(reliability_plot)  # before an evaluation that may take minutes
-    policy, run = load_run(model_dir)
+    policy, run = load_run(model_dir, evaluation=True)
     cfg = run["config"]
     if replays is None:
         key = {"validation": "val_files", "training": "train_files"}[run_games]

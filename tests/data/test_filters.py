@@ -33,9 +33,16 @@ def test_options_are_parsed_by_name_alias_or_id_and_bad_ones_named():
         ({"stages": "hyrule castle"}, "--stages"),
         ({"min_slippi_version": "3.x"}, "--min-slippi-version"),
         ({"min_frames": -1}, "--min-frames"),
+        # ids no game can hold are refused like unknown names (they matched nothing)
+        ({"opponents": "999"}, "--opponents: no character has id 999"),
+        ({"characters": "fox,33"}, "--characters: no character has id 33"),
+        ({"stages": "21"}, "--stages: no stage has id 21"),
+        ({"stages": "1"}, "--stages: no stage has id 1"),
     ):
         with pytest.raises(ValueError, match=option):
             ReplayFilter.from_options(**kwargs)
+    edges = ReplayFilter.from_options(characters="0,32", opponents="26", stages="2,20,22,32")
+    assert (edges.characters, edges.opponents, edges.stages) == ({0, 32}, {26}, {2, 20, 22, 32})
 
 
 def test_every_filter_leaves_out_what_it_says_and_counts_it(games):

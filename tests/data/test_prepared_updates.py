@@ -5,6 +5,7 @@ in this process."""
 
 from __future__ import annotations
 
+import re
 import sys
 from pathlib import Path
 
@@ -247,3 +248,102 @@ def test_progress_logs_carry_any_file_name_back(tmp_path):
     parts._log_file(log, odd[3], None)
     follower.poll()
     assert seen[2:] == [("half a line.slp", None), (odd[2], None), (odd[3], None)]
+
+
+def test_a_reader_keeps_its_parts_across_prepares_until_it_lets_go(tmp_path, replays_dir, monkeypatch):
+    """Through the load path training uses (`prepared_inputs` ->
+    `load_builder`): a reader that opened the dataset reads it to the end,
+    again and again, while prepare replaces every part it holds (a file
+    removed, one changed, then other options: prepared afresh). Its parts
+    are removed by the first prepare after it lets go."""
+    from keras_lstm.training import inputs
+    from keras_lstm.training.train import TrainConfig
+
+    monkeypatch.setattr(prepared, "PART_FILES", 2)
+    folder, data_dir = tmp_path / "replays", tmp_path / "data"
+    _link(folder, FIRST)
+    prepared.prepare(folder, data_dir, val_fraction=0.0, workers=1)
+    version = prepared.version_path(data_dir, 0.0)
+    held = [p["name"] for p in prepared.read_manifest(version)["parts"]]
+    config = TrainConfig.from_flat(replays="", data_dir=str(data_dir), val_fraction=0.0, window_size=10, stride=40, batch_size=32)
+    readers = []
+    load = prepared.load_builder
+    monkeypatch.setattr(prepared, "load_builder", lambda *args: readers.append(load(*args)) or readers[-1])
+    data = inputs.prepared_inputs(config, shuffle_buffer=32, example_buffer=1)  # little read ahead
+    batches = iter(data.make_train_dataset())
+    next(batches)  # reading
+
+    (folder / FIRST[0]).unlink()
+    (folder / FIRST[2]).unlink()
+    (folder / FIRST[2]).symlink_to(GAMES / LATER[0])
+    update = prepared.prepare(folder, data_dir, val_fraction=0.0, workers=1)
+    fresh = prepared.prepare(folder, data_dir, val_fraction=0.0, workers=1, replay_filter=ReplayFilter(min_frames=1))
+    # The stream repeats, each pass over the examples opening the files again
+    # (without the hold: NotFoundError after 3 or 4 passes read ahead).
+    for _ in range(10 * data.steps_per_epoch):
+        next(batches)
+    assert update["status"] == "updated" and update["parts_held_by_readers"] == held
+    assert fresh["status"] == "prepared" and fresh["files_parsed"] == len(FIRST) - 1
+    assert fresh["parts_held_by_readers"] == held  # kept, and the update's own parts removed
+
+    readers[0].leases.release()  # the reader lets go (as when its process ends)
+    again = prepared.prepare(folder, data_dir, val_fraction=0.0, workers=1, replay_filter=ReplayFilter(min_frames=1))
+    assert again["status"] == "up to date" and again["parts_held_by_readers"] == []
+    assert {p.name for p in (version / "parts").iterdir()} == {p["name"] for p in prepared.read_manifest(version)["parts"]}
+    assert_prepared_reads_as_parsed(data_dir, 0.0)
+
+
+def test_a_reader_that_comes_while_a_part_is_removed_reads_the_new_manifest(tmp_path, replays_dir, monkeypatch):
+    """The other interleaving, stepped by hand: a reader that read the old
+    manifest holds its parts only after prepare removed one; it finds the
+    manifest changed and reads the new one."""
+    folder, data_dir = tmp_path / "replays", tmp_path / "data"
+    _link(folder, FIRST[:2])
+    prepared.prepare(folder, data_dir, val_fraction=0.0, workers=1)
+    version = prepared.version_path(data_dir, 0.0)
+    old = prepared.read_manifest(version)
+    (folder / FIRST[0]).unlink()
+    prepared.prepare(folder, data_dir, val_fraction=0.0, workers=1)  # no reader: the old part is gone
+    assert prepared._hold_listed_parts(version, old) is None
+    builder = prepared.load_builder(data_dir, 0.0)
+    assert builder.info.metadata["files"] == 1 and len(builder.leases.fds) == 1
+
+
+def test_unknown_beam_options_are_refused_before_any_work(tmp_path, replays_dir):
+    from typer.testing import CliRunner
+
+    from keras_lstm.cli.main import app
+
+    if not parts.beam_available():
+        pytest.skip("Apache Beam is not installed (the beam extra)")
+    folder = tmp_path / "replays"
+    _link(folder, FIRST[:1])
+    for options, message in (
+        ("--runner=FlinkRunner --flink_mastr=host:8081", "Apache Beam has no option --flink_mastr (did you mean --flink_master?)"),
+        ("--runner=FlinkRunner --flink-master=host:8081", "Apache Beam has no option --flink-master (did you mean --flink_master?)"),
+        ("--direct_num_workers=two", "argument --direct_num_workers: invalid int value: 'two'"),
+    ):
+        with pytest.raises(ValueError, match=re.escape(f"--beam-options: {message}")):
+            prepared.prepare(folder, tmp_path / "data", beam_options=options.split())
+        result = CliRunner().invoke(app, ["prepare", "--replays", str(folder), "--data-dir", str(tmp_path / "data"), "--beam-options", options])
+        assert result.exit_code == 2 and result.output.strip() == f"error: --beam-options: {message}", result.output
+    assert not (tmp_path / "data").exists()  # nothing made
+    parts.check_beam_options(["--runner=DirectRunner", "--direct_running_mode=multi_processing", "--direct_num_workers=2"])
+
+
+def test_workers_are_capped_at_the_parts_to_build(tmp_path, replays_dir, monkeypatch):
+    used = []
+    build = parts.build_parts
+
+    def build_here(specs, parts_dir, workers=1, beam_options=(), on_file=None):
+        used.append((workers, len(specs)))
+        return build(specs, parts_dir, 1, beam_options, on_file)
+
+    monkeypatch.setattr(parts, "build_parts", build_here)
+    folder = tmp_path / "replays"
+    _link(folder, FIRST[:3])
+    summary = prepared.prepare(folder, tmp_path / "data", workers=64)
+    assert used == [(3, 3)] and summary["workers"] == 3
+    _link(folder, LATER[:1])
+    summary = prepared.prepare(folder, tmp_path / "data", workers=64)
+    assert used[1] == (1, 1) and summary["workers"] == 1 and summary["parsed_by"] == "in this process"

@@ -17,7 +17,7 @@ import tensorflow_datasets as tfds
 from typer.testing import CliRunner
 
 from keras_lstm.cli.main import app
-from keras_lstm.data import prepared, tfds_dataset
+from keras_lstm.data import features, prepared, tfds_dataset
 from keras_lstm.data.replays import ReplayError, find_replays
 from keras_lstm.data.split import split_by_game
 from keras_lstm.files.lock import FolderBusyError, FolderLock
@@ -144,7 +144,7 @@ def test_plain_tfds_reads_the_parts_the_manifest_lists(tmp_path, replays_dir):
     folder = _link_folder(tmp_path / "replays",
                           {n: GAMES for n in ("peppi_transform.slp", "slippi-js_v2_test.slp", "libmelee_test_game_2.slp")})
     prepared.prepare(folder, tmp_path / "data")
-    version = tmp_path / "data" / "slippi_replays" / "default" / "1.0.0"
+    version = prepared.version_path(tmp_path / "data")
     manifest = json.loads((version / "manifest.json").read_text())
     builder = tfds.builder_from_directories([str(version / "parts" / part["name"]) for part in manifest["parts"]])
     ex = next(iter(tfds.as_numpy(builder.as_dataset(split="train"))))
@@ -186,7 +186,7 @@ def test_prepare_command(tmp_path, replays_dir):
     args = ["prepare", "--replays", str(folder), "--data-dir", str(tmp_path / "data"), "--val-fraction", "0.4", "--no-progress"]
     result = runner.invoke(app, args)
     assert result.exit_code == 0, result.output
-    assert "slippi_replays/val0.4-seed0:1.0.0" in result.output and "skipped slippi-js_teams_time.slp" in result.output
+    assert f"slippi_replays/val0.4-seed0:{features.FEATURE_VERSION}.0.0" in result.output and "skipped slippi-js_teams_time.slp" in result.output
     result = runner.invoke(app, args)
     assert result.exit_code == 0 and "up to date" in result.output
     result = runner.invoke(app, ["prepare", "--replays", str(tmp_path / "nope"), "--data-dir", str(tmp_path / "data")])
@@ -256,7 +256,8 @@ def _prepare_until_paused(folder: Path, data_dir: Path, stage: str, tmp_path: Pa
     """Run prepare in a subprocess that stops at `stage` (the test hook), then
     kill it there with SIGKILL. `exchange=False`: as on a file system without
     an atomic exchange of two folders. `min_frames` > 0: other options than
-    the dataset's, so a fresh dataset is built and swapped in."""
+    the dataset's, so it is prepared afresh (in place, as an update, when its
+    manifest can be read; else built beside and swapped in)."""
     code = "from keras_lstm.data import dataset_swap, prepared\nfrom keras_lstm.data.filters import ReplayFilter\n"
     if not exchange:
         code += "dataset_swap.exchange = lambda a, b: False\n"
@@ -267,6 +268,7 @@ def _prepare_until_paused(folder: Path, data_dir: Path, stage: str, tmp_path: Pa
 def _read_all(data_dir: Path) -> tuple[dict, int]:
     builder = prepared.load_builder(data_dir, 0.0)
     trajectories = prepared.read_trajectories(builder, prepared.TRAIN)
+    builder.leases.release()  # done reading: the next prepare may remove what it replaces
     return builder.info.metadata, len(trajectories)
 
 
@@ -274,28 +276,41 @@ def _read_all(data_dir: Path) -> tuple[dict, int]:
 @pytest.mark.parametrize("stage,exchange,fresh", [
     ("generate", True, False),  # adding a file: while its part is generated
     ("manifest", True, False),  # adding a file: its part made, the manifest not yet written
-    ("set-aside", False, True),  # other options, no atomic exchange: between setting the old one aside and moving the new one in
+    ("manifest", True, True),  # other options: prepared afresh in place, its manifest not yet written
+    # A manifest that cannot be read, no atomic exchange: between setting the
+    # old folder aside and moving the new one in.
+    ("set-aside", False, "damaged"),
 ])
 def test_a_kill_while_preparing_a_changed_folder_keeps_the_old_dataset(tmp_path, replays_dir, stage, exchange, fresh):
     folder = _link_folder(tmp_path / "replays", {"peppi_buttons_abxy.slp": CLIPS, "peppi_dpad_udlr.slp": CLIPS})
     data_dir = tmp_path / "data"
     first = prepared.prepare(folder, data_dir, val_fraction=0.0)
     (folder / "peppi_cstick_udlr.slp").symlink_to(CLIPS / "peppi_cstick_udlr.slp")
-    _prepare_until_paused(folder, data_dir, stage, tmp_path, exchange, min_frames=1 if fresh else 0)
+    manifest = prepared.version_path(data_dir, 0.0) / prepared.MANIFEST
+    if fresh == "damaged":
+        manifest.write_text(manifest.read_text().replace('"format": 1', '"format": 0'))
+    old_manifest = manifest.read_bytes()
+    _prepare_until_paused(folder, data_dir, stage, tmp_path, exchange, min_frames=1 if fresh is True else 0)
     # The old dataset, whole (put back by `load_builder` if it was set aside).
-    meta, n = _read_all(data_dir)
-    assert meta["files"] == first["files"] == 2 and n == first["trajectories"] == 2
+    if fresh == "damaged":
+        with pytest.raises(prepared.DamagedDatasetError, match="written by another keras-lstm"):
+            prepared.load_builder(data_dir, 0.0)
+        assert manifest.read_bytes() == old_manifest
+    else:
+        meta, n = _read_all(data_dir)
+        assert meta["files"] == first["files"] == 2 and n == first["trajectories"] == 2
+        assert manifest.read_bytes() == old_manifest
     # A leftover of TFDS's own in-place generation (older versions) is stale too.
-    config_dir = prepared.load_builder(data_dir, 0.0).prepared_path.parent
+    config_dir = manifest.parent.parent
     (config_dir / "incomplete.ABC123_1.0.0").mkdir()
     assert _leftovers(data_dir)
     from keras_lstm.data.filters import ReplayFilter
 
-    again = prepared.prepare(folder, data_dir, val_fraction=0.0, replay_filter=ReplayFilter(min_frames=1 if fresh else 0))
+    again = prepared.prepare(folder, data_dir, val_fraction=0.0, replay_filter=ReplayFilter(min_frames=1 if fresh is True else 0))
     assert again["status"] == ("prepared" if fresh else "updated") and again["files"] == 3
     assert again["files_parsed"] == (3 if fresh else 1)
-    parts = {p.name for p in (config_dir / "1.0.0" / "parts").iterdir()}
-    assert parts == {part["name"] for part in json.loads((config_dir / "1.0.0" / "manifest.json").read_text())["parts"]}
+    parts = {p.name for p in (manifest.parent / "parts").iterdir()}
+    assert parts == {part["name"] for part in json.loads(manifest.read_text())["parts"]}
     meta, n = _read_all(data_dir)
     assert meta["files"] == 3 and n == 3
     assert _leftovers(data_dir) == []

@@ -184,7 +184,7 @@ def test_nan_learning_rate_is_refused():
     for value in ("nan", "inf"):
         result = runner.invoke(app, ["train", "--replays", str(GAMES), "--learning-rate", value])
         assert result.exit_code == 2
-        assert "learning-rate must be a finite positive number" in result.output
+        assert "learning-rate must be a finite" in result.output  # the check every command's numbers get first
 
 
 def test_a_run_that_diverges_exits_non_zero_in_one_line(tmp_path):

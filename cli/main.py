@@ -12,6 +12,8 @@ from keras_lstm.cli import play as play_commands
 from keras_lstm.cli import train as train_commands
 from keras_lstm.cli import prepare as prepare_commands
 from keras_lstm.cli import bench_data
+from keras_lstm.cli import bench_umi
+from keras_lstm.cli.umi import umi_app
 
 app = typer.Typer(
     help="Behavioural cloning of Melee from Slippi replays with an LSTM backbone.",
@@ -21,6 +23,7 @@ app = typer.Typer(
 )
 bench_app = typer.Typer(help="Benchmarks (speed and memory); numbers are medians measured side by side in one run.", no_args_is_help=True)
 app.add_typer(bench_app, name="bench")
+app.add_typer(umi_app, name="umi")
 
 app.command("train")(train_commands.train)
 app.command("evaluate")(train_commands.evaluate)
@@ -33,6 +36,7 @@ bench_app.command("inference")(bench_inference.inference)
 bench_app.command("serve")(bench_serve.serve)
 bench_app.command("gpu")(bench_gpu.gpu)
 bench_app.command("train-speed")(bench_train_speed.train_speed)
+bench_app.command("umi")(bench_umi.umi)
 
 
 if __name__ == "__main__":

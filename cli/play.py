@@ -43,7 +43,7 @@ def play(
     from keras_lstm.serving import play as play_lib
     from keras_lstm.serving.play import check_play_options
 
-    check_play_options(port, replay, dolphin, iso, max_frames, sample, temperature, seed, keep_bias)  # before the model loads
+    check_play_options(port, replay, dolphin, iso, max_frames, sample, temperature, seed, keep_bias, opponent_port)  # before the model loads
     agent = play_lib.load_agent(model, play_lib.make_sampler(sample, temperature, seed), keep_bias or 0.0)
     if replay is not None:
         report = play_lib.play_replay(agent, replay, port, max_frames=max_frames)

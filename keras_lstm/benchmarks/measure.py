@@ -71,12 +71,26 @@ def cpu_name() -> str:
     return platform.processor() or platform.machine() or "unknown"
 
 
+def cpu_features() -> list[str]:
+    """The CPU's vector-instruction flags that change these figures (AVX2,
+    FMA, AVX-512 and its bfloat16/fp16 parts, AMX), from /proc/cpuinfo."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("flags"):
+                flags = line.split(":", 1)[1].split()
+                return sorted(f for f in flags if f in ("avx2", "fma") or f.startswith(("avx512", "amx")))
+    except OSError:
+        pass
+    return []
+
+
 def machine_info() -> dict:
     """The CPU, the software, TensorFlow's thread settings, the load average
     and the code version, for a results file."""
     return {
         "code": code_version(),
         "cpu": cpu_name(),
+        "cpu_features": cpu_features(),
         "cores": os.cpu_count(),
         "python": platform.python_version(),
         "platform": platform.platform(),

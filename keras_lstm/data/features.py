@@ -20,11 +20,13 @@ import dataclasses
 import numpy as np
 
 from keras_lstm.data import controller
+from keras_lstm.data.melee_ids import EXTERNAL_OF_INTERNAL
 from keras_lstm.data.replays import FIRST_PLAYABLE_FRAME, ReplayError, last_record_index
 
 # Bumped whenever the features change, so a model never meets inputs it was not
-# trained on.
-FEATURE_VERSION = 1
+# trained on. 2: percent, action frame and hitlag in whole units, as the
+# championship's arena sends them (`keras_lstm.data.umi_frames`).
+FEATURE_VERSION = 2
 
 # Categorical columns and their vocabulary sizes (ids at or above are clipped
 # to the last id, which then means "other").
@@ -53,8 +55,40 @@ PLAYER_FIELDS = (
     ("self_x_ground", 3.0),
 )
 STATE_NUMERIC_SIZE = 2 * len(PLAYER_FIELDS)
+# Fields every source gives in whole units: the UMI frame (the arena's form of
+# the game) carries percent floored and the action's frame count and hitlag
+# as integers, so replays and libmelee are rounded the same way here.
+WHOLE_FIELDS = {"percent": np.floor, "state_age": np.trunc, "hitlag": np.trunc}
+_WHOLE_COLUMNS = [(i, WHOLE_FIELDS[name]) for i, (name, _) in enumerate(PLAYER_FIELDS) if name in WHOLE_FIELDS]
+_SCALES = np.array([scale for _, scale in PLAYER_FIELDS])
 NUMERIC_SIZE = STATE_NUMERIC_SIZE + controller.CONTROLLER_INPUT_SIZE
 CATEGORICAL_SIZE = len(CATEGORICAL_COLUMNS)
+
+
+_FIELD_NAMES = [name for name, _ in PLAYER_FIELDS]
+RELATIVE_SIZE = 5
+
+
+
+
+def relative_columns(numeric, ops):
+    """`[..., NUMERIC_SIZE]` -> `[..., RELATIVE_SIZE]`: where the opponent is
+    from the player (dx, dy and the distance, in the features' units of 100
+    game units) and whether each faces the other (+1 facing, -1 turned away,
+    0 at the same x). Both players' raw columns hold this, but only through
+    differences and products the encoder's one ReLU layer can merely
+    approximate (`--relative-features`). `ops` is `keras.ops`, `tf` or `np`: the same math for the
+    layer and its two fast forms."""
+
+    def column(offset, name):
+        return numeric[..., offset + _FIELD_NAMES.index(name)]
+
+    dx = column(len(_FIELD_NAMES), "x") - column(0, "x")
+    dy = column(len(_FIELD_NAMES), "y") - column(0, "y")
+    toward = ops.sign(dx)
+    return ops.stack(
+        [dx, dy, ops.sqrt(dx * dx + dy * dy), column(0, "facing") * toward, -column(len(_FIELD_NAMES), "facing") * toward], axis=-1
+    )
 
 
 @dataclasses.dataclass
@@ -88,6 +122,24 @@ def _column(arrow_or_none, index: np.ndarray, dtype=np.float32) -> np.ndarray:
     return np.nan_to_num(values, nan=0.0, posinf=0.0, neginf=0.0).astype(dtype)
 
 
+def scale_player_fields(raw: dict) -> np.ndarray:
+    """Raw post-frame fields of one player, `{name: [T]}` in game units (every
+    name of `PLAYER_FIELDS`; facing +1 right / -1 left, airborne 0/1) ->
+    `[T, len(PLAYER_FIELDS)]` float32 features. The one copy of the
+    numeric feature math: replays, libmelee and UMI frames all come here."""
+    values = np.stack([np.asarray(raw[name], np.float64) for name, _ in PLAYER_FIELDS], axis=1)
+    values[~np.isfinite(values)] = 0.0
+    for column, whole in _WHOLE_COLUMNS:
+        values[:, column] = whole(values[:, column])
+    values /= _SCALES
+    return np.clip(values, -10.0, 10.0, out=values).astype(np.float32)
+
+
+def action_ids(action_T) -> np.ndarray:
+    """Action-state ids `[T]` -> the categorical column (ids past the table: its last, "other")."""
+    return np.clip(np.asarray(action_T, np.int64), 0, ACTION_STATES - 1).astype(np.int32)
+
+
 def _player_state(post, index: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """`[T, len(PLAYER_FIELDS)]` scaled numeric state and `[T]` action-state ids."""
     vel = getattr(post, "velocities", None)
@@ -108,10 +160,8 @@ def _player_state(post, index: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         "knockback_y": getattr(vel, "knockback_y", None),
         "self_x_ground": getattr(vel, "self_x_ground", None),
     }
-    cols = [_column(raw[name], index) / scale for name, scale in PLAYER_FIELDS]
-    numeric = np.clip(np.stack(cols, axis=1), -10.0, 10.0)
-    action = np.clip(_column(post.state, index, np.int64), 0, ACTION_STATES - 1).astype(np.int32)
-    return numeric.astype(np.float32), action
+    numeric = scale_player_fields({name: _column(raw[name], index, np.float64) for name, _ in PLAYER_FIELDS})
+    return numeric, action_ids(_column(post.state, index, np.int64))
 
 
 def _controller_targets(pre, index: np.ndarray) -> dict[str, np.ndarray]:
@@ -123,6 +173,20 @@ def _controller_targets(pre, index: np.ndarray) -> dict[str, np.ndarray]:
         _column(pre.cstick.y, index),
         _column(pre.triggers, index),
     )
+
+
+def _first_character(post, index: np.ndarray, player) -> int:
+    """The character a player plays, as its external id: the one of the first
+    playable frame (Zelda and Sheik transform mid-game; the game start names
+    the one selected, which for Sheik may be Zelda), as libmelee and the
+    championship's arena show it; the game start's where frames lack it."""
+    internal = getattr(post, "character", None)
+    external = None
+    if internal is not None:
+        external = EXTERNAL_OF_INTERNAL.get(int(_column(internal, index[:1], np.int64)[0]))
+    if external is None:
+        external = int(player.character)
+    return min(external, CHARACTERS - 1)
 
 
 def game_to_trajectories(game, path) -> tuple[list[Trajectory], int]:
@@ -141,12 +205,13 @@ def game_to_trajectories(game, path) -> tuple[list[Trajectory], int]:
     if len(index) < 2:
         raise ReplayError(path, f"too short ({len(index)} playable frames)")
 
-    states, actions, targets = [], [], []
-    for port_data in game.frames.ports:
+    states, actions, targets, characters = [], [], [], []
+    for port_data, player in zip(game.frames.ports, players):
         s, a = _player_state(port_data.leader.post, index)
         states.append(s)
         actions.append(a)
         targets.append(_controller_targets(port_data.leader.pre, index))
+        characters.append(_first_character(port_data.leader.post, index, player))
 
     stage = int(game.start.stage)
     trajectories, n_cpu = [], 0
@@ -158,8 +223,8 @@ def game_to_trajectories(game, path) -> tuple[list[Trajectory], int]:
             [
                 actions[me],
                 actions[them],
-                np.full(len(index), min(int(players[me].character), CHARACTERS - 1)),
-                np.full(len(index), min(int(players[them].character), CHARACTERS - 1)),
+                np.full(len(index), characters[me]),
+                np.full(len(index), characters[them]),
                 np.full(len(index), min(stage, STAGES - 1)),
             ],
             axis=1,

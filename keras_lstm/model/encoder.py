@@ -14,34 +14,14 @@ import numpy as np
 import tensorflow as tf
 
 from keras_lstm.data import features
+from keras_lstm.model import numpy_policy
 
 ACTION_EMBED = 32
 CHARACTER_EMBED = 8
 STAGE_EMBED = 4
 
-_FIELDS = [name for name, _ in features.PLAYER_FIELDS]
-_OPPONENT = len(_FIELDS)  # the opponent's fields follow the player's in `numeric`
-RELATIVE_SIZE = 5
-
-
-def relative_columns(numeric, ops):
-    """`[..., NUMERIC_SIZE]` -> `[..., RELATIVE_SIZE]`: where the opponent is
-    from the player (dx, dy and the distance, in the features' units of 100
-    game units) and whether each faces the other (+1 facing, -1 turned away,
-    0 at the same x). Both players' raw columns hold this, but only through
-    differences and products the encoder's one ReLU layer can merely
-    approximate. `ops` is `keras.ops`, `tf` or `np`: the same math for the
-    layer and its two fast forms."""
-
-    def column(offset, name):
-        return numeric[..., offset + _FIELDS.index(name)]
-
-    dx = column(_OPPONENT, "x") - column(0, "x")
-    dy = column(_OPPONENT, "y") - column(0, "y")
-    toward = ops.sign(dx)
-    return ops.stack(
-        [dx, dy, ops.sqrt(dx * dx + dy * dy), column(0, "facing") * toward, -column(_OPPONENT, "facing") * toward], axis=-1
-    )
+RELATIVE_SIZE = features.RELATIVE_SIZE
+relative_columns = features.relative_columns  # the one copy is with the other feature math
 
 
 @keras.saving.register_keras_serializable(package="keras_lstm")
@@ -122,8 +102,9 @@ def encode_tf(encoder: FrameEncoder, numeric_BxF, categorical_BxC):
 
 class NumpyEncoder:
     """`FrameEncoder` in numpy over a snapshot of its weights, one frame per
-    game: `encoder(numeric [B, F], categorical [B, C]) -> [B, embed]`. Ids out
-    of a table's range are clipped into it."""
+    game: `encoder(numeric [B, F], categorical [B, C]) -> [B, embed]`
+    (`keras_lstm.model.numpy_policy.encode`). Ids out of a table's range are
+    clipped into it."""
 
     def __init__(self, encoder: FrameEncoder):
         self.relative_features = encoder.relative_features
@@ -132,9 +113,4 @@ class NumpyEncoder:
         self.projection_b = np.asarray(encoder.projection.bias.numpy(), np.float32)
 
     def __call__(self, numeric_BxF: np.ndarray, categorical_BxC: np.ndarray) -> np.ndarray:
-        ids = np.clip(categorical_BxC, 0, None)
-        parts = [numeric_BxF] + ([relative_columns(numeric_BxF, np)] if self.relative_features else [])
-        parts += [t[np.minimum(ids[:, i], len(t) - 1)] for i, t in enumerate(self.tables)]
-        x = np.concatenate(parts, axis=1) @ self.projection_w
-        x += self.projection_b
-        return np.maximum(x, 0.0, out=x)
+        return numpy_policy.encode(self.tables, self.projection_w, self.projection_b, self.relative_features, numeric_BxF, categorical_BxC)

@@ -21,10 +21,9 @@ import keras
 import numpy as np
 
 from keras_lstm.data import controller, features
-
-N_BUTTONS = len(controller.BUTTONS)
-# 8 buttons as 0/1, then each stick axis one-hot (17), then the shoulder one-hot (5).
-PREVIOUS_INPUT_SIZE = N_BUTTONS + len(controller.STICK_HEADS) * controller.STICK_CLASSES + controller.SHOULDER_CLASSES
+# N_BUTTONS, PREVIOUS_INPUT_SIZE: 8 buttons as 0/1, each stick axis one-hot (17), the shoulder one-hot (5).
+from keras_lstm.model.numpy_policy import N_BUTTONS, PREVIOUS_INPUT_SIZE
+from keras_lstm.model.numpy_policy import previous_input_onehot as previous_input_numpy  # noqa: F401 - the numpy form
 
 
 @keras.saving.register_keras_serializable(package="keras_lstm")
@@ -47,24 +46,17 @@ class PreviousInput(keras.layers.Layer):
         return tuple(input_shape[:-1]) + (PREVIOUS_INPUT_SIZE,)
 
 
-def previous_input_numpy(numeric_BxF: np.ndarray) -> np.ndarray:
-    """`PreviousInput` in numpy, one frame per game: `[B, NUMERIC_SIZE]` -> `[B, PREVIOUS_INPUT_SIZE]`."""
-    pad = numeric_BxF[:, features.STATE_NUMERIC_SIZE :]
-    out = np.zeros((len(pad), PREVIOUS_INPUT_SIZE), np.float32)
-    out[:, :N_BUTTONS] = pad[:, :N_BUTTONS]
-    rows = np.arange(len(pad))
-    offset = N_BUTTONS
-    for i in range(len(controller.STICK_HEADS)):
-        out[rows, offset + controller.stick_to_class(pad[:, N_BUTTONS + i])] = 1.0
-        offset += controller.STICK_CLASSES
-    out[rows, offset + controller.shoulder_to_class(pad[:, N_BUTTONS + 4])] = 1.0
-    return out
+# A larger bias asks for a change e^B times as likely as keeping, past any
+# ratio of two floats (float64's largest is e^709): the policy never changes
+# its input there already. Under it, 2 x the bias added to float32 weights
+# stays finite (folded: `fold_keep_bias`), where 1e39 overflowed to inf.
+MAX_KEEP_BIAS = 1000.0
 
 
 def check_keep_bias(bias: float) -> float:
-    """A keep bias (nats), or ValueError: a finite number >= 0."""
-    if not np.isfinite(bias) or bias < 0:
-        raise ValueError(f"--keep-bias must be a finite number >= 0 (nats), got {bias}")
+    """A keep bias (nats), or ValueError: a number from 0 to `MAX_KEEP_BIAS`."""
+    if not np.isfinite(bias) or not 0 <= bias <= MAX_KEEP_BIAS:
+        raise ValueError(f"--keep-bias must be a finite number >= 0 and at most {MAX_KEEP_BIAS:g} (nats), got {bias}")
     return float(bias)
 
 

@@ -52,6 +52,10 @@ import contextlib
 import numpy as np
 import tensorflow as tf
 
+# The numpy forms live with the rest of the policy's numpy math (no TensorFlow there).
+from keras_lstm.model.numpy_policy import fuse_cell, numpy_step  # noqa: F401
+from keras_lstm.model.numpy_policy import sigmoid as np_sigmoid  # noqa: F401
+
 
 def _matmul(a, b, dtype):
     """`a @ b` with inputs rounded to `dtype` (bfloat16: about twice the
@@ -415,55 +419,6 @@ def tf_step(cell_type: str, cells, x_BxD, state):
     return x_BxD, tuple(new_state)
 
 
-def np_sigmoid(x):
-    """Logistic sigmoid with one transcendental: equal to 1 / (1 + e^-x)."""
-    return 0.5 * np.tanh(0.5 * x) + 0.5
-
-
 def fuse_numpy(cell_type: str, cell) -> tuple[np.ndarray, np.ndarray]:
-    """A cell's weights as one `[in + hidden, gates]` matrix and a bias, so
-    that `[x, h] @ W` computes every gate at once. For the GRU
-    (`reset_after=True`) the candidate's recurrent part stays separate (the
-    reset gate scales it): four blocks, `[z+r from x and h | candidate from x
-    | candidate from h]`."""
-    kernel = np.asarray(cell.kernel.numpy(), np.float32)
-    recurrent = np.asarray(cell.recurrent_kernel.numpy(), np.float32)
-    bias = np.asarray(cell.bias.numpy(), np.float32)
-    if cell_type == "lstm":
-        return np.ascontiguousarray(np.concatenate([kernel, recurrent], axis=0)), bias
-    d, u = kernel.shape[0], recurrent.shape[0]
-    input_bias, recurrent_bias = bias[0], bias[1]
-    w = np.zeros((d + u, 4 * u), np.float32)
-    w[:d, : 2 * u] = kernel[:, : 2 * u]
-    w[d:, : 2 * u] = recurrent[:, : 2 * u]
-    w[:d, 2 * u : 3 * u] = kernel[:, 2 * u :]
-    w[d:, 3 * u :] = recurrent[:, 2 * u :]
-    b = np.concatenate([input_bias[: 2 * u] + recurrent_bias[: 2 * u], input_bias[2 * u :], recurrent_bias[2 * u :]])
-    return w, b.astype(np.float32)
-
-
-def numpy_step(cell_type: str, fused_layers, x_BxD: np.ndarray, state) -> tuple[np.ndarray, tuple]:
-    """One frame through every layer with weights from `fuse_numpy`; returns
-    `(y_BxU, new_state)`."""
-    new_state = []
-    for (w, b), layer_state in zip(fused_layers, state):
-        h = layer_state[0]
-        u = h.shape[1]
-        z = np.concatenate([x_BxD, h], axis=1) @ w
-        z += b
-        if cell_type == "lstm":
-            c = layer_state[1]
-            i = np_sigmoid(z[:, :u])
-            f = np_sigmoid(z[:, u : 2 * u])
-            g = np.tanh(z[:, 2 * u : 3 * u])
-            o = np_sigmoid(z[:, 3 * u :])
-            c = f * c + i * g
-            x_BxD = o * np.tanh(c)
-            new_state.append((x_BxD, c))
-        else:
-            update = np_sigmoid(z[:, :u])
-            reset = np_sigmoid(z[:, u : 2 * u])
-            candidate = np.tanh(z[:, 2 * u : 3 * u] + reset * z[:, 3 * u :])
-            x_BxD = update * h + (1.0 - update) * candidate
-            new_state.append((x_BxD,))
-    return x_BxD, tuple(new_state)
+    """A Keras cell's weights fused for `numpy_step` (`numpy_policy.fuse_cell`)."""
+    return fuse_cell(cell_type, cell.kernel.numpy(), cell.recurrent_kernel.numpy(), cell.bias.numpy())

@@ -22,8 +22,9 @@ from pathlib import Path
 
 import numpy as np
 
-from keras_lstm.model.heads import fold_keep_bias
-from keras_lstm.serving.decode import ControllerSampler, decode_controller, logits_from_probabilities
+from keras_lstm.config import check_seed
+from keras_lstm.model.heads import check_keep_bias, fold_keep_bias
+from keras_lstm.serving.decode import ControllerSampler, check_temperature, decode_controller, logits_from_probabilities
 from keras_lstm.serving.export import METADATA_FILE, load_saved_model
 from keras_lstm.serving.inference import PolicyStepper
 from keras_lstm.training.run_folder import MODEL_FILE, load_run
@@ -34,6 +35,20 @@ def describe_decoding(sampler: ControllerSampler | None, keep_bias: float = 0.0)
     its heads decide with, when there is one)."""
     described = {"mode": "argmax"} if sampler is None else sampler.describe()
     return {**described, "keep_bias": keep_bias} if keep_bias else described
+
+
+def check_decoding_options(sample: bool, temperature: float | None = None, seed: int | None = None, keep_bias: float | None = None) -> None:
+    """How an agent decides, checked before a model loads (`play`, `umi`): a
+    temperature > 0, a seed numpy takes and both only with --sample, a keep
+    bias >= 0. Each message names its option."""
+    if temperature is not None:
+        check_temperature(temperature)
+    if seed is not None:
+        check_seed(seed)  # else numpy's "expected non-negative integer", naming no option
+    if keep_bias is not None:
+        check_keep_bias(keep_bias)
+    if not sample and (temperature is not None or seed is not None):
+        raise ValueError("--temperature and --seed apply to sampled actions: add --sample")
 
 
 def make_sampler(sample: bool, temperature: float | None = None, seed: int | None = None) -> ControllerSampler | None:

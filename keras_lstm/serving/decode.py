@@ -1,6 +1,7 @@
 """Head logits -> probabilities and the controller to press, in numpy (the
 frame loop's) and in TF (the SavedModel's). `tests/serving/test_decode.py`
-holds the two equal.
+holds the two equal. Only `decode_controller_tf` needs TensorFlow (imported
+when called), so a UMI bundle carries this module as it is.
 
 Two ways to act on the probabilities: `decode_controller` presses the most
 likely value of each head (argmax; the default), `sample_controller` draws it
@@ -13,10 +14,9 @@ policy's own distributions, T -> 0 approaches argmax, T > 1 flattens them.
 from __future__ import annotations
 
 import numpy as np
-import tensorflow as tf
 
 from keras_lstm.data import controller
-from keras_lstm.model.recurrent import np_sigmoid
+from keras_lstm.model.numpy_policy import sigmoid as np_sigmoid
 
 
 def decode_controller(logits: dict) -> dict:
@@ -31,6 +31,16 @@ def decode_controller(logits: dict) -> dict:
     out["buttons"] = (out["buttons_prob"] > 0.5).astype(np.float32)
     for head in controller.CLASS_HEADS:
         out[f"{head}_prob"] = _softmax(logits[head]).astype(np.float32)
+        out[head] = _class_value(head, np.argmax(logits[head], axis=-1))
+    return out
+
+
+def argmax_pad(logits: dict) -> dict:
+    """`decode_controller`'s pad alone, without the probabilities (what a bot
+    sends): each button pressed where its logit is above 0 (probability above
+    0.5), each stick and shoulder head the value of its most likely class."""
+    out = {"buttons": (np.asarray(logits["buttons"]) > 0).astype(np.float32)}
+    for head in controller.CLASS_HEADS:
         out[head] = _class_value(head, np.argmax(logits[head], axis=-1))
     return out
 
@@ -54,6 +64,9 @@ def check_temperature(temperature: float) -> float:
     (T = 0 would be argmax: act without --sample for that)."""
     if not np.isfinite(temperature) or temperature <= 0:
         raise ValueError(f"--temperature must be > 0, got {temperature} (for the most likely action, play without --sample)")
+    f32 = np.finfo(np.float32)
+    if not f32.tiny <= temperature <= f32.max:  # then logits / T stays finite for any float32 logits
+        raise ValueError(f"--temperature must be between {f32.tiny:.3g} and {f32.max:.3g} (float32), got {temperature}")
     return float(temperature)
 
 
@@ -133,6 +146,8 @@ def decode_controller_tf(logits: dict) -> dict:
     """`decode_controller` in TF ops (for the SavedModel): probabilities and
     the decoded controller. The four
     stick heads go through one softmax and one argmax (fewer ops per call)."""
+    import tensorflow as tf  # here: the numpy half of this module runs without TensorFlow (a UMI bundle)
+
     out = {"buttons_prob": tf.sigmoid(logits["buttons"])}
     out["buttons"] = tf.cast(out["buttons_prob"] > 0.5, tf.float32)
     sticks_BxSxK = tf.stack([logits[h] for h in controller.STICK_HEADS], axis=1)

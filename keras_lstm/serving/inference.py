@@ -41,8 +41,8 @@ from threadpoolctl import ThreadpoolController
 
 from keras_lstm.data import controller, features
 from keras_lstm.model import recurrent
-from keras_lstm.model.encoder import NumpyEncoder
-from keras_lstm.model.heads import previous_input_numpy
+from keras_lstm.model import numpy_policy
+from keras_lstm.model.numpy_policy import NumpyPolicy
 from keras_lstm.serving.decode import decode_controller
 from keras_lstm.model.backbone import CELL_TYPES, LastTimestep
 
@@ -278,16 +278,10 @@ class PolicyStepper:
     """
 
     def __init__(self, policy, batch: int = 1):
-        encoder = policy.encoder
-        self.encoder = NumpyEncoder(encoder)
-        self.backbone = NumpyBackbone(policy.backbone)
-        layers = [policy.head_layers[h] for h in controller.HEADS]
-        self.heads_w = np.ascontiguousarray(np.concatenate([layer.kernel.numpy() for layer in layers], axis=1), np.float32)
-        self.heads_b = np.concatenate([layer.bias.numpy() for layer in layers]).astype(np.float32)
-        # Heads that also see the previous input: the kernel's last rows take it.
-        self.heads_see_previous_input = policy.previous_input is not None
-        sizes = [len(controller.BUTTONS)] + [controller.HEAD_CLASSES[h] for h in controller.CLASS_HEADS]
-        self._splits = np.cumsum(sizes)[:-1]
+        # The math is `numpy_policy.NumpyPolicy`'s, the form a UMI bundle carries.
+        self.policy = NumpyPolicy.from_keras(policy)
+        self.backbone = NumpyBackbone(policy.backbone)  # for its checks and `initial_state`
+        self.heads_see_previous_input = self.policy.previous_input_heads
         self.batch = batch
         self.state = self.backbone.initial_state(batch)
 
@@ -317,7 +311,8 @@ class PolicyStepper:
 
     def encode(self, numeric_BxF, categorical_BxC) -> np.ndarray:
         """The frame encoder in numpy: `[B, NUMERIC_SIZE]`, `[B, CATEGORICAL_SIZE]` -> `[B, embed]`."""
-        return self.encoder(numeric_BxF, categorical_BxC)
+        p = self.policy
+        return numpy_policy.encode(p.tables, p.projection_w, p.projection_b, p.relative_features, numeric_BxF, categorical_BxC)
 
     def logits(self, numeric, categorical) -> dict:
         """One frame per game -> head logits `{head: [B, ...]}`; advances the state.
@@ -331,12 +326,8 @@ class PolicyStepper:
                 f"[{self.batch}, {features.CATEGORICAL_SIZE}] (this stepper holds {self.batch} game(s)), "
                 f"got {list(numeric.shape)} and {list(categorical.shape)}"
             )
-        output_BxU, self.state = self.backbone._step(self.encode(numeric, categorical), self.state)
-        if self.heads_see_previous_input:
-            output_BxU = np.concatenate([output_BxU, previous_input_numpy(numeric)], axis=1)
-        z = output_BxU @ self.heads_w
-        z += self.heads_b
-        return dict(zip(controller.HEADS, np.split(z, self._splits, axis=1)))
+        logits, self.state = self.policy.logits(numeric, categorical, self.state)
+        return logits
 
     def act(self, numeric, categorical) -> dict:
         """One frame per game -> the decoded controller (see `decode_controller`)."""

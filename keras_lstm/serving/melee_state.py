@@ -8,9 +8,9 @@ give for it, so the policy sees at play time what it saw in training.
 
 Where libmelee's `GameState` loses information, and what we do:
 - `action_frame` (our `state_age`) and `hitlag_left` are truncated to whole
-  frames by libmelee, and `action_frame` is shifted by one for the actions
-  libmelee re-indexes from 1. We undo the shift with libmelee's own table;
-  the truncation stays (at most 1/60 and 1/10 after scaling).
+  frames by libmelee, as the features are anyway (`features.WHOLE_FIELDS`),
+  and `action_frame` is shifted by one for the actions libmelee re-indexes
+  from 1. We undo the shift with libmelee's own table.
 - Characters are internal ids in libmelee and external (character-select)
   ids in peppi's game start, which training uses: we map back, and keep the
   character seen on the first frame (Zelda and Sheik transform mid-game;
@@ -96,9 +96,7 @@ def player_numeric(player) -> np.ndarray:
         "knockback_y": player.speed_y_attack,
         "self_x_ground": player.speed_ground_x_self,
     }
-    values = np.array([float(raw[name]) / scale for name, scale in features.PLAYER_FIELDS], np.float64)
-    values[~np.isfinite(values)] = 0.0
-    return np.clip(values, -10.0, 10.0).astype(np.float32)
+    return features.scale_player_fields({name: [float(value)] for name, value in raw.items()})[0]
 
 
 def controller_targets(player) -> dict:
@@ -167,8 +165,7 @@ class FrameFeaturizer:
         numeric = np.concatenate([player_numeric(me), player_numeric(them)])
         categorical = np.array(
             [
-                min(_enum_value(me.action), features.ACTION_STATES - 1),
-                min(_enum_value(them.action), features.ACTION_STATES - 1),
+                *features.action_ids([_enum_value(me.action), _enum_value(them.action)]),
                 self._characters[0],
                 self._characters[1],
                 min(int(stage), features.STAGES - 1),

@@ -40,9 +40,7 @@ from keras_lstm.data import controller
 from keras_lstm.data.replays import FIRST_PLAYABLE_FRAME, ReplayError, read_game
 from keras_lstm.evaluation.baselines import repeat_change_frame_accuracy
 from keras_lstm.evaluation.change_frames import ChangeFrameCounter
-from keras_lstm.model.heads import check_keep_bias
-from keras_lstm.serving.agents import SavedModelAgent, StepperAgent, load_agent, make_sampler  # noqa: F401 - play's API
-from keras_lstm.serving.decode import check_temperature
+from keras_lstm.serving.agents import SavedModelAgent, StepperAgent, check_decoding_options, load_agent, make_sampler  # noqa: F401 - play's API
 from keras_lstm.serving.inference import frame_loop
 from keras_lstm.serving.melee_state import FrameFeaturizer
 
@@ -396,24 +394,24 @@ def check_play_options(
     temperature: float | None = None,
     seed: int | None = None,
     keep_bias: float | None = None,
+    opponent_port: int = 2,
 ) -> None:
-    """`keras-lstm play`'s options, checked before the model loads: a port of
-    1-4, exactly one of a replay file or Dolphin (with an ISO), a positive
-    frame limit, a temperature > 0 and the sampling options only with
-    --sample, a keep bias >= 0, and a replay path that is a file."""
-    if port not in (1, 2, 3, 4):
-        raise ValueError(f"--port must be 1, 2, 3 or 4, got {port}")
+    """`keras-lstm play`'s options, checked before the model loads: ports of
+    1-4 (the opponent's another), exactly one of a replay file or Dolphin
+    (with an ISO), a positive frame limit, a temperature > 0, a seed numpy
+    takes and the sampling options only with --sample, a keep bias >= 0, and
+    a replay path that is a file. Each message names its option."""
+    for option, value in (("--port", port), ("--opponent-port", opponent_port)):
+        if value not in (1, 2, 3, 4):
+            raise ValueError(f"{option} must be 1, 2, 3 or 4, got {value}")
+    if dolphin is not None and opponent_port == port:
+        raise ValueError(f"--opponent-port must differ from --port ({port})")
     if (replay is None) == (dolphin is None):
         raise ValueError("give exactly one of --replay FILE.slp or --dolphin PATH")
     if dolphin is not None and iso is None:
         raise ValueError("--dolphin needs --iso (a Melee 1.02 ISO)")
     if max_frames is not None and max_frames <= 0:
         raise ValueError(f"--max-frames must be a positive integer, got {max_frames}")
-    if temperature is not None:
-        check_temperature(temperature)
-    if keep_bias is not None:
-        check_keep_bias(keep_bias)
-    if not sample and (temperature is not None or seed is not None):
-        raise ValueError("--temperature and --seed apply to sampled actions: add --sample")
+    check_decoding_options(sample, temperature, seed, keep_bias)
     if replay is not None:
         check_replay_path(replay)  # a wrong path fails at once, not after the model loads

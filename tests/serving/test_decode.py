@@ -112,3 +112,15 @@ def test_sampling_from_probabilities_equals_sampling_from_logits():
 def test_temperature_must_be_positive_and_finite(temperature):
     with pytest.raises(ValueError, match="--temperature must be > 0"):
         ControllerSampler(temperature=temperature)
+
+
+def test_argmax_pad_is_decode_controllers_pad():
+    from keras_lstm.serving.decode import argmax_pad
+
+    rng = np.random.default_rng(1)
+    logits = {"buttons": rng.normal(size=(50, 8)) * 4}
+    logits.update({h: rng.normal(size=(50, controller.HEAD_CLASSES[h])) * 4 for h in controller.CLASS_HEADS})
+    full, pad = decode_controller(logits), argmax_pad(logits)
+    assert set(pad) == {"buttons", *controller.CLASS_HEADS}
+    for key, value in pad.items():
+        np.testing.assert_array_equal(value, full[key], err_msg=key)

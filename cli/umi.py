@@ -8,7 +8,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from keras_lstm.cli.common import fail, one_line_errors, print_json
+from keras_lstm.cli.common import fail, one_line_errors, print_json, print_warning
 
 ModelOption = Annotated[
     Optional[Path],
@@ -62,7 +62,7 @@ def umi(
         fail("--model is required: the run folder (or SavedModel) to serve")
     if not (socket or os.environ.get("UMI_SOCKET")):
         fail("no arena socket: give --socket or set UMI_SOCKET (umi-conform and the arena set it)")
-    served = load_served_policy(model, sample, temperature, seed, keep_bias, characters)
+    served = load_served_policy(model, sample, temperature, seed, keep_bias, characters, on_warning=print_warning)
     check_umi_delay(served.delay, served.source)
     bot: PolicyBot = bot_class(check_bot_name(name or Path(served.source).resolve().name), served.characters, served.delay)(served.actor)
     try:
@@ -89,7 +89,7 @@ def bundle(
     """Write a submission folder (run.py, requirements.txt, the weights) that runs on numpy and umi-melee alone."""
     from keras_lstm.serving.umi_bundle import write_bundle
 
-    info = write_bundle(model, out, name, sample, temperature, seed, keep_bias, characters)
+    info = write_bundle(model, out, name, sample, temperature, seed, keep_bias, characters, on_warning=print_warning)
     if json_output:
         print_json(info)
         return

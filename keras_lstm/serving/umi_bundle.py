@@ -102,7 +102,7 @@ def check_umi_delay(delay: int, source: str) -> int:
 
 
 def write_bundle(model, out, name: str | None = None, sample: bool = False, temperature: float | None = None,
-                 seed: int | None = None, keep_bias: float = 0.0, characters: str | None = None) -> dict:
+                 seed: int | None = None, keep_bias: float = 0.0, characters: str | None = None, on_warning=None) -> dict:
     """Write the submission folder `out` for the run at `model`; returns what
     `bundle.json` records. Refuses an `out` that exists (FileExistsError)."""
     out = Path(out).expanduser()
@@ -110,7 +110,7 @@ def write_bundle(model, out, name: str | None = None, sample: bool = False, temp
         raise FileExistsError(f"{out}: already exists; give --out a new folder (a bundle is never written over)")
     if not out.parent.is_dir():
         raise FileNotFoundError(f"{out.parent}: no such folder (the parent of --out)")
-    served = load_served_policy(model, sample, temperature, seed, keep_bias, characters)
+    served = load_served_policy(model, sample, temperature, seed, keep_bias, characters, on_warning)
     if served.numpy_policy is None:
         raise ValueError(f"{served.source}: a SavedModel; a bundle is made from a run folder (keras-lstm train's --output)")
     check_umi_delay(served.delay, served.source)

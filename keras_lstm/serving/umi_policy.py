@@ -67,28 +67,39 @@ class SavedModelActor:
         return out, new_state
 
 
-def trained_characters(train_files) -> list[int]:
+def trained_characters(train_files) -> tuple[list[int], int]:
     """The external ids of the players a run imitated, from its training
-    games (the ones still readable)."""
-    found = set()
+    games, and how many of those games could not be read (moved, or named
+    relative to another folder)."""
+    found, unreadable = set(), 0
     for path in train_files:
+        if not Path(path).is_file():
+            unreadable += 1
+            continue
         try:
             trajectories, _ = features.game_to_trajectories(read_game(path), path)
-        except (ReplayError, OSError):
-            continue
+        except ReplayError:
+            continue  # a game with nobody to imitate (training skipped it too)
         found.update(int(t.state_categorical[0, 2]) for t in trajectories)
-    return sorted(found)
+    return sorted(found), unreadable
 
 
-def characters_option(value: str | None, run_info: dict | None) -> str:
+def characters_option(value: str | None, run_info: dict | None, on_warning=None) -> str:
     """`--characters`: "trained" (default: the run's, else ALL), "ALL", "12",
-    or names (FOX+FALCO) -> umi's canonical form; ValueError naming the option."""
+    or names (FOX+FALCO) -> umi's canonical form; ValueError naming the option.
+    `on_warning` hears when the run's training games cannot all be read."""
     import umi
 
     if value is None or value.lower() == "trained":
         if run_info is None:
             return "ALL"
-        names = umi_frames.roster_names(trained_characters(run_info.get("train_files", [])))
+        files = run_info.get("train_files", [])
+        ids, unreadable = trained_characters(files)
+        names = umi_frames.roster_names(ids)
+        if unreadable and on_warning is not None:
+            declared = "+".join(names) if names else "ALL"
+            on_warning(f"{unreadable} of the run's {len(files)} training games could not be read (run from the folder the run "
+                       f"was trained in, or give --characters): declaring {declared}")
         return umi.canonical_characters(names) if names else "ALL"
     try:
         return umi.canonical_characters(value.replace(",", "+").upper())
@@ -97,7 +108,7 @@ def characters_option(value: str | None, run_info: dict | None) -> str:
 
 
 def load_served_policy(model, sample: bool = False, temperature: float | None = None, seed: int | None = None,
-                       keep_bias: float = 0.0, characters: str | None = None) -> ServedPolicy:
+                       keep_bias: float = 0.0, characters: str | None = None, on_warning=None) -> ServedPolicy:
     """The policy at `model` (a run folder, its `.keras`, or a SavedModel
     version or name folder) ready to serve."""
     from keras_lstm.model.heads import fold_keep_bias
@@ -126,4 +137,5 @@ def load_served_policy(model, sample: bool = False, temperature: float | None = 
     numpy_policy = NumpyPolicy.from_keras(policy)
     actor = NumpyActor(numpy_policy, argmax_pad if sampler is None else sampler.pad)
     delay = int(run_info["config"].get("delay", 0))
-    return ServedPolicy(actor, delay, characters_option(characters, run_info), str(path), describe_decoding(sampler, keep_bias), numpy_policy)
+    return ServedPolicy(actor, delay, characters_option(characters, run_info, on_warning), str(path), describe_decoding(sampler, keep_bias),
+                        numpy_policy)

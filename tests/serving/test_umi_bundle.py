@@ -79,7 +79,7 @@ def _read_only_copy(bundle: Path, dest: Path) -> Path:
 
 def _trained_run(tmp: Path, delay: int) -> Path:
     out = tmp / f"run-delay-{delay}"
-    config = TrainConfig.from_flat(replays=str(GAMES), output=str(out), epochs=1, max_frames=6000, max_replays=2, delay=delay, **TINY)
+    config = TrainConfig.from_flat(replays=str(GAMES), output=str(out), epochs=1, max_frames=3000, max_replays=2, delay=delay, **TINY)
     train(config, verbose=0)
     return out
 
@@ -108,7 +108,7 @@ def test_a_bundle_passes_umi_conform_in_the_arena_sandbox(tmp_path, request, del
     argv = [*prefix, "env", f"PYTHONPATH={site}", f"HOME={home}", f"TMPDIR={home}", f"XDG_CACHE_HOME={home}",
             python, "-S", "-B", str(bot / "run.py")]
     # A callable command is how umi-conform runs a bot image: it opens the socket folder to the bot's user.
-    checks = DummyArena(lambda sock_dir: argv, steps=60).run()
+    checks = DummyArena(lambda sock_dir: argv, steps=30).run()
     report = "\n".join(f"{c.status} {c.name} {c.detail}" for c in checks)
     assert [c for c in checks if c.status in ("fail", "warn")] == [], report
     passed = {c.name for c in checks if c.status == "pass"}

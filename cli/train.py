@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import sys
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -32,10 +34,12 @@ def train(
     from keras_lstm.training.train import train as run_training
 
     config = config_from_options(replays, data_dir, temporal=temporal, output=output, **options)
-    summary = run_training(config, on_skip=print_skip, verbose=2 if json_output else "auto", on_warning=print_warning)
     if json_output:
+        with contextlib.redirect_stdout(sys.stderr):  # Keras' epoch lines: stdout keeps only the JSON object
+            summary = run_training(config, on_skip=print_skip, verbose=2, on_warning=print_warning)
         print_json(summary)
     else:
+        summary = run_training(config, on_skip=print_skip, verbose="auto", on_warning=print_warning)
         typer.echo(format_summary(summary))
 
 

@@ -32,6 +32,7 @@ features would be shifted from what it learned (`DelayMismatch`).
 
 from __future__ import annotations
 
+import gc
 import sys
 from typing import Callable
 
@@ -129,6 +130,9 @@ class PolicyBot(umi.Bot):
                 f"the arena plays at delay {session.delay}, this bot's run trained at --delay {self.delay}: "
                 f"enter it at delay {self.delay}, or train a run with --delay {session.delay}"
             )
+        # What is loaded stays: a full collection over it never lands in an answer.
+        gc.collect()
+        gc.freeze()
 
     def initial_state(self, n: int) -> dict:
         return {

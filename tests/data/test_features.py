@@ -54,3 +54,22 @@ def test_targets_are_not_in_the_inputs(trajectory):
 def test_negative_delay_is_rejected(trajectory):
     with pytest.raises(ValueError, match="delay"):
         align(trajectory, -1)
+
+
+@pytest.mark.parametrize("delay", [1, 18])
+def test_the_delay_reaches_the_features(delay):
+    """For the input at frame t, delay D shows the game state delay 0 shows
+    for frame t - D, and still the player's own input at t - 1."""
+    path = GAMES / "py-slippi_v3.14.0.slp"
+    trajectory = features.game_to_trajectories(read_game(path), path)[0][0]
+    at_0, at_d = features.align(trajectory, 0), features.align(trajectory, delay)
+    state = features.STATE_NUMERIC_SIZE
+    n = len(at_d)
+    assert n == len(at_0) - delay
+    # row j of delay D predicts frame j + 1 + D; row j of delay 0 predicts frame j + 1
+    np.testing.assert_array_equal(at_d.numeric[:, :state], at_0.numeric[:n, :state])  # the game state of D frames before
+    np.testing.assert_array_equal(at_d.categorical, at_0.categorical[:n])
+    np.testing.assert_array_equal(at_d.numeric[:, state:], at_0.numeric[delay:, state:])  # the own previous input: not delayed
+    for head, target in at_d.targets.items():
+        np.testing.assert_array_equal(target, at_0.targets[head][delay:])
+    assert not np.array_equal(at_d.numeric[:, :state], at_0.numeric[delay:, :state])  # the state did move

@@ -170,12 +170,11 @@ def _saved_model_names(folder: Path) -> bool:
         return False
 
 
-def load_agent(model: str | Path, sampler: ControllerSampler | None = None, keep_bias: float = 0.0):
-    """An agent for a run folder (or its `.keras` file), a SavedModel version
-    folder, or a SavedModel name folder (its highest version); acting by
-    argmax, or by sampling with `sampler` (see `make_sampler`); a run's
-    heads with `keep_bias` folded in (`keras_lstm.model.heads.fold_keep_bias`;
-    a SavedModel decides with the bias it was exported with)."""
+def locate_model(model: str | Path, keep_bias: float = 0.0) -> tuple[Path, Path | None]:
+    """`(path, SavedModel version folder or None)` for `--model`: a run
+    folder (or its `.keras` file), a SavedModel version folder, or a name
+    folder (its highest version); one-line errors for anything else, and for
+    a keep bias asked of a SavedModel (it keeps the one it was exported with)."""
     path = Path(model).expanduser()
     if not path.exists():
         raise FileNotFoundError(f"{path}: no such model (a run folder from keras-lstm train or a SavedModel from keras-lstm export)")
@@ -183,12 +182,24 @@ def load_agent(model: str | Path, sampler: ControllerSampler | None = None, keep
     if saved is not None:
         if keep_bias:
             raise ValueError(f"{saved}: a SavedModel keeps the keep bias it was exported with; give --keep-bias to keras-lstm export")
-        return SavedModelAgent(saved, sampler)
+        return path, saved
     if path.is_file() and path.suffix != ".keras":
         raise ValueError(
             f"{path}: not a model (--model takes a run folder from keras-lstm train, its model.keras, "
             "or a SavedModel folder from keras-lstm export)"
         )
+    return path, None
+
+
+def load_agent(model: str | Path, sampler: ControllerSampler | None = None, keep_bias: float = 0.0):
+    """An agent for a run folder (or its `.keras` file), a SavedModel version
+    folder, or a SavedModel name folder (its highest version); acting by
+    argmax, or by sampling with `sampler` (see `make_sampler`); a run's
+    heads with `keep_bias` folded in (`keras_lstm.model.heads.fold_keep_bias`;
+    a SavedModel decides with the bias it was exported with)."""
+    path, saved = locate_model(model, keep_bias)
+    if saved is not None:
+        return SavedModelAgent(saved, sampler)
     policy, run_info = load_run(path)
     agent = StepperAgent(policy, int(run_info.get("config", {}).get("delay", 0)), sampler, keep_bias)
     agent.source = str(path)

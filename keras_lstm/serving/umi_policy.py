@@ -113,7 +113,7 @@ def load_served_policy(model, sample: bool = False, temperature: float | None = 
     version or name folder) ready to serve."""
     from keras_lstm.model.heads import fold_keep_bias
     from keras_lstm.model.numpy_policy import NumpyPolicy
-    from keras_lstm.serving.agents import _saved_model_version, check_decoding_options, describe_decoding, make_sampler
+    from keras_lstm.serving.agents import check_decoding_options, describe_decoding, locate_model, make_sampler
     from keras_lstm.serving.umi_bot import NumpyActor
     from keras_lstm.training.run_folder import load_run
 
@@ -121,13 +121,8 @@ def load_served_policy(model, sample: bool = False, temperature: float | None = 
     if characters is not None:
         characters_option(characters, None)
     sampler = make_sampler(sample, temperature, seed)
-    path = Path(model).expanduser()
-    if not path.exists():
-        raise FileNotFoundError(f"{path}: no such model (a run folder from keras-lstm train or a SavedModel from keras-lstm export)")
-    saved = _saved_model_version(path)
+    path, saved = locate_model(model, keep_bias)
     if saved is not None:
-        if keep_bias:
-            raise ValueError(f"{saved}: a SavedModel keeps the keep bias it was exported with; give --keep-bias to keras-lstm export")
         actor = SavedModelActor(saved, sampler)
         decoding = describe_decoding(sampler, float(actor.meta.get("keep_bias", 0.0)))
         return ServedPolicy(actor, int(actor.meta.get("delay", 0)), characters_option(characters, None), str(saved), decoding)

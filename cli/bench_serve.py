@@ -8,17 +8,11 @@ from typing import Annotated, Optional
 import typer
 
 from keras_lstm.cli.common import one_line_errors, print_json
-from keras_lstm.cli.options import config_options
+from keras_lstm.cli.options import config_options, parse_counts
 
 
 def parse_batches(text: str) -> tuple[int, ...]:
-    try:
-        batches = tuple(int(part) for part in text.split(","))
-    except ValueError:
-        batches = ()
-    if not batches or min(batches) < 1:
-        raise ValueError(f"--batches must be positive whole numbers separated by commas (e.g. 1,8,64,256,1024), got {text!r}")
-    return batches
+    return parse_counts(text, "--batches", "1,8,64,256,1024")
 
 
 @one_line_errors

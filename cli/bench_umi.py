@@ -8,17 +8,11 @@ from typing import Annotated, Optional
 import typer
 
 from keras_lstm.cli.common import one_line_errors, print_json
-from keras_lstm.cli.options import config_options
+from keras_lstm.cli.options import config_options, parse_counts
 
 
 def parse_sizes(text: str) -> tuple[int, ...]:
-    try:
-        sizes = tuple(int(part) for part in text.split(","))
-    except ValueError:
-        sizes = ()
-    if not sizes or min(sizes) < 1 or max(sizes) > 256:
-        raise ValueError(f"--games must be whole numbers from 1 to 256 (the arena's largest batch) separated by commas, got {text!r}")
-    return sizes
+    return parse_counts(text, "--games", "1,8,256", most=256)  # 256: the arena's largest batch
 
 
 @one_line_errors

@@ -68,6 +68,21 @@ def field_help(name: str) -> str:
     raise KeyError(name)
 
 
+# --- option values of a form several commands take
+
+
+def parse_counts(text: str, option: str, example: str, most: int | None = None) -> tuple[int, ...]:
+    """A comma-separated list of whole numbers from 1 (to `most`), or ValueError naming `option`."""
+    try:
+        counts = tuple(int(part) for part in text.split(","))
+    except ValueError:
+        counts = ()
+    if not counts or min(counts) < 1 or (most is not None and max(counts) > most):
+        bound = "positive whole numbers" if most is None else f"whole numbers from 1 to {most}"
+        raise ValueError(f"{option} must be {bound} separated by commas (e.g. {example}), got {text!r}")
+    return counts
+
+
 # --- what every option of every command is checked for ---------------------------
 # (`keras_lstm.cli.common.one_line_errors` applies `guard_options` to each command)
 

@@ -134,8 +134,9 @@ def test_the_command_without_tensorflow_says_which_extra_to_install_in_one_line(
 
 
 def test_the_memory_training_takes_is_checked_before_anything_is_built(monkeypatch):
-    from keras_lstm.model.backbone import check_training_fits_memory, recurrent_param_count, training_memory_bytes
+    from keras_lstm.model.backbone import recurrent_param_count
     from keras_lstm.training import inputs
+    from keras_lstm.training.inputs import check_training_fits_memory, training_memory_bytes
 
     monkeypatch.setattr(inputs, "available_memory_bytes", lambda: 8e9)
     check_training_fits_memory(TrainConfig.from_flat(replays="/r"))  # the defaults: a few MB

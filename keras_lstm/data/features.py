@@ -114,8 +114,8 @@ class Trajectory:
         )
 
 
-def _column(arrow_or_none, index: np.ndarray, dtype=np.float32) -> np.ndarray:
-    """A peppi column at `index`, or zeros when this Slippi version lacks it."""
+def replay_column(arrow_or_none, index: np.ndarray, dtype=np.float32) -> np.ndarray:
+    """A peppi column at `index` (NaN and inf as 0), or zeros when this Slippi version lacks it."""
     if arrow_or_none is None:
         return np.zeros(len(index), dtype=dtype)
     values = np.asarray(arrow_or_none.to_numpy(zero_copy_only=False), dtype=np.float64)[index]
@@ -160,18 +160,18 @@ def _player_state(post, index: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         "knockback_y": getattr(vel, "knockback_y", None),
         "self_x_ground": getattr(vel, "self_x_ground", None),
     }
-    numeric = scale_player_fields({name: _column(raw[name], index, np.float64) for name, _ in PLAYER_FIELDS})
-    return numeric, action_ids(_column(post.state, index, np.int64))
+    numeric = scale_player_fields({name: replay_column(raw[name], index, np.float64) for name, _ in PLAYER_FIELDS})
+    return numeric, action_ids(replay_column(post.state, index, np.int64))
 
 
 def _controller_targets(pre, index: np.ndarray) -> dict[str, np.ndarray]:
     return controller.encode_targets(
-        _column(pre.buttons_physical, index, np.int64),
-        _column(pre.joystick.x, index),
-        _column(pre.joystick.y, index),
-        _column(pre.cstick.x, index),
-        _column(pre.cstick.y, index),
-        _column(pre.triggers, index),
+        replay_column(pre.buttons_physical, index, np.int64),
+        replay_column(pre.joystick.x, index),
+        replay_column(pre.joystick.y, index),
+        replay_column(pre.cstick.x, index),
+        replay_column(pre.cstick.y, index),
+        replay_column(pre.triggers, index),
     )
 
 
@@ -183,7 +183,7 @@ def _first_character(post, index: np.ndarray, player) -> int:
     internal = getattr(post, "character", None)
     external = None
     if internal is not None:
-        external = EXTERNAL_OF_INTERNAL.get(int(_column(internal, index[:1], np.int64)[0]))
+        external = EXTERNAL_OF_INTERNAL.get(int(replay_column(internal, index[:1], np.int64)[0]))
     if external is None:
         external = int(player.character)
     return min(external, CHARACTERS - 1)

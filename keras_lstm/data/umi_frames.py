@@ -200,10 +200,7 @@ def rows_to_targets(rows: np.ndarray) -> dict:
 
 
 def _col(arrow_or_none, index: np.ndarray, dtype=np.float64) -> np.ndarray:
-    if arrow_or_none is None:
-        return np.zeros(len(index), dtype)
-    values = np.asarray(arrow_or_none.to_numpy(zero_copy_only=False), np.float64)[index]
-    return np.nan_to_num(values, nan=0.0, posinf=0.0, neginf=0.0).astype(dtype)
+    return features.replay_column(arrow_or_none, index, dtype)  # the replay path's own reading, in float64 by default
 
 
 def _fill_fighter(out: np.ndarray, leader, index: np.ndarray) -> None:

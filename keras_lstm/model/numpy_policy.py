@@ -114,6 +114,13 @@ def previous_input_onehot(numeric_BxF: np.ndarray) -> np.ndarray:
     return out
 
 
+def zero_state(cell_type: str, batch: int, hidden_size: int, num_layers: int) -> tuple:
+    """The zero state, one tuple per layer: `(h, c)` for LSTM, `(h,)` for GRU;
+    each a `[batch, hidden_size]` float32 array (the one layout of every form)."""
+    per_layer = 2 if cell_type == "lstm" else 1
+    return tuple(tuple(np.zeros((batch, hidden_size), np.float32) for _ in range(per_layer)) for _ in range(num_layers))
+
+
 class NumpyPolicy:
     """A snapshot of a `BehaviorCloningPolicy`'s weights, stepped one frame per
     game in numpy.
@@ -160,9 +167,8 @@ class NumpyPolicy:
         )
 
     def initial_state(self, batch: int) -> tuple:
-        """The zero state of `batch` games: a tuple per layer, `(h, c)` (LSTM) or `(h,)` (GRU), `[batch, hidden]` each."""
-        parts = 2 if self.cell_type == "lstm" else 1
-        return tuple(tuple(np.zeros((batch, self.hidden_size), np.float32) for _ in range(parts)) for _ in self.layers)
+        """The zero state of `batch` games (`zero_state`)."""
+        return zero_state(self.cell_type, batch, self.hidden_size, self.num_layers)
 
     def logits(self, numeric_BxF: np.ndarray, categorical_BxC: np.ndarray, state) -> tuple[dict, tuple]:
         """One frame per game -> `({head: logits [B, ...]}, new_state)`. No

@@ -39,7 +39,7 @@ import keras
 import numpy as np
 from threadpoolctl import ThreadpoolController
 
-from keras_lstm.data import controller, features
+from keras_lstm.data import features
 from keras_lstm.model import recurrent
 from keras_lstm.model import numpy_policy
 from keras_lstm.model.numpy_policy import NumpyPolicy
@@ -96,10 +96,7 @@ def initial_hidden(batch: int, hidden_size: int = 256, num_layers: int = 2, cell
     for name, value in (("batch", batch), ("hidden_size", hidden_size), ("num_layers", num_layers)):
         if int(value) != value or value <= 0:
             raise ValueError(f"{name} must be a positive integer, got {value!r}")
-    per_layer = 2 if cell_type == "lstm" else 1
-    return tuple(
-        tuple(np.zeros((batch, hidden_size), np.float32) for _ in range(per_layer)) for _ in range(num_layers)
-    )
+    return numpy_policy.zero_state(cell_type, batch, hidden_size, num_layers)
 
 
 # Whether `check_frame` and `step` reject NaN and inf. Always True, except
@@ -280,10 +277,8 @@ class PolicyStepper:
     def __init__(self, policy, batch: int = 1):
         # The math is `numpy_policy.NumpyPolicy`'s, the form a UMI bundle carries.
         self.policy = NumpyPolicy.from_keras(policy)
-        self.backbone = NumpyBackbone(policy.backbone)  # for its checks and `initial_state`
-        self.heads_see_previous_input = self.policy.previous_input_heads
         self.batch = batch
-        self.state = self.backbone.initial_state(batch)
+        self.state = self.policy.initial_state(batch)
 
     @property
     def hidden(self) -> tuple:
@@ -298,7 +293,7 @@ class PolicyStepper:
         """Back to the zero state: every game, or only `games` (indices into
         the batch) when they start anew while the others play on."""
         if games is None:
-            self.state = self.backbone.initial_state(self.batch)
+            self.state = self.policy.initial_state(self.batch)
             return
         rows = np.asarray(games, dtype=np.int64).reshape(-1)
         if rows.size and (rows.min() < -self.batch or rows.max() >= self.batch):

@@ -37,7 +37,7 @@ from keras_lstm.data.trajectories import LoadReport, load_trajectories
 from keras_lstm.data.split import split_by_game
 from keras_lstm.data.windows import Windows, make_windows
 from keras_lstm.evaluation import baselines
-from keras_lstm.model.backbone import check_training_fits_memory
+from keras_lstm.model.backbone import recurrent_param_count
 from keras_lstm.training import carried_training, distribute
 
 @dataclasses.dataclass
@@ -101,6 +101,39 @@ def _size(path: Path) -> int:
         return path.stat().st_size if path.is_file() else 0
     except OSError:  # unreadable entries are skipped (and named) later
         return 0
+
+
+def training_memory_bytes(config) -> int:
+    """A lower bound of the memory training `config` (a TrainConfig) takes,
+    in bytes: each recurrent weight 4 times in float32 (the weight, its
+    gradient, Adam's two slots), and for each frame of a batch's windows
+    (the last --truncate-bptt of them) each layer's gates, state and output,
+    kept for the backward pass."""
+    model, optim = config.model, config.optim
+    params = sum(
+        recurrent_param_count(model.backbone, model.embed_size if i == 0 else model.hidden_size, model.hidden_size)
+        for i in range(model.num_layers)
+    )
+    rows = optim.carried_streams if optim.carried_state else optim.batch_size
+    frames = min(config.data.window_size, optim.truncate_bptt or config.data.window_size)
+    per_unit = (4 if model.backbone == "lstm" else 3) + 2
+    return 4 * (4 * params + rows * frames * model.num_layers * model.hidden_size * per_unit)
+
+
+def check_training_fits_memory(config) -> None:
+    """One-line ValueError, before anything is built, when training `config`
+    needs more memory than the system has available now (`load_split` and
+    `prepared_inputs` ask, beside the replays' own `check_fits_in_memory`)."""
+    available = available_memory_bytes()
+    need = training_memory_bytes(config)
+    if available is not None and need > available:
+        model, optim = config.model, config.optim
+        rows = f"--carried-streams {optim.carried_streams}" if optim.carried_state else f"--batch-size {optim.batch_size}"
+        raise ValueError(
+            f"the model does not fit in memory: --hidden-size {model.hidden_size}, --num-layers {model.num_layers}, "
+            f"--embed-size {model.embed_size}, {rows} and --window-size {config.data.window_size} need at least "
+            f"{need / 1e9:,.1f} GB to train ({available / 1e9:,.1f} GB available); use smaller sizes"
+        )
 
 
 def check_fits_in_memory(folder, paths: list[Path], max_frames: int | None) -> None:

@@ -203,20 +203,35 @@ def test_a_new_game_on_a_reused_row_starts_from_zero_even_without_first(policy):
 
 def test_a_saved_model_serves_as_the_run_does(policy, tmp_path):
     """`keras-lstm umi --model` takes a SavedModel export too (its batched
-    `step` signature): the same actions as the run folder's numpy policy."""
+    `step` signature): its actor gives the run's numpy policy's distributions
+    on the same frames (float32 tolerance: TensorFlow's kernels differ by
+    CPU), and plays through the bot."""
     from keras_lstm.serving import export
+    from keras_lstm.serving.decode import decode_controller
+    from keras_lstm.serving.umi_bot import NumpyActor
     from keras_lstm.serving.umi_policy import load_served_policy
 
     run = tmp_path / "run"
-    make_run(run, delay=3)
+    run_policy = make_run(run, delay=3)
     saved = export.export_run(run, base_dir=tmp_path / "savedmodels")
     from_run, from_export = load_served_policy(run, characters="FALCO"), load_served_policy(saved, characters="ALL")
     assert from_run.delay == from_export.delay == 3 and from_export.characters == "ALL"
+
+    trajectory = features.game_to_trajectories(read_game(REPLAY), REPLAY)[0][0]
+    rows = features.align(trajectory, 3)
+    numpy_actor = NumpyActor(NumpyPolicy.from_keras(run_policy), decode_controller)  # with the probabilities, to compare
+    states = [numpy_actor.initial_state(2), from_export.actor.initial_state(2)]
+    for t in range(60):
+        numeric, categorical = rows.numeric[[t, t + 500]], rows.categorical[[t, t + 500]]
+        (want, states[0]), (got, states[1]) = numpy_actor.act(numeric, categorical, states[0]), from_export.actor.act(numeric, categorical, states[1])
+        for head in controller.HEADS:
+            np.testing.assert_allclose(got[f"{head}_prob"], want[f"{head}_prob"], atol=1e-5, err_msg=f"frame {t} {head}")
+    for part in (0, 1):  # h and c: per layer `[B, hidden]` against the signature's `[B, layers, hidden]`
+        np.testing.assert_allclose(np.stack([layer[part] for layer in states[0]], axis=1), states[1][part], atol=1e-5)
+
+    arena = Arena(bot_class("b", from_export.characters, from_export.delay)(from_export.actor), delay=3)
+    arena.start(1, 2)
     frames = replay_frames()
-    answers = []
-    for served in (from_run, from_export):
-        arena = Arena(bot_class("b", served.characters, served.delay)(served.actor), delay=3)
-        arena.start(1, 2)
-        answers.append(np.stack([arena.obs([1, 2], frames[[t, t + 500]], first=[t == 0] * 2) for t in range(60)]))
-        arena.shutdown()
-    np.testing.assert_allclose(answers[0], answers[1], atol=1e-6)
+    ctrl = np.stack([arena.obs([1, 2], frames[[t, t + 500]], first=[t == 0] * 2) for t in range(20)])
+    arena.shutdown()
+    assert arena.error is None and ((ctrl >= 0) & (ctrl <= 1)).all() and not (ctrl == NEUTRAL_CTRL).all()

@@ -19,16 +19,21 @@ ReplaysOption = Annotated[
 
 
 @one_line_errors
-@config_options()
+@config_options(defaults={"carried_state": True})
 def train(
     options: dict,
     replays: ReplaysOption = None,
     data_dir: Annotated[Optional[Path], typer.Option(help="Train from a dataset made by `keras-lstm prepare` (instead of --replays).")] = None,
     output: Annotated[Path, typer.Option(help=field_help("output"))] = Path("runs/latest"),
-    temporal: Annotated[bool, typer.Option(help="Train on windows of consecutive frames (the only mode; accepted for compatibility).")] = True,
+    temporal: Annotated[
+        bool, typer.Option(help="Train on windows of consecutive frames from the zero state: the seed's recipe (the same as --no-carried-state).")
+    ] = False,
     json_output: Annotated[bool, typer.Option("--json", help="Print the final summary as one JSON object.")] = False,
 ):
-    """Train a behavioural-cloning policy on a folder of Slippi replays (or a prepared dataset)."""
+    """Train a behavioural-cloning policy on a folder of Slippi replays (or a prepared dataset).
+
+    By default on segments of whole games with the state carried (the corpus recipe, docs/QUALITY.md);
+    --temporal trains on windows from the zero state (the seed's recipe)."""
     from keras_lstm.evaluation.report import format_summary
     from keras_lstm.training.train import config_from_options
     from keras_lstm.training.train import train as run_training
@@ -58,6 +63,10 @@ def evaluate(
         Optional[Path],
         typer.Option(help="Also draw the calibration of each head (accuracy against confidence, with bin counts) to this PNG file."),
     ] = None,
+    one_pass: Annotated[
+        Optional[bool],
+        typer.Option("--one-pass/--windows", help="Each game in one pass with the state carried (as deployed), or on windows from the zero state. Default: as the run validated (segments: one pass; --temporal: windows)."),
+    ] = None,
 ):
     """Evaluate a trained policy, beside both baselines, on any folder of replays: loss, accuracy,
     accuracy on change frames (where the input changes), accuracy with a bias toward keeping the
@@ -71,7 +80,7 @@ def evaluate(
     games = "training" if training_games else "validation"
     summary = evaluate_folder(
         model, None if held_out or training_games else replays_or_default(replays), on_skip=print_skip, batch_size=batch_size,
-        stride=stride, reliability_plot=reliability_plot, run_games=games,
+        stride=stride, reliability_plot=reliability_plot, run_games=games, one_pass_evaluation=one_pass,
     )
     if json_output:
         print_json(summary)

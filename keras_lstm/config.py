@@ -35,6 +35,13 @@ LR_SCHEDULES = ("constant", "cosine")
 AUGMENTATIONS = ("mirror", "swap-buttons")  # keras_lstm.data.augment
 DEFAULT_AUGMENT = "mirror,swap-buttons"
 DEFAULT_VAL_MAX_FRAMES = 200_000  # ~55 minutes of play: ~50 MB of validation arrays
+SPLITS = ("game", "player")  # keras_lstm.data.split
+# The two recipes (`TrainConfig.carried_state`): windows from the zero state
+# (--temporal, the seed's), and segments of whole games with the state carried
+# (the corpus recipe, `keras-lstm train`'s default; docs/QUALITY.md measured it).
+WINDOW_EPOCHS = 3
+SEGMENT_EPOCHS = 5
+SEGMENT_STREAMS = 64
 # What the numbers the options give are held in, so bounded by:
 MAX_DIMENSION = 2**31 - 1  # a tensor's dimensions (sizes, batches, windows) and a replay's frame numbers: int32
 MAX_COUNT = 2**63 - 1  # counts of frames, replays, steps and epochs: int64 (numpy, Keras' step counter)
@@ -206,6 +213,19 @@ class DataConfig(_Concern):
     stride: int = option(4, "Frames between consecutive window starts.", dimension)
     delay: int = option(0, "Frames of reaction delay: the game state seen is from t-1-delay.", non_negative)
     val_fraction: float = option(0.15, "Fraction of replay files held out for validation.", fraction)
+    split_by: str = option(
+        "game",
+        "Hold out whole games (game), or whole players (player: by connect code or tag, else the game), so that no "
+        "validation player is ever trained on (keras_lstm/data/split.py).",
+        one_of(*SPLITS),
+    )
+    train_games: int | None = option(
+        None, "Train on this many of the training games (a seeded sample taken after the split: the validation games stay the same; for learning curves).",
+        positive_or_none,
+    )
+    hide_game_state: bool = option(
+        False, "Hide the game state: the policy sees only its own previous inputs (an ablation: what the policy takes from the game).",
+    )
     split_seed: int | None = option(
         None, "Seed of the training/validation split (by a hash of each file's name); default: --seed. Fix it to compare "
         "training seeds on the same validation games.", valid_seed_or_none,
@@ -220,10 +240,11 @@ class DataConfig(_Concern):
     stages: str | None = option(None, "Only games on these stages (comma-separated names or ids, e.g. battlefield,fd,ys,dl,ps,fod).")
     characters: str | None = option(None, "Only imitate players of these characters (comma-separated names or ids, e.g. fox,falco).")
     opponents: str | None = option(None, "Only imitate players facing these characters (comma-separated names or ids).")
-    val_max_frames: int = option(
-        DEFAULT_VAL_MAX_FRAMES,
-        "Validate on at most this many frames (whole validation games in order, the last cut to fit), so validation memory and time stay flat on large data.",
-        positive,
+    val_max_frames: int | None = option(
+        None,
+        f"Validate on at most this many frames (whole validation games in order, the last cut to fit), so validation memory and time stay flat on large data "
+        f"(default: {DEFAULT_VAL_MAX_FRAMES:,} for windows; every validation frame for segments, evaluated in one pass).",
+        positive_or_none,
     )
     augment: str | None = option(
         None,
@@ -235,7 +256,7 @@ class DataConfig(_Concern):
 
 @dataclasses.dataclass
 class OptimConfig(_Concern):
-    epochs: int = option(3, "Training epochs.", positive)
+    epochs: int | None = option(None, f"Training epochs (default: {WINDOW_EPOCHS} for windows, {SEGMENT_EPOCHS} for segments).", positive_or_none)
     steps_per_epoch: int | None = option(
         None, "Batches per epoch (default: one pass over the training windows); for large data, epochs of a chosen length.", positive_or_none
     )
@@ -254,9 +275,10 @@ class OptimConfig(_Concern):
     # `carried_streams` rows walks through whole games, `window_size` frames a
     # step, the state carried from step to step and the loss on every frame.
     carried_state: bool = option(
-        False, "Train as deployed: rows walk through whole games --window-size frames a step, the state carried, the loss on every frame."
+        False, "Train as deployed (the corpus recipe): rows walk through whole games --window-size frames a step, the state carried, the loss on "
+        "every frame. `keras-lstm train`'s default; --temporal (or --no-carried-state) trains on windows, the seed's recipe.",
     )
-    carried_streams: int = option(32, "With --carried-state: game rows per batch.", dimension)
+    carried_streams: int = option(SEGMENT_STREAMS, "With --carried-state: game rows per batch.", dimension)
     carried_piece_frames: int = option(DEFAULT_PIECE_FRAMES, "Frames per piece a carried-state game is cut into.", dimension, cli=False)
 
 
@@ -287,15 +309,18 @@ class TrainConfig:
             raise ValueError(f"truncate-bptt ({optim.truncate_bptt}) must not exceed window-size ({data.window_size})")
         if optim.loss_frames is not None and optim.loss_frames > data.window_size:
             raise ValueError(f"loss-frames ({optim.loss_frames}) must not exceed window-size ({data.window_size})")
+        windows_only = (" (add --temporal to train on windows, the seed's recipe)")
         if optim.carried_state and (data.data_dir or optim.truncate_bptt is not None or run.strategy != "default"):
             raise ValueError(
-                "--carried-state trains from --replays on one device, on segments of --window-size frames "
-                "with the state carried: it takes no --data-dir, --truncate-bptt or --strategy"
+                "--carried-state trains from --replays on one device, on segments of --window-size frames with the state "
+                "carried (truncated at each segment): it takes no --data-dir, --truncate-bptt or --strategy" + windows_only
             )
         if optim.carried_state and optim.steps_per_epoch is not None:
-            raise ValueError("--steps-per-epoch applies to window training; --carried-state walks each game once an epoch")
+            raise ValueError("--steps-per-epoch applies to window training; --carried-state walks each game once an epoch" + windows_only)
         if optim.carried_state and augmentations("augment", data.augment):
-            raise ValueError("--augment applies to window training; --carried-state carries each game's state and takes none")
+            raise ValueError("--augment applies to window training; --carried-state carries each game's state and takes none" + windows_only)
+        if data.data_dir and (data.split_by != "game" or data.train_games is not None):
+            raise ValueError("--split-by player and --train-games apply to --replays (a prepared dataset is split by game when prepared)")
         if self.model.recurrent_impl == "keras" and self.model.matmul_dtype == "bfloat16":
             raise ValueError("matmul-dtype bfloat16 applies to --recurrent-impl fused (for the Keras layers: --mixed-precision bfloat16)")
         if self.model.mixed_precision and self.model.matmul_dtype == "bfloat16":
@@ -305,11 +330,27 @@ class TrainConfig:
             raise ValueError("the filters (--min-frames, --stages, --characters, ...) apply when reading replays: pass them to `keras-lstm prepare`")
         if run.strategy == "multi-worker" and not data.data_dir:
             raise ValueError("--strategy multi-worker needs --data-dir: each worker streams its own shard of a prepared dataset")
-        if data.val_max_frames < self.window_frames:  # else no validation window, whatever the games
+        if self.val_max_frames is not None and self.val_max_frames < self.window_frames:  # else no validation window, whatever the games
             raise ValueError(
                 f"val-max-frames ({data.val_max_frames}) must hold one window: at least {self.window_frames} frames "
                 f"with --window-size {data.window_size} and --delay {data.delay}"
             )
+
+    @property
+    def epochs(self) -> int:
+        """`optim.epochs`, or the recipe's default."""
+        if self.optim.epochs is not None:
+            return self.optim.epochs
+        return SEGMENT_EPOCHS if self.optim.carried_state else WINDOW_EPOCHS
+
+    @property
+    def val_max_frames(self) -> int | None:
+        """`data.val_max_frames`, or the recipe's default: windows cap the
+        validation frames (each is a window in memory), segments evaluate
+        every validation frame in one pass (None)."""
+        if self.data.val_max_frames is not None:
+            return self.data.val_max_frames
+        return None if self.optim.carried_state else DEFAULT_VAL_MAX_FRAMES
 
     @property
     def window_frames(self) -> int:

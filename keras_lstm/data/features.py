@@ -21,6 +21,7 @@ import numpy as np
 
 from keras_lstm.data import controller
 from keras_lstm.data.melee_ids import EXTERNAL_OF_INTERNAL
+from keras_lstm.data.players import player_key
 from keras_lstm.data.replays import FIRST_PLAYABLE_FRAME, ReplayError, last_record_index
 
 # Bumped whenever the features change, so a model never meets inputs it was not
@@ -100,17 +101,17 @@ class Trajectory:
     state_numeric: np.ndarray  # [T, STATE_NUMERIC_SIZE] float32
     state_categorical: np.ndarray  # [T, CATEGORICAL_SIZE] int32
     targets: dict  # head -> [T] int32 or [T, 8] float32
+    player: str = ""  # who played it (`keras_lstm.data.players`); "" where unknown (a prepared dataset's)
 
     def __len__(self) -> int:
         return len(self.state_numeric)
 
     def head(self, n: int) -> "Trajectory":
-        return Trajectory(
-            self.source,
-            self.port,
-            self.state_numeric[:n],
-            self.state_categorical[:n],
-            {k: v[:n] for k, v in self.targets.items()},
+        return dataclasses.replace(
+            self,
+            state_numeric=self.state_numeric[:n],
+            state_categorical=self.state_categorical[:n],
+            targets={k: v[:n] for k, v in self.targets.items()},
         )
 
 
@@ -236,6 +237,7 @@ def game_to_trajectories(game, path) -> tuple[list[Trajectory], int]:
                 state_numeric=np.concatenate([states[me], states[them]], axis=1),
                 state_categorical=categorical,
                 targets=targets[me],
+                player=player_key(game, me, path),
             )
         )
     return trajectories, n_cpu
@@ -254,9 +256,13 @@ class PolicyArrays:
         return len(self.numeric)
 
 
-def align(traj: Trajectory, delay: int = 0) -> PolicyArrays:
+def align(traj: Trajectory, delay: int = 0, hide_game_state: bool = False) -> PolicyArrays:
     """Inputs at row t: state at t-1-delay and own controller at t-1;
-    target at row t: controller at t. Rows start at t = 1 + delay."""
+    target at row t: controller at t. Rows start at t = 1 + delay.
+
+    `hide_game_state`: every game-state column zero and every id 0, so the
+    inputs hold the player's own previous controller alone (the ablation
+    that measures what a policy takes from the game)."""
     if delay < 0:
         raise ValueError(f"delay must be >= 0, got {delay}")
     first = 1 + delay
@@ -268,9 +274,12 @@ def align(traj: Trajectory, delay: int = 0) -> PolicyArrays:
             {k: v[:0] for k, v in traj.targets.items()},
         )
     prev_controller = controller.targets_as_input(traj.targets)[first - 1 : -1]
-    numeric = np.concatenate([traj.state_numeric[: n], prev_controller], axis=1)
+    state_numeric, categorical = traj.state_numeric[:n], traj.state_categorical[:n]
+    if hide_game_state:
+        state_numeric, categorical = np.zeros_like(state_numeric), np.zeros_like(categorical)
+    numeric = np.concatenate([state_numeric, prev_controller], axis=1)
     return PolicyArrays(
         numeric=numeric.astype(np.float32),
-        categorical=traj.state_categorical[:n],
+        categorical=categorical,
         targets={k: v[first:] for k, v in traj.targets.items()},
     )

@@ -40,3 +40,11 @@ STAGE_IDS = {
 # Dreams) to 32 (Final Destination); 21 (Akaneia) was cut from the game.
 CHARACTER_ID_RANGE = range(0x21)
 VERSUS_STAGE_IDS = frozenset(range(2, 33)) - {21}
+
+
+def character_name(external_id: int) -> str:
+    """A character's name (lower case) from its external id, as reports show it."""
+    for name, value in EXTERNAL_CHARACTER_IDS.items():
+        if value == external_id and name != "NANA":
+            return name.lower()
+    return f"character {external_id}"

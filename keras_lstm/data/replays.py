@@ -135,8 +135,9 @@ def _one_line(text: str, limit: int = 160) -> str:
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
-def read_game(path: str | os.PathLike):
+def read_game(path: str | os.PathLike, skip_frames: bool = False):
     """Parse one replay with peppi-py; any parser failure becomes ReplayError.
+    `skip_frames`: only the game's start and metadata (who played, fast).
 
     peppi-py reports some corrupt files with a Rust panic, which surfaces as
     `pyo3_runtime.PanicException`, a BaseException: catch it too, but never
@@ -151,7 +152,7 @@ def read_game(path: str | os.PathLike):
         if os.path.getsize(path) == 0:
             raise ReplayError(path, "empty file")
         with _parser_path(path) as parser_path, quiet_stderr():
-            return peppi_py.read_slippi(parser_path)
+            return peppi_py.read_slippi(parser_path, skip_frames=skip_frames)
     except ReplayError:
         raise
     except (KeyboardInterrupt, SystemExit, MemoryError):

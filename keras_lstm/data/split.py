@@ -1,10 +1,18 @@
-"""Which replay files are held out for validation: by game, by a hash of the
-file's name and the seed, so a file's side never depends on reading it."""
+"""Which replay files are held out for validation.
+
+- by game (`split_by_game`): by a hash of the file's name and the seed, so a
+  file's side never depends on reading it;
+- by player (`split_by_player`): whole players held out, so validation
+  measures how the policy plays like people it has never seen.
+"""
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import os
+
+from keras_lstm.data.players import anonymous_key, is_anonymous
 
 
 def split_by_game(paths: list[str], val_fraction: float, seed: int) -> tuple[list[str], list[str]]:
@@ -41,3 +49,65 @@ def held_out_alone(path: str, val_fraction: float, seed: int) -> bool:
     its score is below `val_fraction`, whatever else is in the folder. (On a
     large folder `split_by_game` converges to this rule.)"""
     return split_score(path, seed) < val_fraction
+
+
+SPLITS = ("game", "player")
+
+
+@dataclasses.dataclass
+class PlayerSplit:
+    """A split of replay files by player (`split_by_player`)."""
+
+    train_files: list[str]
+    val_files: list[str]
+    val_players: list[str]  # the players held out: none of their games is trained on
+    train_players: list[str]  # every player of a training game
+
+    def counts(self) -> dict:
+        """Players on each side (anonymous players, one per game, apart)."""
+        named = lambda keys: [k for k in keys if not is_anonymous(k)]  # noqa: E731
+        return {
+            "split_by": "player",
+            "train_players": len(named(self.train_players)),
+            "val_players": len(named(self.val_players)),
+            "train_anonymous_players": len(self.train_players) - len(named(self.train_players)),
+            "val_anonymous_players": len(self.val_players) - len(named(self.val_players)),
+        }
+
+
+def split_by_player(players_of: dict[str, list[str]], val_fraction: float, seed: int) -> PlayerSplit:
+    """Deterministic train/validation split of replay files that puts no
+    validation player in any training game.
+
+    `players_of` maps each file to its players' keys
+    (`keras_lstm.data.players`; `[]` for a file that cannot be read, which
+    counts as one anonymous player). Players are taken in the order of a
+    hash of their key and the seed; each is held out, with every game it
+    played, while the validation games stay within `val_fraction` of the
+    files, until they reach it. So a player in more games than the
+    validation share (one collector's own games) always trains, and
+    validation holds players the training games never show. The other
+    player of a validation game may have trained in other games: evaluation
+    tells those frames apart (seen and unseen players).
+    """
+    if not 0.0 <= val_fraction < 1.0:
+        raise ValueError(f"val_fraction must be in [0, 1), got {val_fraction}")
+    keys_of = {p: (list(keys) or [anonymous_key(p, 0)]) for p, keys in players_of.items()}
+    paths = sorted(keys_of)
+    target = min(len(paths) - 1, max(1, round(val_fraction * len(paths)))) if val_fraction and len(paths) > 1 else 0
+    games_of: dict[str, set] = {}
+    for path in paths:
+        for key in keys_of[path]:
+            games_of.setdefault(key, set()).add(path)
+    val_games: set = set()
+    val_players: list = []
+    for key in sorted(games_of, key=lambda k: (split_score(k, seed), k)):
+        if len(val_games) >= target:
+            break
+        added = games_of[key] - val_games
+        if len(val_games) + len(added) <= target:
+            val_players.append(key)
+            val_games |= added
+    train = [p for p in paths if p not in val_games]
+    train_players = sorted({k for p in train for k in keys_of[p]})
+    return PlayerSplit(train, sorted(val_games), sorted(val_players), train_players)

@@ -135,6 +135,12 @@ def prior_predictions(stats: BaselineStats, frames: int) -> dict:
     return out
 
 
+def repeat_predictions(previous: dict) -> dict:
+    """What repeating the previous input predicts: the previous controller
+    (buttons pressed as bools, the class heads their classes)."""
+    return {"buttons": np.asarray(previous["buttons"]) > 0.5, **{h: np.asarray(previous[h]) for h in controller.CLASS_HEADS}}
+
+
 def prior_change_frame_accuracy(stats: BaselineStats, targets: dict, previous: dict) -> dict:
     """The class prior's accuracy on change frames (see
     `keras_lstm.evaluation.change_frames`): its prediction is constant, so

@@ -22,6 +22,8 @@ deployed loss on every frame and by time since the start of the game.
 
 from __future__ import annotations
 
+import weakref
+
 import numpy as np
 import tensorflow as tf
 
@@ -38,9 +40,20 @@ DEFAULT_CHUNK_FRAMES = 256
 POSITION_EDGES = (0, 60, 600, 3600, 7200, 14400)
 
 
+_RUNNERS: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
+
+
 def _chunk_runner(policy, batch: int, chunk_frames: int):
     """A `tf.function` `(numeric, categorical, state) -> (logits, state)` over
-    one `[batch, chunk_frames]` chunk, traced once."""
+    one `[batch, chunk_frames]` chunk, traced once per policy and shape (a
+    validation each epoch reuses it)."""
+    runners = _RUNNERS.setdefault(policy, {})
+    if (batch, chunk_frames) not in runners:
+        runners[(batch, chunk_frames)] = _new_chunk_runner(policy, batch, chunk_frames)
+    return runners[(batch, chunk_frames)]
+
+
+def _new_chunk_runner(policy, batch: int, chunk_frames: int):
     backbone = policy.backbone
     state_spec = tf.nest.map_structure(
         lambda _: tf.TensorSpec([batch, backbone.hidden_size], tf.float32), backbone.initial_state(batch)

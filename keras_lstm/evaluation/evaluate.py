@@ -13,6 +13,7 @@ from keras_lstm.evaluation import baselines
 from keras_lstm.evaluation.baselines import BaselineStats
 from keras_lstm.evaluation.calibration import calibration
 from keras_lstm.evaluation.change_frames import change_frame_accuracy
+from keras_lstm.evaluation.f1 import f1_summary
 from keras_lstm.evaluation.keep_bias import KEEP_BIASES, keep_biased_logits
 
 
@@ -70,12 +71,18 @@ def predict_logits(policy, windows: Windows, batch_size: int = 256) -> dict:
 
 
 def evaluate_policy(policy, windows: Windows, stats: BaselineStats, batch_size: int = 256) -> dict:
-    """The summary reported by `train` and `evaluate`."""
+    """The summary reported by `train` and `evaluate` on windows (each
+    prediction from the zero state `window_size` frames before it)."""
     if len(windows) == 0:
         raise ValueError("no frames to evaluate (every trajectory is shorter than one window)")
-    targets = windows.predicted_targets()
-    previous = windows.previous_targets()
     logits = predict_logits(policy, windows, batch_size)
+    return {"evaluation": "windows", **summarize(logits, windows.predicted_targets(), windows.previous_targets(), stats)}
+
+
+def summarize(logits: dict, targets: dict, previous: dict, stats: BaselineStats) -> dict:
+    """The summary of a policy's `logits` on some frames (`targets`, and
+    `previous`, the controller one frame before each), beside both baselines
+    on the same frames; however the logits were computed."""
     losses = frame_losses(logits, targets)
     predicted = predictions(logits)
     buttons_right = predicted["buttons"] == (targets["buttons"] > 0.5)
@@ -96,7 +103,7 @@ def evaluate_policy(policy, windows: Windows, stats: BaselineStats, batch_size: 
         "baseline_prior_loss": prior["loss"],
         "baseline_prior_accuracy": prior["per_head_accuracy"],
         "baseline_prior_per_head_loss": prior["per_head_loss"],
-        "frames": int(len(windows)),
+        "frames": int(len(losses["buttons"])),
         # frames whose target differs from the previous frame's controller
         # (buttons: change events, summed over the 8 buttons; the head's
         # accuracy is weighted by them)
@@ -115,4 +122,5 @@ def evaluate_policy(policy, windows: Windows, stats: BaselineStats, batch_size: 
             str(bias): head_accuracy(predictions(keep_biased_logits(logits, previous, bias)), targets) for bias in KEEP_BIASES
         },
         **calibration(probabilities(logits), targets),
+        **f1_summary(predicted, targets, previous, stats),
     }

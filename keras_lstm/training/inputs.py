@@ -34,9 +34,10 @@ from keras_lstm.data import augment, features, pipeline, prepared
 from keras_lstm.data.filters import left_out_text
 from keras_lstm.data.replays import find_replays
 from keras_lstm.data.trajectories import LoadReport, load_trajectories
-from keras_lstm.data.split import split_by_game
+from keras_lstm.data.players import read_player_keys
+from keras_lstm.data.split import split_by_game, split_by_player
 from keras_lstm.data.windows import Windows, make_windows
-from keras_lstm.evaluation import baselines
+from keras_lstm.evaluation import baselines, one_pass
 from keras_lstm.model.backbone import recurrent_param_count
 from keras_lstm.training import carried_training, distribute
 
@@ -61,6 +62,8 @@ class TrainInputs:
     counts: dict
     skipped: list
     release: Callable[[], None] = lambda: None  # let go of what the source holds (a prepared dataset's parts), once trained
+    split_counts: dict = dataclasses.field(default_factory=lambda: {"split_by": "game"})
+    train_players: list = dataclasses.field(default_factory=list)  # by player: every player of a training game
 
 
 # -- from a replay folder, in memory ------------------------------------------
@@ -76,6 +79,7 @@ class PreparedData:
     val_report: LoadReport
     train_files: list[str]
     val_files: list[str]
+    split_counts: dict = dataclasses.field(default_factory=lambda: {"split_by": "game"})
 
 
 # Memory that reading replays into windows takes, per byte of .slp file: the
@@ -151,16 +155,52 @@ def check_fits_in_memory(folder, paths: list[Path], max_frames: int | None) -> N
         )
 
 
-def load_split(config, on_skip: Callable[[str, str], None] | None = None) -> PreparedData:
-    """Find, split (by file), read and window the replays (refusing, before
-    reading, a folder too large for memory)."""
+@dataclasses.dataclass
+class ReadSplit:
+    """A replay folder split (by game or by player) and read (`read_split`)."""
+
+    train_report: LoadReport
+    val_report: LoadReport
+    train_files: list[str]
+    val_files: list[str]
+    split_counts: dict  # how the split went: by what, and (by player) the players on each side
+    train_players: list[str]  # every player of a training game (by player; else [])
+    cap_train: int | None = None  # the frames --max-frames let each side read
+    cap_val: int | None = None
+
+
+def split_files(config, paths: list[Path]) -> tuple[list[str], list[str], dict, list[str]]:
+    """`(train_files, val_files, split_counts, train_players)` of a folder's
+    files by `--split-by`, less, with `--train-games N`, all but a seeded
+    sample of N training games (the validation games stay as they are)."""
+    names = [str(p) for p in paths]
+    d = config.data
+    if d.split_by == "player":
+        found = split_by_player({n: read_player_keys(n) for n in names}, d.val_fraction, config.split_seed)
+        train, val, counts, players = found.train_files, found.val_files, found.counts(), found.train_players
+    else:
+        train, val = split_by_game(names, d.val_fraction, config.split_seed)
+        counts, players = {"split_by": "game"}, []
+    if d.train_games is not None and d.train_games < len(train):
+        keep = set(np.random.default_rng([config.split_seed, len(train)]).choice(len(train), d.train_games, replace=False).tolist())
+        train = [f for i, f in enumerate(train) if i in keep]
+        if players:
+            players = sorted({k for f in train for k in read_player_keys(f) or []})
+    counts["train_games"], counts["val_games"] = len(train), len(val)
+    return train, val, counts, players
+
+
+def read_split(config, on_skip: Callable[[str, str], None] | None = None) -> ReadSplit:
+    """Find, split and read the replays (refusing, before reading, a folder
+    too large for memory). One-line errors when nothing is left to train on."""
     paths = replay_paths(config)
     check_fits_in_memory(config.data.replays, paths, config.data.max_frames)
     check_training_fits_memory(config)  # the model too, before anything is read or built
-    train_files, val_files = split_by_game([str(p) for p in paths], config.data.val_fraction, config.split_seed)
-    cap_train, cap_val = None, config.data.val_max_frames
+    train_files, val_files, split_counts, train_players = split_files(config, paths)
+    cap_train, cap_val = None, config.val_max_frames
     if config.data.max_frames is not None:
-        cap_val = min(cap_val, max(1, int(config.data.max_frames * config.data.val_fraction)))
+        share = max(1, int(config.data.max_frames * config.data.val_fraction))
+        cap_val = share if cap_val is None else min(cap_val, share)
         cap_train = max(1, config.data.max_frames - cap_val)
     keep = config.replay_filter
     train_report = load_trajectories([Path(p) for p in train_files], max_frames=cap_train, on_skip=on_skip, replay_filter=keep)
@@ -173,18 +213,32 @@ def load_split(config, on_skip: Callable[[str, str], None] | None = None) -> Pre
             f"{val_report.replays_used} usable file(s) held out for validation"
             + (f"; left out by the filters: {left_out})" if left_out else ")")
         )
+    return ReadSplit(train_report, val_report, train_files, val_files, split_counts, train_players, cap_train, cap_val)
+
+
+def aligned(config, trajectories) -> list:
+    """The trajectories as model inputs (`features.align`) at the run's
+    delay, the game state hidden with `--hide-game-state`."""
+    return [features.align(t, config.data.delay, hide_game_state=config.data.hide_game_state) for t in trajectories]
+
+
+def load_split(config, on_skip: Callable[[str, str], None] | None = None) -> PreparedData:
+    """Find, split, read and window the replays (`read_split`, then windows)."""
+    read = read_split(config, on_skip)
+    train_report, val_report = read.train_report, read.val_report
 
     def windows(report):
-        return make_windows([features.align(t, config.data.delay) for t in report.trajectories], config.data.window_size, config.data.stride)
+        return make_windows(aligned(config, report.trajectories), config.data.window_size, config.data.stride)
 
     train, val = windows(train_report), windows(val_report)
     if len(train) < config.optim.batch_size:
         longest = max(len(t) for t in train_report.trajectories)
-        raise ValueError(f"{config.data.replays}: {too_few_windows(config, len(train), longest, cap_train)}")
+        raise ValueError(f"{config.data.replays}: {too_few_windows(config, len(train), longest, read.cap_train)}")
     if val_report.trajectories and not len(val):  # else the run trains unvalidated, its summary blaming --val-fraction
         longest = max(len(t) for t in val_report.trajectories)
+        cap_val = read.cap_val if read.cap_val is not None else longest
         raise ValueError(f"{config.data.replays}: {no_validation_window(config, len(val_report.trajectories), longest, cap_val)}")
-    return PreparedData(train, val, train_report, val_report, train_files, val_files)
+    return PreparedData(train, val, train_report, val_report, read.train_files, read.val_files, read.split_counts)
 
 
 # -- what the messages say of the options that left too little data ---------------
@@ -239,6 +293,7 @@ def _split_inputs(data: PreparedData, make_train_dataset, steps_per_epoch: int) 
         train_counts=data.train_report.counts(),
         counts=_combined_counts(data.train_report, data.val_report),
         skipped=data.train_report.skipped + data.val_report.skipped,
+        split_counts=data.split_counts,
     )
 
 
@@ -250,18 +305,47 @@ def replay_inputs(config, on_skip: Callable[[str, str], None] | None = None) -> 
 
 
 def carried_inputs(config, on_skip: Callable[[str, str], None] | None = None) -> TrainInputs:
-    """`TrainInputs` for carried-state training: the same split, validation
-    windows and baselines as `replay_inputs`; training batches are segments
-    of whole games in a fixed order (`carried_training.segment_dataset`)."""
-    data = load_split(config, on_skip)
-    arrays = [features.align(t, config.data.delay) for t in data.train_report.trajectories]
+    """`TrainInputs` for carried-state training (the corpus recipe): the
+    training batches are segments of whole games in a fixed order
+    (`carried_training.segment_dataset`); the validation games are
+    evaluated in one pass, the state carried (`one_pass.Games`); the
+    baselines are fitted on every training frame. Nothing is windowed, so
+    memory is the aligned arrays, about 220 bytes a player-frame."""
+    read = read_split(config, on_skip)
+    arrays = aligned(config, read.train_report.trajectories)
+    val_trajectories = read.val_report.trajectories
+    val = one_pass.Games.of(
+        aligned(config, val_trajectories), val_trajectories, set(read.train_players) if config.data.split_by == "player" else None
+    )
     W, streams, piece = config.data.window_size, config.optim.carried_streams, config.optim.carried_piece_frames
+    if not carried_training.cut_pieces(arrays, W, piece):
+        longest = max(len(a) for a in arrays)
+        raise ValueError(f"{config.data.replays}: --window-size {W} is longer than every training game (the longest has {longest:,} aligned frames)")
+    accumulator = baselines.BaselineAccumulator()
+    for a in arrays:
+        if len(a) > 1:
+            accumulator.add({h: v[1:] for h, v in a.targets.items()}, {h: v[:-1] for h, v in a.targets.items()})
+    counts, train_counts = _combined_counts(read.train_report, read.val_report), read.train_report.counts()
+    read.train_report.trajectories = read.val_report.trajectories = []  # the aligned copies are what is kept
 
     def make_train_dataset(skip_steps: int = 0):
         batches = carried_training.segment_dataset(arrays, W, streams, piece, config.run.seed)
         return batches.skip(skip_steps) if skip_steps else batches
 
-    return _split_inputs(data, make_train_dataset, carried_training.steps_per_epoch(arrays, W, streams, piece))
+    return TrainInputs(
+        make_train_dataset=make_train_dataset,
+        steps_per_epoch=carried_training.steps_per_epoch(arrays, W, streams, piece),
+        train_windows=int(sum(len(a) for a in arrays)),
+        val=val,
+        stats=accumulator.stats(),
+        train_files=read.train_files,
+        val_files=read.val_files,
+        train_counts=train_counts,
+        counts=counts,
+        skipped=read.train_report.skipped + read.val_report.skipped,
+        split_counts=read.split_counts,
+        train_players=read.train_players,
+    )
 
 
 def training_batches(windows: Windows, config, steps_per_epoch: int, skip_steps: int = 0) -> tf.data.Dataset:
@@ -282,7 +366,7 @@ def training_batches(windows: Windows, config, steps_per_epoch: int, skip_steps:
             passes.append(np.random.default_rng([config.run.seed, epoch, len(passes)]).permutation(len(windows)))
         return np.concatenate(passes)[:used]
 
-    order = np.concatenate([epoch_order(epoch) for epoch in range(config.optim.epochs)])
+    order = np.concatenate([epoch_order(epoch) for epoch in range(config.epochs)])
     ordered = dataclasses.replace(windows, ends=windows.ends[order[skip_steps * config.optim.batch_size :]])
     batches = ordered.dataset(config.optim.batch_size, shuffle=False, drop_remainder=True, target_frames=config.loss_frames)
     return augment.augmented(batches, config.augmentations, config.run.seed, first_index=skip_steps)
@@ -381,7 +465,7 @@ def prepared_inputs(config, strategy: tf.distribute.Strategy | None = None, **wi
             f"{config.data.data_dir}: {len(scan.windows_per_example)} training trajectories cannot give each of {workers} workers windows"
         )
 
-    val_trajectories = prepared.read_trajectories(builder, prepared.VALIDATION, max_frames=config.data.val_max_frames)
+    val_trajectories = prepared.read_trajectories(builder, prepared.VALIDATION, max_frames=config.val_max_frames)
     val = make_windows([features.align(t, delay) for t in val_trajectories], W, stride)
 
     def make_train_dataset(skip_steps: int = 0):

@@ -168,6 +168,10 @@ class RunProgress(keras.callbacks.Callback):
             a resumed epoch (Keras zeroes them at every epoch's start).
         saveable: the model as it is saved (e.g. the plain policy of a
             carried-state one); the trained model itself by default.
+        validate: `validate(model) -> logs` run at each epoch's end, off the
+            training clock, its logs added to the epoch's (for the callbacks
+            after this one too): validation that is not Keras' windowed
+            `validation_data` (`one_pass.one_pass_loss`).
     """
 
     def __init__(
@@ -180,6 +184,7 @@ class RunProgress(keras.callbacks.Callback):
         monitor: str = "val_loss",
         metric_state: list | None = None,
         saveable: Callable | None = None,
+        validate: Callable | None = None,
     ):
         super().__init__()
         self.progress = progress
@@ -190,6 +195,7 @@ class RunProgress(keras.callbacks.Callback):
         self.monitor = monitor
         self._metric_state = metric_state
         self._saveable = saveable or (lambda model: model)
+        self._validate = validate
         self._since_backup = 0
         self._start = None
 
@@ -225,6 +231,8 @@ class RunProgress(keras.callbacks.Callback):
 
     def on_epoch_end(self, epoch, logs=None):
         self._stop_clock()
+        if self._validate is not None and logs is not None and not self.model.stop_training:
+            logs.update(self._validate(self.model))  # the same dict reaches the callbacks after this one
         logs = {k: float(v) for k, v in (logs or {}).items()}
         for key, value in logs.items():
             self.progress.history.setdefault(key, []).append(value)

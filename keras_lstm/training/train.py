@@ -33,7 +33,7 @@ from keras_lstm.data.prepared import DamagedDatasetError
 from keras_lstm.data.replays import find_replays, replays_or_default
 from keras_lstm.data.trajectories import load_trajectories
 from keras_lstm.data.windows import make_windows
-from keras_lstm.evaluation import baselines
+from keras_lstm.evaluation import baselines, one_pass
 from keras_lstm.evaluation.evaluate import evaluate_policy
 from keras_lstm.evaluation.reliability_plot import check_plot_destination, write_reliability_plot
 from keras_lstm.files import atomic
@@ -49,22 +49,23 @@ def config_from_options(
     replays: str | Path | None = None,
     data_dir: str | Path | None = None,
     *,
-    temporal: bool = True,
+    temporal: bool = False,
     output: str | Path = "runs/latest",
     **options,
 ) -> TrainConfig:
     """The TrainConfig of `keras-lstm train`'s options (names as the config
     fields): `replays` defaults to $KERAS_LSTM_REPLAYS, then ~/Slippi, unless
-    `data_dir` (a prepared dataset) is given; backbone, strategy,
+    `data_dir` (a prepared dataset) is given; `temporal` trains on windows
+    (the seed's recipe: `carried_state` off); backbone, strategy,
     matmul-dtype and mixed-precision names are case-insensitive, matmul-dtype
     float32 and mixed-precision off being the default (None). Raises
     ValueError for options that cannot go together; `TrainConfig.validate`
     checks the rest (`keras_lstm.config`)."""
-    if not temporal:
-        raise ValueError("--no-temporal is not supported: the policy is recurrent and trains on windows")
     if data_dir is not None and replays is not None:
         raise ValueError("give --replays or --data-dir, not both (the prepared dataset remembers its replay folder)")
-    for name in ("backbone", "strategy", "matmul_dtype", "mixed_precision"):
+    if temporal:
+        options["carried_state"] = False
+    for name in ("backbone", "strategy", "matmul_dtype", "mixed_precision", "split_by"):
         if isinstance(options.get(name), str):
             options[name] = options[name].lower()
     if options.get("matmul_dtype") == "float32":
@@ -79,11 +80,12 @@ def config_from_options(
     )
 
 
-def learning_rate(optim, steps_per_epoch: int):
+def learning_rate(config: TrainConfig, steps_per_epoch: int):
     """Adam's learning rate: a number, or a schedule over the optimizer's step
     (which a resumed run restores, so the schedule goes on where it was)."""
+    optim = config.optim
     if optim.lr_schedule == "cosine":
-        return keras.optimizers.schedules.CosineDecay(optim.learning_rate, decay_steps=max(1, steps_per_epoch * optim.epochs))
+        return keras.optimizers.schedules.CosineDecay(optim.learning_rate, decay_steps=max(1, steps_per_epoch * config.epochs))
     return optim.learning_rate
 
 
@@ -150,19 +152,22 @@ def _train_locked(config, strategy, out, backup, on_skip, callbacks, verbose, on
             )
         else:
             policy = build_policy(**model.policy_args(), truncate_bptt=optim.truncate_bptt, loss_frames=config.loss_frames)
-        policy.compile(optimizer=compile_optimizer(keras.optimizers.Adam(learning_rate(optim, steps)), model.mixed_precision))
+        policy.compile(optimizer=compile_optimizer(keras.optimizers.Adam(learning_rate(config, steps)), model.mixed_precision))
         progress = run_backup.load_latest(backup, policy, on_warning) or run_backup.Progress()
         metric_state = [v.numpy() for m in policy.metrics for v in m.variables] if progress.step else None
     distribute.prepare_for_fit(policy, strategy)
 
-    val_ds = data.val.dataset(optim.batch_size * 4, shuffle=False) if len(data.val) else None
-    monitor = "val_loss" if val_ds is not None else "loss"
+    # Windows validate through Keras' validation_data; segments in one pass
+    # over each validation game, the state carried (the recorder runs it).
+    val_ds = data.val.dataset(optim.batch_size * 4, shuffle=False) if len(data.val) and not optim.carried_state else None
+    validate = (lambda model: one_pass.one_pass_loss(model, data.val)) if len(data.val) and optim.carried_state else None
+    monitor = "val_loss" if len(data.val) else "loss"
 
     def saveable(trained):  # what model.keras and best.keras hold: always a plain policy
         return trained.to_policy() if optim.carried_state else trained
 
     recorder = run_backup.RunProgress(
-        progress, steps, backup, config.run.backup_every_steps, write_dir / BEST_FILE, monitor, metric_state, saveable
+        progress, steps, backup, config.run.backup_every_steps, write_dir / BEST_FILE, monitor, metric_state, saveable, validate
     )
     fit_callbacks = [
         keras.callbacks.TerminateOnNaN(),  # before the recorder: it never backs up a NaN model
@@ -177,6 +182,8 @@ def _train_locked(config, strategy, out, backup, on_skip, callbacks, verbose, on
         "val_files": data.val_files,
         "baseline_stats": stats.to_json(),
         "data_source": source.to_json(),
+        "split": data.split_counts,
+        "train_players": data.train_players,
     }
     atomic.write_json(write_dir / RUN_FILE, run_info)
 
@@ -196,10 +203,10 @@ def _train_locked(config, strategy, out, backup, on_skip, callbacks, verbose, on
     # A run resumed mid-epoch first finishes that epoch (Keras cannot run a
     # shorter first epoch), then goes on with whole ones.
     try:
-        if progress.step and progress.epoch < optim.epochs:
+        if progress.step and progress.epoch < config.epochs:
             fit(progress.epoch, progress.epoch + 1, steps - progress.step)
-        if progress.epoch < optim.epochs and not policy.stop_training:
-            fit(progress.epoch, optim.epochs, steps)
+        if progress.epoch < config.epochs and not policy.stop_training:
+            fit(progress.epoch, config.epochs, steps)
     finally:
         data.release()  # a prepare may now remove the parts this run read
     losses = progress.history.get("loss", [])
@@ -228,7 +235,8 @@ def _train_locked(config, strategy, out, backup, on_skip, callbacks, verbose, on
         "train_windows_per_s": trained_windows / seconds if seconds else None,
         "train_frames_per_s": trained_windows * config.data.window_size / seconds if seconds else None,
         "train_windows": data.train_windows,
-        "val_windows": len(data.val),
+        "val_windows": len(data.val),  # segments: the validation frames scored
+        "split": data.split_counts,
         **{f"train_{k}": v for k, v in data.train_counts.items()},
         **data.counts,
         "skipped": data.skipped,
@@ -236,7 +244,9 @@ def _train_locked(config, strategy, out, backup, on_skip, callbacks, verbose, on
         "model_path": str(out / MODEL_FILE),
         "logs_path": str(out / "logs"),
     }
-    if len(data.val) and chief:
+    if len(data.val) and chief and optim.carried_state:
+        summary.update(one_pass.evaluate_games(final, data.val, stats))
+    elif len(data.val) and chief:
         summary.update(evaluate_policy(distribute.local_model(final), data.val, stats))
     else:
         summary["val_loss"] = None
@@ -275,13 +285,15 @@ def evaluate_folder(
     stride: int | None = None,
     reliability_plot: str | Path | None = None,
     run_games: str = "validation",
+    one_pass_evaluation: bool | None = None,
 ) -> dict:
     """Evaluate a trained run on every usable replay in a folder (`replays`
     None: on the run's own `run_games`, "validation" or "training", as
-    `run.json` lists them),
+    `run.json` lists them). `one_pass_evaluation`: each game in one pass
+    with the state carried (`keras_lstm.evaluation.one_pass`), or on windows
     predicting every `stride`-th frame (default: the stride the run trained
-    with); with `reliability_plot`, also draw each head's calibration to
-    that PNG."""
+    with); by default as the run validated (segments: one pass). With
+    `reliability_plot`, also draw each head's calibration to that PNG."""
     check_positive(**{"batch-size": batch_size})
     if stride is not None:
         check_positive(stride=stride)
@@ -289,6 +301,10 @@ def evaluate_folder(
         check_plot_destination(reliability_plot)  # before an evaluation that may take minutes
     policy, run = load_run(model_dir, evaluation=True)
     cfg = run["config"]
+    if one_pass_evaluation is None:
+        one_pass_evaluation = bool(cfg.get("carried_state", False))
+    if one_pass_evaluation and stride is not None:
+        raise ValueError("--stride applies to windows; one pass scores every frame (give --windows to evaluate on windows)")
     if replays is None:
         key = {"validation": "val_files", "training": "train_files"}[run_games]
         paths, where = [Path(p) for p in run.get(key, [])], f"{model_dir}: the run's {run_games} games"
@@ -297,10 +313,15 @@ def evaluate_folder(
     report = load_trajectories(paths, on_skip=on_skip)
     if not report.trajectories:
         raise ValueError(f"{where}: no usable replay ({report.replays_skipped} skipped)")
-    stride = cfg["stride"] if stride is None else stride
-    windows = make_windows([features.align(t, cfg["delay"]) for t in report.trajectories], cfg["window_size"], stride)
+    arrays = [features.align(t, cfg["delay"], hide_game_state=cfg.get("hide_game_state", False)) for t in report.trajectories]
     stats = baselines.BaselineStats.from_json(run["baseline_stats"])
-    summary = evaluate_policy(policy, windows, stats, batch_size)
+    if one_pass_evaluation:
+        split_by_player = (run.get("split") or {}).get("split_by") == "player"
+        games = one_pass.Games.of(arrays, report.trajectories, set(run.get("train_players", [])) if split_by_player else None)
+        summary = one_pass.evaluate_games(policy, games, stats)
+    else:
+        stride = cfg["stride"] if stride is None else stride
+        summary = evaluate_policy(policy, make_windows(arrays, cfg["window_size"], stride), stats, batch_size)
     summary.update(report.counts())
     summary["skipped"] = report.skipped
     summary["parameters"] = int(policy.count_params())

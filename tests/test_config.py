@@ -149,3 +149,24 @@ def test_the_memory_training_takes_is_checked_before_anything_is_built(monkeypat
         check_training_fits_memory(TrainConfig.from_flat(replays="/r", carried_state=True, carried_streams=100_000, window_size=6000))
     monkeypatch.setattr(inputs, "available_memory_bytes", lambda: None)  # unknown: not refused for it
     check_training_fits_memory(big)
+
+
+def test_each_recipe_has_its_defaults():
+    windows, segments = TrainConfig.from_flat(replays="/r"), TrainConfig.from_flat(replays="/r", carried_state=True)
+    assert (windows.epochs, segments.epochs) == (3, 5)
+    assert (windows.val_max_frames, segments.val_max_frames) == (200_000, None)  # one pass scores every validation frame
+    assert TrainConfig.from_flat(replays="/r", carried_state=True, epochs=2, val_max_frames=9_000).epochs == 2
+
+
+@pytest.mark.parametrize(
+    "options, message",
+    [
+        ({"split_by": "team"}, "split-by must be one of"),
+        ({"train_games": 0}, "train-games must be positive"),
+        ({"data_dir": "/d", "split_by": "player"}, "--split-by player and --train-games apply to --replays"),
+        ({"carried_state": True, "augment": "mirror"}, "add --temporal"),
+    ],
+)
+def test_the_corpus_options_are_checked(options, message):
+    with pytest.raises(ValueError, match=message):
+        TrainConfig.from_flat(**{"replays": "/r", **options}).validate()

@@ -50,6 +50,32 @@ def _decision_quality_lines(summary: dict) -> list[str]:
     return lines
 
 
+F1_COLUMNS = controller.HEADS + ("main_stick", "c_stick")
+
+
+def _f1_lines(summary: dict) -> list[str]:
+    """F1 per head beside both baselines, then the loss and F1 of each group
+    of frames (by player, by character), where the summary has them."""
+    if "f1" not in summary:
+        return []
+    label = 26
+    lines = ["F1 per head (MIMIC's: macro over the classes present; buttons as 7 combinations):",
+             f"{'':{label}}" + "".join(f"{h:>11}" for h in F1_COLUMNS)]
+    for name, key in (("  policy", "f1"), ("  repeat-prev", "baseline_repeat_f1"), ("  class prior", "baseline_prior_f1")):
+        lines.append(f"{name:{label}}" + "".join(f"{_fmt(summary[key][h], '.3f'):>11}" for h in F1_COLUMNS))
+    for title, key in (("by player (seen in training, unseen, anonymous)", "by_player"), ("by character", "by_character")):
+        if summary.get(key):
+            lines.append(f"{title}: frames, loss (x repeat-prev), F1 buttons / main stick, policy vs repeat-prev")
+            for group, g in summary[key].items():
+                ratio = g["loss"] / g["baseline_repeat_loss"] if g["baseline_repeat_loss"] else float("nan")
+                lines.append(
+                    f"  {group:24}{g['frames']:>10,}{g['loss']:>9.4f} ({ratio:.3f}x)"
+                    f"  {_fmt(g['f1']['buttons'], '.3f')} / {_fmt(g['f1']['main_stick'], '.3f')}"
+                    f"  vs {_fmt(g['baseline_repeat_f1']['buttons'], '.3f')} / {_fmt(g['baseline_repeat_f1']['main_stick'], '.3f')}"
+                )
+    return lines
+
+
 def filtered_line(counts: dict) -> str | None:
     """What the filters left out, by filter (`filtered_<name>` counts), or
     None when they left nothing out."""
@@ -65,7 +91,8 @@ def format_summary(summary: dict) -> str:
     if summary.get("val_loss") is None:
         lines.append("no validation frames (use --val-fraction > 0 with 2+ replays)")
     else:
-        lines.append(f"frames evaluated: {summary['frames']:,}")
+        how = f" ({summary['evaluation']})" if summary.get("evaluation") else ""
+        lines.append(f"frames evaluated: {summary['frames']:,}{how}")
         lines.append(f"{'':14}{'loss (nats)':>12}" + "".join(f"{h:>10}" for h in controller.HEADS))
         rows = [
             ("policy", summary["val_loss"], summary["per_head_accuracy"]),
@@ -79,6 +106,7 @@ def format_summary(summary: dict) -> str:
         verdict = "beats" if summary["val_loss"] < best else "does NOT beat"
         lines.append(f"policy {verdict} both baselines ({summary['val_loss']:.4f} vs best baseline {best:.4f})")
         lines.extend(_decision_quality_lines(summary))
+        lines.extend(_f1_lines(summary))
     counts = (
         f"replays used {summary.get('replays_used', 0)}, skipped {summary.get('replays_skipped', 0)} "
         f"(unreadable {summary.get('replays_unreadable', 0)}, not 1v1 {summary.get('replays_not_1v1', 0)}); "
@@ -86,6 +114,12 @@ def format_summary(summary: dict) -> str:
         f"trajectories {summary.get('trajectories', 0)}, frames loaded {summary.get('frames_loaded', 0):,}"
     )
     lines.append(counts)
+    split = summary.get("split") or {}
+    if split.get("split_by") == "player":
+        lines.append(
+            f"split by player: {split['train_games']} training games ({split['train_players']} named players), "
+            f"{split['val_games']} validation games held out with {split['val_players']} named players never trained on"
+        )
     left_out = filtered_line(summary)
     if left_out:
         lines.append(left_out)
@@ -93,10 +127,11 @@ def format_summary(summary: dict) -> str:
         extra = f" (backbone {summary['backbone_parameters']:,})" if "backbone_parameters" in summary else ""
         lines.append(f"parameters: {summary['parameters']:,}{extra}")
     if summary.get("train_frames_per_s"):
+        segments = (summary.get("config") or {}).get("carried_state")
+        unit = "segment rows/s; a frame = one frame of a game" if segments else "windows/s; a frame = one timestep of one window"
         lines.append(
             f"training: {summary['epochs_run']} epochs in {summary['train_seconds']:.0f} s, "
-            f"{summary['train_frames_per_s']:,.0f} frames/s ({summary['train_windows_per_s']:,.0f} windows/s; "
-            f"a frame = one timestep of one window)"
+            f"{summary['train_frames_per_s']:,.0f} frames/s ({summary['train_windows_per_s']:,.0f} {unit})"
         )
     if "output" in summary:
         lines.append(f"model: {summary['model_path']}   logs: {summary['logs_path']}   metrics: {summary['output']}/metrics.json")

@@ -186,9 +186,9 @@ def read_run_info(run_file: Path, evaluation: bool = False) -> dict:
             f"this keras-lstm computes version {features.FEATURE_VERSION}; retrain it"
         )
     run_config(run_file, run_info, REQUIRED_CONFIG + (EVALUATION_CONFIG if evaluation else ()))
-    for key in ("train_files", "val_files"):
+    for key, what in (("train_files", "file names"), ("val_files", "file names"), ("train_players", "player keys")):
         if key in run_info and not (isinstance(run_info[key], list) and all(isinstance(f, str) for f in run_info[key])):
-            raise ValueError(f"{run_file}: {key} must be a list of file names")
+            raise ValueError(f"{run_file}: {key} must be a list of {what}")
     if "baseline_stats" in run_info or evaluation:
         if "baseline_stats" not in run_info:
             raise ValueError(f"{run_file}: baseline_stats is missing (evaluation compares with the baselines); restore the run's own {RUN_FILE} or train again")

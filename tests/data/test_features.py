@@ -73,3 +73,20 @@ def test_the_delay_reaches_the_features(delay):
     for head, target in at_d.targets.items():
         np.testing.assert_array_equal(target, at_0.targets[head][delay:])
     assert not np.array_equal(at_d.numeric[:, :state], at_0.numeric[delay:, :state])  # the state did move
+
+
+@pytest.mark.parametrize("delay", [0, 18])
+def test_hiding_the_game_state_leaves_only_the_own_previous_inputs(trajectory, delay):
+    seen, blind = align(trajectory, delay), align(trajectory, delay, hide_game_state=True)
+    state = slice(0, features.STATE_NUMERIC_SIZE)
+    assert not blind.numeric[:, state].any() and not blind.categorical.any()
+    assert seen.numeric[:, state].any() and seen.categorical.any()  # there was a game state to hide
+    np.testing.assert_array_equal(blind.numeric[:, features.STATE_NUMERIC_SIZE :], seen.numeric[:, features.STATE_NUMERIC_SIZE :])
+    for head, target in seen.targets.items():
+        np.testing.assert_array_equal(blind.targets[head], target)
+
+
+def test_trajectories_name_their_player():
+    trajs, _ = game_to_trajectories(read_game(GAMES / "py-slippi_v3.14.0.slp"), GAMES / "py-slippi_v3.14.0.slp")
+    assert [t.player for t in trajs] == ["ABCD＃123", "EFGH＃456"]
+    assert trajs[0].head(10).player == "ABCD＃123"

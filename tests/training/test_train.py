@@ -36,11 +36,11 @@ def tiny_run(tmp_path_factory):
 def test_cosine_schedule_decays_to_zero_by_the_last_step():
     from keras_lstm.training.train import learning_rate
 
-    optim = TrainConfig.from_flat(learning_rate=0.01, epochs=3, lr_schedule="cosine").optim
-    schedule = learning_rate(optim, steps_per_epoch=10)
+    config = TrainConfig.from_flat(learning_rate=0.01, epochs=3, lr_schedule="cosine")
+    schedule = learning_rate(config, steps_per_epoch=10)
     assert float(schedule(0)) == pytest.approx(0.01) and float(schedule(15)) == pytest.approx(0.005, rel=1e-4)
     assert float(schedule(30)) == pytest.approx(0.0, abs=1e-9)
-    assert learning_rate(TrainConfig.from_flat(learning_rate=0.01).optim, 10) == 0.01
+    assert learning_rate(TrainConfig.from_flat(learning_rate=0.01), 10) == 0.01
 
 
 def test_train_writes_a_complete_run_folder(tiny_run):

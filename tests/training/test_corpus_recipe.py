@@ -1,0 +1,75 @@
+"""The corpus recipe end to end (tiny model): `train`'s default is segments
+with the state carried, split and validated by player, evaluated in one pass;
+`--temporal` keeps the seed's windows."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from typer.testing import CliRunner
+
+from keras_lstm.cli.main import app
+from keras_lstm.data.players import read_player_keys
+
+from conftest import GAMES
+
+runner = CliRunner()
+TINY = ["--embed-size", "8", "--hidden-size", "8", "--num-layers", "1", "--window-size", "30", "--carried-streams", "4", "--epochs", "1"]
+
+
+def test_train_defaults_to_segments_and_temporal_keeps_windows(tmp_path):
+    result = runner.invoke(app, ["train", "--replays", str(GAMES), "--truncate-bptt", "15", "--output", str(tmp_path / "a")])
+    assert result.exit_code == 2 and "--carried-state" in result.output and "add --temporal" in result.output, result.output
+    # --temporal goes past that check to the windows' own (a validation cap shorter than one window).
+    result = runner.invoke(app, ["train", "--temporal", "--replays", str(GAMES), "--truncate-bptt", "15", "--val-max-frames", "5", "--output", str(tmp_path / "b")])
+    assert result.exit_code == 2 and "val-max-frames (5) must hold one window" in result.output, result.output
+
+
+def _train(tmp_path, name, *options):
+    out = tmp_path / name
+    result = runner.invoke(app, ["train", "--replays", str(GAMES), "--split-by", "player", "--val-fraction", "0.3", *TINY, *options, "--output", str(out), "--json"])
+    assert result.exit_code == 0, result.output
+    return out, json.loads(result.stdout)
+
+
+@pytest.fixture(scope="module")
+def corpus_run(tmp_path_factory):
+    return _train(tmp_path_factory.mktemp("corpus"), "run")
+
+
+def test_no_validation_player_trained_and_the_report_counts_them(corpus_run):
+    out, summary = corpus_run
+    run = json.loads((out / "run.json").read_text())
+    assert summary["split"]["split_by"] == "player" and summary["split"]["val_games"] == len(run["val_files"])
+    train_players = set(run["train_players"])
+    assert train_players == {k for f in run["train_files"] for k in read_player_keys(f)}
+    named_in_val = {k for f in run["val_files"] for k in read_player_keys(f)}
+    assert summary["split"]["val_players"] >= 1 and named_in_val - train_players  # someone the policy never saw
+    assert summary["evaluation"] == "one pass, state carried"
+    assert sum(g["frames"] for g in summary["by_player"].values()) == summary["frames"]
+    assert {"f1", "baseline_repeat_f1", "baseline_prior_f1", "by_character", "change_frame_accuracy"} <= set(summary)
+
+
+def test_evaluate_on_the_held_out_games_gives_the_trained_summary(corpus_run):
+    out, summary = corpus_run
+    result = runner.invoke(app, ["evaluate", "--model", str(out), "--held-out", "--json"])
+    assert result.exit_code == 0, result.output
+    again = json.loads(result.stdout)
+    assert again["evaluation"] == summary["evaluation"] and again["frames"] == summary["frames"]
+    assert again["val_loss"] == pytest.approx(summary["val_loss"], rel=1e-5)
+    assert again["by_player"].keys() == summary["by_player"].keys()
+    windows = json.loads(runner.invoke(app, ["evaluate", "--model", str(out), "--held-out", "--windows", "--json"]).stdout)
+    assert windows["evaluation"] == "windows"
+
+
+@pytest.mark.slow
+def test_the_blind_ablation_and_a_smaller_training_sample(tmp_path, corpus_run):
+    _, full = corpus_run
+    out, blind = _train(tmp_path, "blind", "--hide-game-state")
+    assert blind["frames"] == full["frames"]  # the same validation frames
+    again = json.loads(runner.invoke(app, ["evaluate", "--model", str(out), "--held-out", "--json"]).stdout)
+    assert again["val_loss"] == pytest.approx(blind["val_loss"], rel=1e-5)  # evaluate hides the state too
+    out, fewer = _train(tmp_path, "fewer", "--train-games", "3")
+    run = json.loads((out / "run.json").read_text())
+    assert len(run["train_files"]) == 3 and fewer["frames"] == full["frames"]

@@ -94,7 +94,8 @@ def test_train_options_are_the_config_fields():
         for field, _ in cli_fields(concern):
             param = params[field.name]
             assert f"--{field.name.replace('_', '-')}" in param.opts
-            assert param.default == field.default, field.name
+            # The one default the command sets itself: `train` trains the corpus recipe, the library windows.
+            assert param.default == (True if field.name == "carried_state" else field.default), field.name
             assert param.help == field.metadata["help"]
 
 

@@ -10,5 +10,7 @@
 - `serve`, `serve_worker`: `bench serve` (the worker times an export in a
   process without project code);
 - `gpu`: `bench gpu`;
-- `data`, `scale`: `bench data` and `bench data --copies`.
+- `data`, `scale`: `bench data` and `bench data --copies`;
+- `umi`, `umi_bots`: `bench umi`;
+- `evaluation`: `bench evaluate` (one pass against windows).
 """

@@ -30,7 +30,7 @@ from keras_lstm.evaluation.deploy_eval import deployed_logits
 from keras_lstm.evaluation.evaluate import frame_losses, head_accuracy, predictions, summarize
 from keras_lstm.evaluation.f1 import f1_scores
 
-SEEN, UNSEEN, ANONYMOUS = "seen", "unseen", "anonymous"
+SEEN, UNSEEN, ANONYMOUS, UNKNOWN = "seen", "unseen", "anonymous", "unknown"
 
 
 @dataclasses.dataclass
@@ -48,17 +48,18 @@ class Games:
 
     @classmethod
     def of(cls, arrays: list[PolicyArrays], trajectories: list, train_players: set | None = None) -> "Games":
-        """`arrays[i]` aligned from `trajectories[i]`; a player is seen when
-        `train_players` (the keys of the training games' players) holds it.
-        Without `train_players` (a split by game) every named player is
-        counted as unseen only if no key is known: all are "unknown" then."""
+        """`arrays[i]` aligned from `trajectories[i]`. A named player is seen
+        when `train_players` (the keys of the training games' players, from
+        a split by player) holds them, else unseen; without `train_players`
+        (a split by game, which does not know) named players are "unknown".
+        A player the replay does not name is anonymous either way."""
         groups = []
         for t in trajectories:
             key = getattr(t, "player", "")
             if not key or is_anonymous(key):
                 groups.append(ANONYMOUS)
             elif train_players is None:
-                groups.append("unknown")
+                groups.append(UNKNOWN)
             else:
                 groups.append(SEEN if key in train_players else UNSEEN)
         chars = [character_name(int(a.categorical[0, 2])) if len(a) else "none" for a in arrays]
@@ -132,4 +133,4 @@ def one_pass_loss(policy, games: Games, max_batch: int = 64) -> dict:
     return {"val_loss": float(sum(v.mean() for v in losses.values())), **{f"val_acc_{h}": v for h, v in accuracy.items()}}
 
 
-__all__ = ["ANONYMOUS", "SEEN", "UNSEEN", "Games", "evaluate_games", "group_summary", "one_pass_logits", "one_pass_loss"]
+__all__ = ["ANONYMOUS", "SEEN", "UNKNOWN", "UNSEEN", "Games", "evaluate_games", "group_summary", "one_pass_logits", "one_pass_loss"]

@@ -18,17 +18,20 @@ game does. A row that finishes a piece takes the next one from a queue that
 is reshuffled (with the seed) every time it runs out, so no row ever waits
 or pads.
 
-It is `keras-lstm train --carried-state` (`TrainConfig.carried_state`): the
+It is `keras-lstm train`'s default, the corpus recipe
+(`TrainConfig.carried_state`; `--temporal` trains on windows instead): the
 same trainer, run folder, backups and callbacks as windowed training, with
-`CarriedStatePolicy.train_step` under `model.fit`. The saved model is a plain `BehaviorCloningPolicy`: the
-carried-state machinery only exists while training. Gradients come from
-autodiff through the backbone's `unroll` (every frame's output
-is needed), not from the hand-written backward pass of the windowed path.
+`CarriedStatePolicy.train_step` under `model.fit`, validated each epoch in
+one pass over each validation game (`keras_lstm.evaluation.one_pass`). The
+saved model is a plain `BehaviorCloningPolicy`: the carried-state machinery
+only exists while training. Gradients come from the hand-written backward
+pass of `keras_lstm.model.recurrent.backbone_last_hidden` with every
+timestep's output kept.
 
-When to use it: when a policy's deployed loss is clearly above its windowed
-loss (`keras_lstm.evaluation.deploy_eval`; `keras-lstm bench train` runs this mode
-when the gap exceeds 5 %). docs/BENCHMARKS.md found no gap on the sample
-replays, so windowed training stays the default.
+Why it is the default: each frame's loss is computed once an epoch, so an
+epoch costs the frames, not the frames times the windows' overlap (15x at
+window 60, stride 4), and the policy trains on the state as the bot builds
+it. docs/QUALITY.md has it measured on the 278-game corpus.
 """
 
 from __future__ import annotations

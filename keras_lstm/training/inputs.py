@@ -80,6 +80,7 @@ class PreparedData:
     train_files: list[str]
     val_files: list[str]
     split_counts: dict = dataclasses.field(default_factory=lambda: {"split_by": "game"})
+    train_players: list = dataclasses.field(default_factory=list)
 
 
 # Memory that reading replays into windows takes, per byte of .slp file: the
@@ -238,7 +239,7 @@ def load_split(config, on_skip: Callable[[str, str], None] | None = None) -> Pre
         longest = max(len(t) for t in val_report.trajectories)
         cap_val = read.cap_val if read.cap_val is not None else longest
         raise ValueError(f"{config.data.replays}: {no_validation_window(config, len(val_report.trajectories), longest, cap_val)}")
-    return PreparedData(train, val, train_report, val_report, read.train_files, read.val_files, read.split_counts)
+    return PreparedData(train, val, train_report, val_report, read.train_files, read.val_files, read.split_counts, read.train_players)
 
 
 # -- what the messages say of the options that left too little data ---------------
@@ -294,6 +295,7 @@ def _split_inputs(data: PreparedData, make_train_dataset, steps_per_epoch: int) 
         counts=_combined_counts(data.train_report, data.val_report),
         skipped=data.train_report.skipped + data.val_report.skipped,
         split_counts=data.split_counts,
+        train_players=data.train_players,
     )
 
 

@@ -232,7 +232,9 @@ def _check_matches_model(run_file: Path, model_file: Path, config: TrainConfig, 
 def load_run(model_dir: str | Path, evaluation: bool = False):
     """`(policy, run_info)` from a run folder (or a `.keras` file inside one),
     run.json checked (`read_run_info`; `evaluation`: what evaluating needs
-    too) and against the model."""
+    too) and against the model. A run that trained with the game state
+    hidden is only evaluated: what plays, exports or serves it would show it
+    the state (ValueError)."""
     path = Path(model_dir).expanduser()
     model_file = path if path.suffix == ".keras" else path / MODEL_FILE
     run_file = model_file.parent / RUN_FILE
@@ -241,6 +243,11 @@ def load_run(model_dir: str | Path, evaluation: bool = False):
     if not run_file.exists():
         raise FileNotFoundError(f"{run_file}: missing (written by keras-lstm train next to the model)")
     run_info = read_run_info(run_file, evaluation)
+    if not evaluation and run_info["config"].get("hide_game_state"):
+        raise ValueError(
+            f"{run_file}: trained with --hide-game-state (the ablation that sees only its own previous inputs): "
+            "evaluate it; it does not play, export or serve"
+        )
     if not model_file.is_file():
         raise ValueError(f"{model_file}: not a file (expected {MODEL_FILE} from keras-lstm train)")
     try:

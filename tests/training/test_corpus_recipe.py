@@ -70,6 +70,19 @@ def test_the_blind_ablation_and_a_smaller_training_sample(tmp_path, corpus_run):
     assert blind["frames"] == full["frames"]  # the same validation frames
     again = json.loads(runner.invoke(app, ["evaluate", "--model", str(out), "--held-out", "--json"]).stdout)
     assert again["val_loss"] == pytest.approx(blind["val_loss"], rel=1e-5)  # evaluate hides the state too
+    refused = runner.invoke(app, ["export", "--model", str(out), "--name", "blind", "--base-dir", str(tmp_path / "savedmodels")])
+    assert refused.exit_code == 2 and "--hide-game-state" in refused.output and "Traceback" not in refused.output, refused.output
     out, fewer = _train(tmp_path, "fewer", "--train-games", "3")
     run = json.loads((out / "run.json").read_text())
     assert len(run["train_files"]) == 3 and fewer["frames"] == full["frames"]
+
+
+def test_bench_evaluate_times_both_forms_on_the_same_games(corpus_run):
+    out, summary = corpus_run
+    result = runner.invoke(app, ["bench", "evaluate", "--model", str(out), "--windows-max-frames", "3000", "--json"])
+    assert result.exit_code == 0, result.output
+    bench = json.loads(result.stdout)
+    assert bench["one_pass"]["frames"] == summary["frames"]
+    assert bench["one_pass"]["val_loss"] == pytest.approx(summary["val_loss"], rel=1e-5)
+    assert 0 < bench["windows"]["frames"] <= 3000 and bench["one_pass_speedup"] > 0
+    assert "cpu_features" in bench["machine"]

@@ -54,7 +54,7 @@ def test_enough_data_still_loads(clips):
 def test_the_cli_says_it_in_one_line(clips, tmp_path):
     from keras_lstm.cli.main import app
 
-    args = ["train", "--replays", str(clips), "--output", str(tmp_path / "run"), "--delay", "5000"]
+    args = ["train", "--temporal", "--replays", str(clips), "--output", str(tmp_path / "run"), "--delay", "5000"]
     args += [f"--{k.replace('_', '-')}={v}" for k, v in TINY.items()]
     result = CliRunner().invoke(app, args)
     assert result.exit_code == 2 and len(result.output.strip().splitlines()) == 1, result.output

@@ -83,7 +83,7 @@ def test_train_from_data_dir_matches_training_from_the_folder(prepared, tmp_path
     folder, data_dir, _ = prepared
     runner = CliRunner()
     options = [f"--{k.replace('_', '-')}={v}" for k, v in TINY.items()]
-    result = runner.invoke(app, ["train", "--data-dir", str(data_dir), "--output", str(tmp_path / "ds"), "--json", *options])
+    result = runner.invoke(app, ["train", "--temporal", "--data-dir", str(data_dir), "--output", str(tmp_path / "ds"), "--json", *options])
     assert result.exit_code == 0, result.output
     from_dataset = json.loads((tmp_path / "ds" / "metrics.json").read_text())
     from_replays = train(TrainConfig.from_flat(replays=str(folder), output=str(tmp_path / "slp"), **TINY), verbose=0)
@@ -119,7 +119,7 @@ def test_train_command_errors_are_one_line(prepared, tmp_path):
         (["--data-dir", str(data_dir), "--strategy", "tpu"], "strategy must be one of"),
         (["--replays", str(folder), "--strategy", "multi-worker"], "needs --data-dir"),
     ):
-        result = runner.invoke(app, ["train", *args, "--output", str(tmp_path / "run")], env={"TF_CONFIG": ""})
+        result = runner.invoke(app, ["train", "--temporal", *args, "--output", str(tmp_path / "run")], env={"TF_CONFIG": ""})
         assert result.exit_code == 2, (args, result.output)
         assert message in result.output and result.output.strip().count("\n") == 0, result.output
 

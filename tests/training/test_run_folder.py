@@ -43,7 +43,7 @@ def snapshot(folder: Path) -> dict:
 
 def cli_args(config: TrainConfig) -> list:
     flat = config.flat()
-    args = ["train", "--replays", flat["replays"], "--output", flat["output"], "--max-frames", str(flat["max_frames"])]
+    args = ["train", "--temporal", "--replays", flat["replays"], "--output", flat["output"], "--max-frames", str(flat["max_frames"])]
     for key in (*TINY, *SHORT):
         args += [f"--{key.replace('_', '-')}", str(flat[key])]
     return args

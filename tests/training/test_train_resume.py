@@ -171,7 +171,7 @@ class _Raise(keras.callbacks.Callback):
 
 def cli_args(config: TrainConfig) -> list:
     flat = config.flat()
-    args = ["train", "--replays", flat["replays"], "--output", flat["output"], "--epochs", str(flat["epochs"])]
+    args = ["train", "--temporal", "--replays", flat["replays"], "--output", flat["output"], "--epochs", str(config.epochs)]
     for key in (*TINY, "max_frames", "backup_every_steps"):
         args += [f"--{key.replace('_', '-')}", str(flat[key])]
     return args

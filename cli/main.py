@@ -12,7 +12,7 @@ from keras_lstm.cli import play as play_commands
 from keras_lstm.cli import train as train_commands
 from keras_lstm.cli import prepare as prepare_commands
 from keras_lstm.cli import bench_data
-from keras_lstm.cli import bench_evaluate, bench_umi
+from keras_lstm.cli import bench_evaluate, bench_segments, bench_umi
 from keras_lstm.cli.umi import umi_app
 
 app = typer.Typer(
@@ -38,6 +38,7 @@ bench_app.command("gpu")(bench_gpu.gpu)
 bench_app.command("train-speed")(bench_train_speed.train_speed)
 bench_app.command("umi")(bench_umi.umi)
 bench_app.command("evaluate")(bench_evaluate.evaluate)
+bench_app.command("segments")(bench_segments.segments)
 
 
 if __name__ == "__main__":

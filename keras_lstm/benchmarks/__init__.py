@@ -12,5 +12,6 @@
 - `gpu`: `bench gpu`;
 - `data`, `scale`: `bench data` and `bench data --copies`;
 - `umi`, `umi_bots`: `bench umi`;
-- `evaluation`: `bench evaluate` (one pass against windows).
+- `evaluation`: `bench evaluate` (one pass against windows);
+- `segments`: `bench segments` (the corpus recipe's rows and segment lengths).
 """

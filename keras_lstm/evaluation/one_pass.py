@@ -9,9 +9,10 @@ every frame but a game's first (which has no previous frame for the
 repeat baseline) is predicted and scored.
 
 The summary is `evaluate.summarize`'s (loss, accuracy, F1, change frames,
-calibration, keep bias, each beside repeating's and the prior's), plus the
-same few figures per group of frames: by player (seen in training, unseen,
-or anonymous: a player the replay does not name) and by character.
+calibration, keep bias, each beside repeating's and the prior's), the same
+whole summary for each group of players (`by_player`: seen in training,
+unseen, or anonymous: a player the replay does not name), and a few figures
+(`group_summary`) by character.
 """
 
 from __future__ import annotations
@@ -98,15 +99,22 @@ def group_summary(logits: dict, targets: dict, previous: dict, stats: BaselineSt
     }
 
 
-def _by(labels_per_game: list[str], rows: list[np.ndarray], logits, targets, previous, stats) -> dict:
+def _by(labels_per_game: list[str], rows: list[np.ndarray], logits, targets, previous, stats, summary=group_summary) -> dict:
     frame_labels = np.concatenate([np.full(len(r), label, dtype=object) for r, label in zip(rows, labels_per_game)])
     out = {}
     for label in sorted(set(labels_per_game)):
         mask = frame_labels == label
         if mask.any():
             pick = lambda d: {h: v[mask] for h, v in d.items()}  # noqa: E731
-            out[label] = group_summary(pick(logits), pick(targets), pick(previous), stats)
+            out[label] = summary(pick(logits), pick(targets), pick(previous), stats)
     return out
+
+
+def _full_group_summary(logits, targets, previous, stats) -> dict:
+    """Everything the whole summary has, on one group's frames, with the
+    group summary's names for the loss (`loss`, as `group_summary`)."""
+    full = summarize(logits, targets, previous, stats)
+    return {"loss": full["val_loss"], **full}
 
 
 def evaluate_games(policy, games: Games, stats: BaselineStats, max_batch: int = 64) -> dict:
@@ -117,7 +125,9 @@ def evaluate_games(policy, games: Games, stats: BaselineStats, max_batch: int = 
     rows, targets, previous = _scored(games)
     logits = one_pass_logits(policy, games, max_batch)
     summary = {"evaluation": "one pass, state carried", **summarize(logits, targets, previous, stats)}
-    summary["by_player"] = _by(games.player_groups, rows, logits, targets, previous, stats)
+    # By player, everything (the unseen players' frames are the test of
+    # playing like people never seen); by character, the few figures.
+    summary["by_player"] = _by(games.player_groups, rows, logits, targets, previous, stats, _full_group_summary)
     summary["by_character"] = _by(games.characters, rows, logits, targets, previous, stats)
     summary["trajectories_by_player"] = {g: games.player_groups.count(g) for g in sorted(set(games.player_groups))}
     return summary

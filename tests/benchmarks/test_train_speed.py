@@ -43,3 +43,17 @@ def test_bad_options_give_one_line_error():
     result = CliRunner().invoke(app, ["bench", "train-speed", "--truncate-bptt", "100", "--window-size", "60"])
     assert result.exit_code == 2
     assert "truncate-bptt" in result.output
+
+
+def test_bench_segments_quick_times_every_shape():
+    from typer.testing import CliRunner
+
+    from keras_lstm.cli.main import app
+
+    result = CliRunner().invoke(app, ["bench", "segments", "--quick", "--json"])
+    assert result.exit_code == 0, result.output
+    import json
+
+    out = json.loads(result.stdout)
+    assert [(r["streams"], r["segment_frames"]) for r in out["shapes"]] == [(2, 6), (4, 6)]
+    assert all(r["frames_per_s"] > 0 and r["steps_timed"] == 4 for r in out["shapes"])

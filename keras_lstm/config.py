@@ -310,10 +310,10 @@ class TrainConfig:
         if optim.loss_frames is not None and optim.loss_frames > data.window_size:
             raise ValueError(f"loss-frames ({optim.loss_frames}) must not exceed window-size ({data.window_size})")
         windows_only = (" (add --temporal to train on windows, the seed's recipe)")
-        if optim.carried_state and (data.data_dir or optim.truncate_bptt is not None or run.strategy != "default"):
+        if optim.carried_state and (optim.truncate_bptt is not None or run.strategy != "default"):
             raise ValueError(
-                "--carried-state trains from --replays on one device, on segments of --window-size frames with the state "
-                "carried (truncated at each segment): it takes no --data-dir, --truncate-bptt or --strategy" + windows_only
+                "--carried-state trains on one device, on segments of --window-size frames with the state carried "
+                "(truncated at each segment): it takes no --truncate-bptt or --strategy" + windows_only
             )
         if optim.carried_state and optim.steps_per_epoch is not None:
             raise ValueError("--steps-per-epoch applies to window training; --carried-state walks each game once an epoch" + windows_only)

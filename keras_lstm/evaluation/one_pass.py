@@ -52,14 +52,15 @@ class Games:
         """`arrays[i]` aligned from `trajectories[i]`. A named player is seen
         when `train_players` (the keys of the training games' players, from
         a split by player) holds them, else unseen; without `train_players`
-        (a split by game, which does not know) named players are "unknown".
-        A player the replay does not name is anonymous either way."""
+        (a split by game, which does not know) named players are "unknown",
+        as are trajectories that do not say who played (a prepared
+        dataset's). A player the replay does not name is anonymous."""
         groups = []
         for t in trajectories:
             key = getattr(t, "player", "")
-            if not key or is_anonymous(key):
+            if is_anonymous(key):
                 groups.append(ANONYMOUS)
-            elif train_players is None:
+            elif not key or train_players is None:  # a prepared dataset's trajectory, or a split by game
                 groups.append(UNKNOWN)
             else:
                 groups.append(SEEN if key in train_players else UNSEEN)

@@ -307,28 +307,62 @@ def replay_inputs(config, on_skip: Callable[[str, str], None] | None = None) -> 
 
 
 def carried_inputs(config, on_skip: Callable[[str, str], None] | None = None) -> TrainInputs:
-    """`TrainInputs` for carried-state training (the corpus recipe): the
-    training batches are segments of whole games in a fixed order
-    (`carried_training.segment_dataset`); the validation games are
-    evaluated in one pass, the state carried (`one_pass.Games`); the
+    """`TrainInputs` for carried-state training (the corpus recipe) from a
+    replay folder: the training batches are segments of whole games in a
+    fixed order (`carried_training.segment_dataset`); the validation games
+    are evaluated in one pass, the state carried (`one_pass.Games`); the
     baselines are fitted on every training frame. Nothing is windowed, so
     memory is the aligned arrays, about 220 bytes a player-frame."""
     read = read_split(config, on_skip)
-    arrays = aligned(config, read.train_report.trajectories)
-    val_trajectories = read.val_report.trajectories
-    val = one_pass.Games.of(
-        aligned(config, val_trajectories), val_trajectories, set(read.train_players) if config.data.split_by == "player" else None
+    counts, train_counts = _combined_counts(read.train_report, read.val_report), read.train_report.counts()
+    by_player = set(read.train_players) if config.data.split_by == "player" else None
+    inputs = _segment_inputs(config, read.train_report.trajectories, read.val_report.trajectories, by_player)
+    read.train_report.trajectories = read.val_report.trajectories = []  # the aligned copies are what is kept
+    return dataclasses.replace(
+        inputs, train_files=read.train_files, val_files=read.val_files, train_counts=train_counts, counts=counts,
+        skipped=read.train_report.skipped + read.val_report.skipped, split_counts=read.split_counts, train_players=read.train_players,
     )
+
+
+def carried_prepared_inputs(config) -> TrainInputs:
+    """The same from a dataset `keras-lstm prepare` wrote: its two splits
+    (by game, as prepared) read into memory."""
+    _check_prepared_options(config)
+    check_training_fits_memory(config)  # before anything is read or built
+    builder = prepared.load_builder(config.data.data_dir, config.data.val_fraction, config.split_seed)
+    meta = builder.info.metadata
+    root = Path(meta["replays_dir"])
+    train = prepared.read_trajectories(builder, prepared.TRAIN)
+    val = prepared.read_trajectories(builder, prepared.VALIDATION, max_frames=config.val_max_frames)
+    if not train:
+        raise ValueError(f"{config.data.data_dir}: the prepared dataset has no training trajectories")
+    inputs = _segment_inputs(config, train, val, None)
+    counts = meta["counts"]
+    return dataclasses.replace(
+        inputs,
+        train_files=[str(root / f) for f in meta["train_files"]],
+        val_files=[str(root / f) for f in meta["val_files"]],
+        train_counts=dict(counts[prepared.TRAIN]),
+        counts={k: counts[prepared.TRAIN][k] + counts[prepared.VALIDATION][k] for k in counts[prepared.TRAIN]},
+        skipped=[(str(root / name), reason) for name, reason in meta["skipped"]],
+        release=builder.leases.release if getattr(builder, "leases", None) is not None else (lambda: None),
+    )
+
+
+def _segment_inputs(config, train_trajectories: list, val_trajectories: list, train_players: set | None) -> TrainInputs:
+    """The segments, the one-pass validation games and the baselines of
+    trajectories already read (file lists and counts left empty)."""
+    arrays = aligned(config, train_trajectories)
+    val = one_pass.Games.of(aligned(config, val_trajectories), val_trajectories, train_players)
     W, streams, piece = config.data.window_size, config.optim.carried_streams, config.optim.carried_piece_frames
     if not carried_training.cut_pieces(arrays, W, piece):
         longest = max(len(a) for a in arrays)
-        raise ValueError(f"{config.data.replays}: --window-size {W} is longer than every training game (the longest has {longest:,} aligned frames)")
+        where = config.data.data_dir or config.data.replays
+        raise ValueError(f"{where}: --window-size {W} is longer than every training game (the longest has {longest:,} aligned frames)")
     accumulator = baselines.BaselineAccumulator()
     for a in arrays:
         if len(a) > 1:
             accumulator.add({h: v[1:] for h, v in a.targets.items()}, {h: v[:-1] for h, v in a.targets.items()})
-    counts, train_counts = _combined_counts(read.train_report, read.val_report), read.train_report.counts()
-    read.train_report.trajectories = read.val_report.trajectories = []  # the aligned copies are what is kept
 
     def make_train_dataset(skip_steps: int = 0):
         batches = carried_training.segment_dataset(arrays, W, streams, piece, config.run.seed)
@@ -340,13 +374,7 @@ def carried_inputs(config, on_skip: Callable[[str, str], None] | None = None) ->
         train_windows=int(sum(len(a) for a in arrays)),
         val=val,
         stats=accumulator.stats(),
-        train_files=read.train_files,
-        val_files=read.val_files,
-        train_counts=train_counts,
-        counts=counts,
-        skipped=read.train_report.skipped + read.val_report.skipped,
-        split_counts=read.split_counts,
-        train_players=read.train_players,
+        train_files=[], val_files=[], train_counts={}, counts={}, skipped=[],
     )
 
 

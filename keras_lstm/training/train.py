@@ -41,7 +41,7 @@ from keras_lstm.files.lock import FolderLock
 from keras_lstm.model.backbone import build_backbone, check_positive
 from keras_lstm.model.policy import build_policy, compile_optimizer
 from keras_lstm.training import carried_training, distribute, run_backup
-from keras_lstm.training.inputs import carried_inputs, data_source, prepared_inputs, replay_inputs
+from keras_lstm.training.inputs import carried_inputs, carried_prepared_inputs, data_source, prepared_inputs, replay_inputs
 from keras_lstm.training.run_folder import BEST_FILE, HISTORY_FILE, METRICS_FILE, MODEL_FILE, RUN_FILE, check_reuse, load_run
 
 
@@ -135,7 +135,7 @@ def _train_locked(config, strategy, out, backup, on_skip, callbacks, verbose, on
 
     model, optim = config.model, config.optim
     if config.data.data_dir:
-        data = prepared_inputs(config, strategy)
+        data = carried_prepared_inputs(config) if optim.carried_state else prepared_inputs(config, strategy)
     else:
         data = (carried_inputs if optim.carried_state else replay_inputs)(config, on_skip)
     if sorted(data.train_files + data.val_files) != sorted(source.files):  # changed while this run started

@@ -207,3 +207,17 @@ def test_split_seed_fixes_the_validation_games_whatever_the_training_seed(prepar
     assert fixed.val_files == default.val_files and fixed.train_files == default.train_files
     from_dataset = inputs.prepared_inputs(TrainConfig.from_flat(replays="", data_dir=str(data_dir), seed=1, split_seed=0, **TINY))
     assert from_dataset.val_files == default.val_files
+
+
+@pytest.mark.slow
+def test_segments_from_a_prepared_dataset_train_as_from_its_folder(prepared, tmp_path):
+    folder, data_dir, _ = prepared
+    segments = dict(embed_size=8, hidden_size=8, num_layers=1, window_size=30, carried_state=True, carried_streams=4,
+                    epochs=1, val_fraction=PREPARED_VAL_FRACTION)
+    from_data = train(TrainConfig.from_flat(data_dir=str(data_dir), replays="", output=str(tmp_path / "ds"), **segments), verbose=0)
+    from_replays = train(TrainConfig.from_flat(replays=str(folder), output=str(tmp_path / "slp"), **segments), verbose=0)
+    assert from_data["evaluation"] == from_replays["evaluation"] == "one pass, state carried"
+    for key in ("train_windows", "val_windows", "frames", "trajectories", "replays_used"):
+        assert from_data[key] == from_replays[key], key
+    assert from_data["baseline_repeat_loss"] == pytest.approx(from_replays["baseline_repeat_loss"], rel=1e-9)
+    assert from_data["val_loss"] == pytest.approx(from_replays["val_loss"], rel=1e-4)  # the same batches, the same weights

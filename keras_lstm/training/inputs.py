@@ -64,6 +64,7 @@ class TrainInputs:
     release: Callable[[], None] = lambda: None  # let go of what the source holds (a prepared dataset's parts), once trained
     split_counts: dict = dataclasses.field(default_factory=lambda: {"split_by": "game"})
     train_players: list = dataclasses.field(default_factory=list)  # by player: every player of a training game
+    listed_files: list = dataclasses.field(default_factory=list)  # every file the split saw (--train-games trains on some); [] if train + val
 
 
 # -- from a replay folder, in memory ------------------------------------------
@@ -81,6 +82,7 @@ class PreparedData:
     val_files: list[str]
     split_counts: dict = dataclasses.field(default_factory=lambda: {"split_by": "game"})
     train_players: list = dataclasses.field(default_factory=list)
+    listed_files: list = dataclasses.field(default_factory=list)
 
 
 # Memory that reading replays into windows takes, per byte of .slp file: the
@@ -168,6 +170,7 @@ class ReadSplit:
     train_players: list[str]  # every player of a training game (by player; else [])
     cap_train: int | None = None  # the frames --max-frames let each side read
     cap_val: int | None = None
+    listed_files: list = dataclasses.field(default_factory=list)  # every file the split saw
 
 
 def split_files(config, paths: list[Path]) -> tuple[list[str], list[str], dict, list[str]]:
@@ -214,7 +217,7 @@ def read_split(config, on_skip: Callable[[str, str], None] | None = None) -> Rea
             f"{val_report.replays_used} usable file(s) held out for validation"
             + (f"; left out by the filters: {left_out})" if left_out else ")")
         )
-    return ReadSplit(train_report, val_report, train_files, val_files, split_counts, train_players, cap_train, cap_val)
+    return ReadSplit(train_report, val_report, train_files, val_files, split_counts, train_players, cap_train, cap_val, [str(p) for p in paths])
 
 
 def aligned(config, trajectories) -> list:
@@ -239,7 +242,7 @@ def load_split(config, on_skip: Callable[[str, str], None] | None = None) -> Pre
         longest = max(len(t) for t in val_report.trajectories)
         cap_val = read.cap_val if read.cap_val is not None else longest
         raise ValueError(f"{config.data.replays}: {no_validation_window(config, len(val_report.trajectories), longest, cap_val)}")
-    return PreparedData(train, val, train_report, val_report, read.train_files, read.val_files, read.split_counts, read.train_players)
+    return PreparedData(train, val, train_report, val_report, read.train_files, read.val_files, read.split_counts, read.train_players, read.listed_files)
 
 
 # -- what the messages say of the options that left too little data ---------------
@@ -296,6 +299,7 @@ def _split_inputs(data: PreparedData, make_train_dataset, steps_per_epoch: int) 
         skipped=data.train_report.skipped + data.val_report.skipped,
         split_counts=data.split_counts,
         train_players=data.train_players,
+        listed_files=data.listed_files,
     )
 
 
@@ -321,6 +325,7 @@ def carried_inputs(config, on_skip: Callable[[str, str], None] | None = None) ->
     return dataclasses.replace(
         inputs, train_files=read.train_files, val_files=read.val_files, train_counts=train_counts, counts=counts,
         skipped=read.train_report.skipped + read.val_report.skipped, split_counts=read.split_counts, train_players=read.train_players,
+        listed_files=read.listed_files,
     )
 
 

@@ -138,7 +138,7 @@ def _train_locked(config, strategy, out, backup, on_skip, callbacks, verbose, on
         data = carried_prepared_inputs(config) if optim.carried_state else prepared_inputs(config, strategy)
     else:
         data = (carried_inputs if optim.carried_state else replay_inputs)(config, on_skip)
-    if sorted(data.train_files + data.val_files) != sorted(source.files):  # changed while this run started
+    if sorted(data.listed_files or data.train_files + data.val_files) != sorted(source.files):  # changed while this run started
         raise ValueError(f"{source.option} {source.path}: changed while the run was starting; start it again")
     stats = data.stats
     steps = data.steps_per_epoch

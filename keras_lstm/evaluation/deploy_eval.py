@@ -32,6 +32,7 @@ from keras_lstm.data.features import PolicyArrays
 from keras_lstm.data.windows import make_windows
 from keras_lstm.evaluation import baselines
 from keras_lstm.evaluation.evaluate import frame_losses, predict_logits
+from keras_lstm.model.recurrent import keras_layers_unroll
 
 DEFAULT_CHUNK_FRAMES = 256
 
@@ -43,17 +44,23 @@ POSITION_EDGES = (0, 60, 600, 3600, 7200, 14400)
 _RUNNERS: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
 
 
-def _chunk_runner(policy, batch: int, chunk_frames: int):
+def _chunk_runner(policy, batch: int, chunk_frames: int, impl: str = "fused"):
     """A `tf.function` `(numeric, categorical, state) -> (logits, state)` over
     one `[batch, chunk_frames]` chunk, traced once per policy and shape (a
-    validation each epoch reuses it)."""
+    validation each epoch reuses it). `impl`: the backbone's recurrence by
+    our unroll (`fused`) or by its Keras layers (`keras`: TensorFlow's own
+    loop, faster over long chunks on a CPU); the same values
+    (`tests/model/test_recurrent_forms.py`)."""
     runners = _RUNNERS.setdefault(policy, {})
-    if (batch, chunk_frames) not in runners:
-        runners[(batch, chunk_frames)] = _new_chunk_runner(policy, batch, chunk_frames)
-    return runners[(batch, chunk_frames)]
+    key = (batch, chunk_frames, impl)
+    if key not in runners:
+        runners[key] = _new_chunk_runner(policy, batch, chunk_frames, impl)
+    return runners[key]
 
 
-def _new_chunk_runner(policy, batch: int, chunk_frames: int):
+def _new_chunk_runner(policy, batch: int, chunk_frames: int, impl: str):
+    if impl not in ("fused", "keras"):
+        raise ValueError(f"impl must be fused or keras, got {impl!r}")
     backbone = policy.backbone
     state_spec = tf.nest.map_structure(
         lambda _: tf.TensorSpec([batch, backbone.hidden_size], tf.float32), backbone.initial_state(batch)
@@ -68,14 +75,17 @@ def _new_chunk_runner(policy, batch: int, chunk_frames: int):
     )
     def run(numeric_BxTxF, categorical_BxTxC, state):
         frames_BxTxE = policy.encode({"numeric": numeric_BxTxF, "categorical": categorical_BxTxC}, training=False)
-        outputs_BxTxU, state = backbone.unroll(frames_BxTxE, state)
+        if impl == "keras":
+            outputs_BxTxU, state = keras_layers_unroll(backbone, frames_BxTxE, state)
+        else:
+            outputs_BxTxU, state = backbone.unroll(frames_BxTxE, state)
         return policy.apply_heads(outputs_BxTxU, numeric_BxTxF), state
 
     return run
 
 
 def deployed_logits(
-    policy, arrays: list[PolicyArrays], chunk_frames: int = DEFAULT_CHUNK_FRAMES, max_batch: int = 64
+    policy, arrays: list[PolicyArrays], chunk_frames: int = DEFAULT_CHUNK_FRAMES, max_batch: int = 64, impl: str = "fused"
 ) -> list[dict]:
     """Per trajectory, `{head: [T, classes]}` logits of every frame, the state
     carried from the trajectory's first frame (the zero state) to its last.
@@ -90,12 +100,12 @@ def deployed_logits(
     out: list = [None] * len(arrays)
     for first in range(0, len(order), max_batch):
         group = order[first : first + max_batch]
-        for i, logits in zip(group, _deployed_batch(policy, [arrays[i] for i in group], chunk_frames)):
+        for i, logits in zip(group, _deployed_batch(policy, [arrays[i] for i in group], chunk_frames, impl)):
             out[i] = logits
     return out
 
 
-def _deployed_batch(policy, arrays: list[PolicyArrays], chunk_frames: int) -> list[dict]:
+def _deployed_batch(policy, arrays: list[PolicyArrays], chunk_frames: int, impl: str = "fused") -> list[dict]:
     batch = len(arrays)
     longest = max(len(a) for a in arrays)
     padded = max(chunk_frames, -(-longest // chunk_frames) * chunk_frames)
@@ -105,7 +115,7 @@ def _deployed_batch(policy, arrays: list[PolicyArrays], chunk_frames: int) -> li
         numeric[i, : len(a)] = a.numeric
         categorical[i, : len(a)] = a.categorical
 
-    run = _chunk_runner(policy, batch, chunk_frames)
+    run = _chunk_runner(policy, batch, chunk_frames, impl)
     state = policy.initial_state(batch)
     pieces = {h: [] for h in controller.HEADS}
     for start in range(0, padded, chunk_frames):

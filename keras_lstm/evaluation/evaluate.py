@@ -26,23 +26,33 @@ def _log_softmax(x):
     return x - np.log(np.exp(x).sum(axis=-1, keepdims=True))
 
 
-def frame_losses(logits: dict, targets: dict) -> dict:
-    """Per head, `[N]` nats per frame (numpy, the same maths as `policy_loss`)."""
-    b = np.asarray(targets["buttons"], np.float64)
+def log_probabilities(logits: dict) -> dict:
+    """Per head, float64: `buttons` log P(pressed) and log P(released)
+    `[2, N, 8]`, a class head its log-softmax `[N, classes]` (computed once
+    for the losses and the probabilities)."""
     z = np.asarray(logits["buttons"], np.float64)
-    out = {"buttons": -(b * _log_sigmoid(z) + (1 - b) * _log_sigmoid(-z)).sum(1)}
+    out = {"buttons": np.stack([_log_sigmoid(z), _log_sigmoid(-z)])}
     for head in controller.CLASS_HEADS:
-        logp = _log_softmax(np.asarray(logits[head], np.float64))
-        out[head] = -logp[np.arange(len(logp)), np.asarray(targets[head])]
+        out[head] = _log_softmax(np.asarray(logits[head], np.float64))
     return out
 
 
-def probabilities(logits: dict) -> dict:
+def frame_losses(logits: dict, targets: dict, logp: dict | None = None) -> dict:
+    """Per head, `[N]` nats per frame (numpy, the same maths as `policy_loss`);
+    `logp`: `log_probabilities(logits)`, if already computed."""
+    logp = log_probabilities(logits) if logp is None else logp
+    b = np.asarray(targets["buttons"], np.float64)
+    pressed, released = logp["buttons"]
+    out = {"buttons": -(b * pressed + (1 - b) * released).sum(1)}
+    for head in controller.CLASS_HEADS:
+        out[head] = -logp[head][np.arange(len(logp[head])), np.asarray(targets[head])]
+    return out
+
+
+def probabilities(logits: dict, logp: dict | None = None) -> dict:
     """Per head: `buttons` P(pressed) `[N, 8]`, a class head its softmax `[N, classes]`."""
-    out = {"buttons": np.exp(_log_sigmoid(np.asarray(logits["buttons"], np.float64)))}
-    for head in controller.CLASS_HEADS:
-        out[head] = np.exp(_log_softmax(np.asarray(logits[head], np.float64)))
-    return out
+    logp = log_probabilities(logits) if logp is None else logp
+    return {"buttons": np.exp(logp["buttons"][0]), **{h: np.exp(logp[h]) for h in controller.CLASS_HEADS}}
 
 
 def predictions(logits: dict) -> dict:
@@ -83,7 +93,8 @@ def summarize(logits: dict, targets: dict, previous: dict, stats: BaselineStats)
     """The summary of a policy's `logits` on some frames (`targets`, and
     `previous`, the controller one frame before each), beside both baselines
     on the same frames; however the logits were computed."""
-    losses = frame_losses(logits, targets)
+    logp = log_probabilities(logits)
+    losses = frame_losses(logits, targets, logp)
     predicted = predictions(logits)
     buttons_right = predicted["buttons"] == (targets["buttons"] > 0.5)
     accuracy = head_accuracy(predicted, targets)
@@ -121,6 +132,6 @@ def summarize(logits: dict, targets: dict, previous: dict, stats: BaselineStats)
         "keep_bias_accuracy": {
             str(bias): head_accuracy(predictions(keep_biased_logits(logits, previous, bias)), targets) for bias in KEEP_BIASES
         },
-        **calibration(probabilities(logits), targets),
+        **calibration(probabilities(logits, logp), targets),
         **f1_summary(predicted, targets, previous, stats),
     }

@@ -76,10 +76,16 @@ def _scored(games: Games):
     return rows, targets, previous
 
 
-def one_pass_logits(policy, games: Games, max_batch: int = 64) -> dict:
+# Games run side by side, this many at a time: the time is the longest game
+# of each batch in steps, so one batch for a validation set of ~100 games.
+MAX_BATCH = 128
+
+
+def one_pass_logits(policy, games: Games, max_batch: int = MAX_BATCH) -> dict:
     """The logits of every scored frame, in `_scored`'s order, each game run
-    once from its first frame with the state carried."""
-    per_game = deployed_logits(policy, games.arrays, max_batch=max_batch)
+    once from its first frame with the state carried (the recurrence by the
+    backbone's Keras layers: `bench evaluate`)."""
+    per_game = deployed_logits(policy, games.arrays, max_batch=max_batch, impl="keras")
     return {h: np.concatenate([g[h][1:] for g in per_game]) for h in controller.HEADS}
 
 
@@ -118,7 +124,7 @@ def _full_group_summary(logits, targets, previous, stats) -> dict:
     return {"loss": full["val_loss"], **full}
 
 
-def evaluate_games(policy, games: Games, stats: BaselineStats, max_batch: int = 64) -> dict:
+def evaluate_games(policy, games: Games, stats: BaselineStats, max_batch: int = MAX_BATCH) -> dict:
     """The summary reported by `train` and `evaluate` in one pass (see the
     module docstring)."""
     if len(games) == 0:
@@ -134,7 +140,7 @@ def evaluate_games(policy, games: Games, stats: BaselineStats, max_batch: int = 
     return summary
 
 
-def one_pass_loss(policy, games: Games, max_batch: int = 64) -> dict:
+def one_pass_loss(policy, games: Games, max_batch: int = MAX_BATCH) -> dict:
     """Only the loss and per-head accuracy (what a training epoch reports as
     `val_loss` and `val_acc_<head>`), in one pass."""
     _, targets, _ = _scored(games)

@@ -335,16 +335,19 @@ def carried_prepared_inputs(config) -> TrainInputs:
     _check_prepared_options(config)
     check_training_fits_memory(config)  # before anything is read or built
     builder = prepared.load_builder(config.data.data_dir, config.data.val_fraction, config.split_seed)
-    meta = builder.info.metadata
-    root = Path(meta["replays_dir"])
     train = prepared.read_trajectories(builder, prepared.TRAIN)
     val = prepared.read_trajectories(builder, prepared.VALIDATION, max_frames=config.val_max_frames)
     if not train:
         raise ValueError(f"{config.data.data_dir}: the prepared dataset has no training trajectories")
-    inputs = _segment_inputs(config, train, val, None)
-    counts = meta["counts"]
-    return dataclasses.replace(
-        inputs,
+    return dataclasses.replace(_segment_inputs(config, train, val, None), **_prepared_files_and_counts(builder))
+
+
+def _prepared_files_and_counts(builder) -> dict:
+    """The `TrainInputs` fields a prepared dataset's metadata gives: its
+    files, counts and skipped files, and the release of its parts."""
+    meta = builder.info.metadata
+    root, counts = Path(meta["replays_dir"]), meta["counts"]
+    return dict(
         train_files=[str(root / f) for f in meta["train_files"]],
         val_files=[str(root / f) for f in meta["val_files"]],
         train_counts=dict(counts[prepared.TRAIN]),
@@ -479,8 +482,6 @@ def prepared_inputs(config, strategy: tf.distribute.Strategy | None = None, **wi
     _check_prepared_options(config)
     check_training_fits_memory(config)  # before anything is read or built
     builder = prepared.load_builder(config.data.data_dir, config.data.val_fraction, config.split_seed)
-    meta = builder.info.metadata
-    root = Path(meta["replays_dir"])
     W, stride, delay = config.data.window_size, config.data.stride, config.data.delay
 
     if prepared.TRAIN not in builder.info.splits:
@@ -510,19 +511,13 @@ def prepared_inputs(config, strategy: tf.distribute.Strategy | None = None, **wi
         )
         return strategy.distribute_datasets_from_function(train_fn)
 
-    counts = meta["counts"]
     return TrainInputs(
         make_train_dataset=make_train_dataset,
         steps_per_epoch=config.optim.steps_per_epoch or scan.windows // config.optim.batch_size,
         train_windows=scan.windows,
         val=val,
         stats=scan.stats,
-        train_files=[str(root / f) for f in meta["train_files"]],
-        val_files=[str(root / f) for f in meta["val_files"]],
-        train_counts=dict(counts[prepared.TRAIN]),
-        counts={k: counts[prepared.TRAIN][k] + counts[prepared.VALIDATION][k] for k in counts[prepared.TRAIN]},
-        skipped=[(str(root / name), reason) for name, reason in meta["skipped"]],
-        release=builder.leases.release if getattr(builder, "leases", None) is not None else (lambda: None),
+        **_prepared_files_and_counts(builder),
     )
 
 

@@ -35,6 +35,7 @@ BOT_MODULES = (
     "data/controller.py",
     "data/features.py",
     "data/melee_ids.py",
+    "data/players.py",
     "data/replays.py",
     "data/umi_frames.py",
     "model/__init__.py",

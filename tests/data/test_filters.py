@@ -92,7 +92,7 @@ def test_prepare_counts_what_it_left_out_and_redoes_when_the_filters_change(tmp_
 
 def test_train_filters_from_replays_and_refuses_them_with_a_prepared_dataset(tmp_path, replays_dir):
     runner = CliRunner()
-    tiny = ["--embed-size", "8", "--hidden-size", "8", "--num-layers", "1", "--window-size", "10", "--epochs", "1",
+    tiny = ["--temporal", "--embed-size", "8", "--hidden-size", "8", "--num-layers", "1", "--window-size", "10", "--epochs", "1",
             "--batch-size", "8", "--steps-per-epoch", "2", "--stride", "50"]
     out = runner.invoke(app, ["train", "--replays", str(GAMES), "--output", str(tmp_path / "run"), "--characters", "fox", *tiny])
     assert out.exit_code == 0, out.output

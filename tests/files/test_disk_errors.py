@@ -139,7 +139,7 @@ def test_a_folder_that_cannot_be_renamed_into_place_puts_the_old_one_back(tmp_pa
 
 
 def train_args(out: Path, epochs: int = 1) -> list:
-    return ["train", "--replays", str(CLIPS), "--output", str(out), "--epochs", str(epochs), "--max-frames", "600",
+    return ["train", "--temporal", "--replays", str(CLIPS), "--output", str(out), "--epochs", str(epochs), "--max-frames", "600",
             "--backup-every-steps", "2", *TINY_ARGS]
 
 
@@ -299,7 +299,7 @@ def test_a_full_disk_while_backing_up_keeps_the_previous_backup_and_resumes_from
         savez(path, **arrays)
 
     flat = config.flat()
-    args = ["train", "--replays", flat["replays"], "--output", str(out)]
+    args = ["train", "--temporal", "--replays", flat["replays"], "--output", str(out)]
     for key in ("epochs", "max_frames", "backup_every_steps", *TINY):
         args += [f"--{key.replace('_', '-')}", str(flat[key])]
     with monkeypatch.context() as patch:

@@ -64,7 +64,8 @@ class Games:
                 groups.append(UNKNOWN)
             else:
                 groups.append(SEEN if key in train_players else UNSEEN)
-        chars = [character_name(int(a.categorical[0, 2])) if len(a) else "none" for a in arrays]
+        # From the trajectory, not the inputs: a run with the game state hidden sees no character.
+        chars = [character_name(int(t.state_categorical[0, 2])) if len(t) else "none" for t in trajectories]
         return cls(list(arrays), groups, chars)
 
 

@@ -26,6 +26,10 @@ def _arrays(length: int, rng, character: int = 2) -> PolicyArrays:
 @dataclasses.dataclass
 class _Traj:
     player: str
+    state_categorical: np.ndarray
+
+    def __len__(self):
+        return len(self.state_categorical)
 
 
 @pytest.fixture(scope="module")
@@ -34,7 +38,8 @@ def setup():
     rng = np.random.default_rng(0)
     arrays = [_arrays(n, rng, c) for n, c in ((90, 2), (31, 20), (150, 20))]
     policy = build_policy(embed_size=8, hidden_size=12, num_layers=2)
-    games = one_pass.Games.of(arrays, [_Traj("A#1"), _Traj("B#2"), _Traj("game:x.slp:0")], train_players={"A#1"})
+    players = ("A#1", "B#2", "game:x.slp:0")
+    games = one_pass.Games.of(arrays, [_Traj(p, a.categorical) for p, a in zip(players, arrays)], train_players={"A#1"})
     targets = {h: np.concatenate([a.targets[h][1:] for a in arrays]) for h in controller.HEADS}
     previous = {h: np.concatenate([a.targets[h][:-1] for a in arrays]) for h in controller.HEADS}
     stats = baselines.fit_baselines(targets, previous)
@@ -81,3 +86,10 @@ def test_the_summary_splits_every_frame_into_groups(setup):
     assert repeat == pytest.approx(summary["baseline_repeat_loss"], rel=1e-9)
     # What each epoch reports is the same loss.
     assert one_pass.one_pass_loss(policy, games)["val_loss"] == pytest.approx(summary["val_loss"], rel=1e-6)
+
+
+def test_characters_come_from_the_game_even_when_the_inputs_hide_it(setup):
+    _, games, _ = setup
+    hidden = [dataclasses.replace(a, categorical=np.zeros_like(a.categorical)) for a in games.arrays]
+    trajectories = [_Traj("A#1", a.categorical) for a in games.arrays]
+    assert one_pass.Games.of(hidden, trajectories).characters == ["fox", "falco", "falco"]

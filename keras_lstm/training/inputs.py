@@ -179,19 +179,16 @@ def split_files(config, paths: list[Path]) -> tuple[list[str], list[str], dict, 
     sample of N training games (the validation games stay as they are)."""
     names = [str(p) for p in paths]
     d = config.data
-    if d.split_by == "player":
-        found = split_by_player({n: read_player_keys(n) for n in names}, d.val_fraction, config.split_seed)
-        train, val, counts, players = found.train_files, found.val_files, found.counts(), found.train_players
-    else:
-        train, val = split_by_game(names, d.val_fraction, config.split_seed)
-        counts, players = {"split_by": "game"}, []
+    found = split_by_player({n: read_player_keys(n) for n in names}, d.val_fraction, config.split_seed) if d.split_by == "player" else None
+    train, val = (found.train_files, found.val_files) if found else split_by_game(names, d.val_fraction, config.split_seed)
     if d.train_games is not None and d.train_games < len(train):
         keep = set(np.random.default_rng([config.split_seed, len(train)]).choice(len(train), d.train_games, replace=False).tolist())
         train = [f for i, f in enumerate(train) if i in keep]
-        if players:
-            players = sorted({k for f in train for k in read_player_keys(f) or []})
+        if found:  # the players of the games kept
+            found = dataclasses.replace(found, train_files=train, train_players=sorted({k for f in train for k in read_player_keys(f)}))
+    counts = found.counts() if found else {"split_by": "game"}
     counts["train_games"], counts["val_games"] = len(train), len(val)
-    return train, val, counts, players
+    return train, val, counts, found.train_players if found else []
 
 
 def read_split(config, on_skip: Callable[[str, str], None] | None = None) -> ReadSplit:

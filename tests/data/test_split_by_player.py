@@ -92,3 +92,16 @@ def test_player_keys_come_from_codes_names_and_tags_else_the_game():
     assert keys["slippi-js_timer_limit.slp"][0] == "ＴＩＭＥ"  # an in-game tag
     assert all(is_anonymous(k) for k in keys["peppi_game.slp"])  # nobody named: the game
     assert read_player_keys(GAMES.parent / "bad" / "peppi_corrupt.slp") == []  # unreadable: placed by its name, skipped when read
+
+
+def test_a_training_sample_keeps_the_validation_games_and_counts_its_own_players():
+    from keras_lstm.config import TrainConfig
+    from keras_lstm.training.inputs import replay_paths, split_files
+
+    config = TrainConfig.from_flat(replays=str(GAMES), split_by="player", val_fraction=0.3)
+    train, val, counts, players = split_files(config, replay_paths(config))
+    few_train, few_val, few_counts, few_players = split_files(config.replace(train_games=3), replay_paths(config))
+    assert few_val == val and len(few_train) == 3 and set(few_train) <= set(train)
+    assert set(few_players) == {k for f in few_train for k in read_player_keys(f)}
+    assert few_counts["train_games"] == 3
+    assert few_counts["train_players"] + few_counts["train_anonymous_players"] == len(few_players) < len(players)

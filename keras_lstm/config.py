@@ -227,7 +227,7 @@ class DataConfig(_Concern):
         False, "Hide the game state: the policy sees only its own previous inputs (an ablation: what the policy takes from the game).",
     )
     split_seed: int | None = option(
-        None, "Seed of the training/validation split (by a hash of each file's name); default: --seed. Fix it to compare "
+        None, "Seed of the training/validation split (a hash of each file's name, or with --split-by player of each player's key); default: --seed. Fix it to compare "
         "training seeds on the same validation games.", valid_seed_or_none,
     )
     max_replays: int | None = option(None, "Use at most this many replay files (quick runs).", positive_or_none)

@@ -179,13 +179,14 @@ def split_files(config, paths: list[Path]) -> tuple[list[str], list[str], dict, 
     sample of N training games (the validation games stay as they are)."""
     names = [str(p) for p in paths]
     d = config.data
-    found = split_by_player({n: read_player_keys(n) for n in names}, d.val_fraction, config.split_seed) if d.split_by == "player" else None
+    players_of = {n: read_player_keys(n) for n in names} if d.split_by == "player" else None
+    found = split_by_player(players_of, d.val_fraction, config.split_seed) if players_of is not None else None
     train, val = (found.train_files, found.val_files) if found else split_by_game(names, d.val_fraction, config.split_seed)
     if d.train_games is not None and d.train_games < len(train):
         keep = set(np.random.default_rng([config.split_seed, len(train)]).choice(len(train), d.train_games, replace=False).tolist())
         train = [f for i, f in enumerate(train) if i in keep]
         if found:  # the players of the games kept
-            found = dataclasses.replace(found, train_files=train, train_players=sorted({k for f in train for k in read_player_keys(f)}))
+            found = dataclasses.replace(found, train_files=train, train_players=sorted({k for f in train for k in players_of[f]}))
     counts = found.counts() if found else {"split_by": "game"}
     counts["train_games"], counts["val_games"] = len(train), len(val)
     return train, val, counts, found.train_players if found else []

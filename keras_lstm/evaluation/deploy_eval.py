@@ -32,7 +32,7 @@ from keras_lstm.data.features import PolicyArrays
 from keras_lstm.data.windows import make_windows
 from keras_lstm.evaluation import baselines
 from keras_lstm.evaluation.evaluate import frame_losses, predict_logits
-from keras_lstm.model.recurrent import keras_layers_unroll
+from keras_lstm.model.backbone import keras_layers_unroll
 
 DEFAULT_CHUNK_FRAMES = 256
 

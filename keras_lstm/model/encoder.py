@@ -1,9 +1,10 @@
 """The frame encoder: one frame's numeric features and categorical ids -> `[.., embed]`.
 
-The spec is `FrameEncoder`, a Keras layer inside the policy. Its two fast
-forms for one frame per game sit beside it: `encode_tf` (plain TF ops over
-the layer's variables, what the SavedModel runs) and `NumpyEncoder` (numpy
-over a snapshot of the weights, what `PolicyStepper` runs in the frame loop).
+The spec is `FrameEncoder`, a Keras layer inside the policy (any backend).
+Its two fast forms for one frame per game: `NumpyEncoder` beside it (numpy
+over a snapshot of the weights, what `PolicyStepper` runs in the frame loop)
+and TensorFlow's `keras_lstm.model.encoder_tf.encode_tf` (plain TF ops over
+the layer's variables, what the SavedModel runs).
 `tests/model/test_encoder.py` holds all three equal.
 """
 
@@ -11,7 +12,6 @@ from __future__ import annotations
 
 import keras
 import numpy as np
-import tensorflow as tf
 
 from keras_lstm.data import features
 from keras_lstm.model import numpy_policy
@@ -79,25 +79,6 @@ def _tables(encoder) -> list:
     self and opponent action state, self and opponent character, stage."""
     actions, characters = encoder.action_embedding.embeddings, encoder.character_embedding.embeddings
     return [actions, actions, characters, characters, encoder.stage_embedding.embeddings]
-
-
-def encode_tf(encoder: FrameEncoder, numeric_BxF, categorical_BxC):
-    """`FrameEncoder` for one frame per game, `[B, F]`, `[B, C]` -> `[B, embed]`,
-    in as few TF ops as possible (each costs microseconds at batch 1). Ids out
-    of a table's range are clipped into it."""
-    max_ids = tf.constant([t.shape[0] - 1 for t in _tables(encoder)], tf.int32)
-    ids = tf.clip_by_value(tf.cast(categorical_BxC, tf.int32), 0, max_ids)
-    action_ids, character_ids, stage_ids = tf.split(ids, [2, 2, 1], axis=1)
-
-    def embed(table, ids_BxK):  # -> [B, K * width]; static shape, so no tf.shape op
-        return tf.reshape(tf.gather(table, ids_BxK), [-1, ids_BxK.shape[1] * table.shape[1]])
-
-    actions = embed(encoder.action_embedding.embeddings, action_ids)
-    characters = embed(encoder.character_embedding.embeddings, character_ids)
-    stage = embed(encoder.stage_embedding.embeddings, stage_ids)
-    relative = [relative_columns(numeric_BxF, tf)] if encoder.relative_features else []
-    x = tf.concat([numeric_BxF, *relative, actions, characters, stage], axis=1)
-    return tf.nn.relu(tf.matmul(x, encoder.projection.kernel) + encoder.projection.bias)
 
 
 class NumpyEncoder:

@@ -4,44 +4,28 @@ Inputs are a dict `{"numeric": [B, T, NUMERIC_SIZE] float32,
 "categorical": [B, T, CATEGORICAL_SIZE] int32}`; outputs are logits per head
 for the last frame of the window: `buttons` `[B, 8]` (independent
 Bernoullis), `main_x`, `main_y`, `c_x`, `c_y` `[B, 17]`, `shoulder` `[B, 5]`.
+The loss is `keras_lstm.model.losses.policy_loss`.
 
-The loss is the sum of the 8 button cross-entropies and the 5 class
-cross-entropies, in nats, averaged over predicted frames.
-
-`train_step` implements truncated BPTT (`keras_lstm.model.tbptt`) inside
-`model.fit`, so every Keras callback works, and runs the backbone through
-`keras_lstm.model.recurrent.backbone_last_hidden` (hand-written backward pass over
-the Keras layers' own variables; docs/TRAINING_SPEED.md has the speed).
+Backend-neutral: the model is `keras.layers` and `keras.ops`, trained under
+`model.fit` with truncated BPTT in `call(training=True)` (the state carried
+across chunks with `keras.ops.stop_gradient`) and the loss in
+`compute_loss`, which every backend's trainer calls; `KERAS_BACKEND=jax`
+trains the same policy. Under TensorFlow, `train_step` and `test_step` run
+TensorFlow's faster form of the same step instead
+(`keras_lstm.model.tf_training`: the hand-written backward pass on a CPU);
+`tests/model/test_backends.py` holds the two equal.
 """
 
 from __future__ import annotations
 
 import keras
-import tensorflow as tf
 
 from keras_lstm.data import controller, features
-from keras_lstm.model.backbone import RecurrentBackbone, check_positive
+from keras_lstm.model.backbone import RecurrentBackbone, check_positive, keras_layers_unroll, resolve_recurrent_impl
 from keras_lstm.model.encoder import FrameEncoder
 from keras_lstm.model.heads import PreviousInput
-from keras_lstm.model.recurrent import backbone_last_hidden, keras_layers_unroll, resolve_recurrent_impl
-from keras_lstm.model.tbptt import carry_state, chunk_bounds, last_chunk_start
-
-def policy_loss(targets: dict, logits: dict) -> tuple[tf.Tensor, dict]:
-    """Mean over frames of the summed head cross-entropies (nats), and each
-    head's mean loss."""
-    per_head = {
-        "buttons": tf.reduce_sum(
-            tf.nn.sigmoid_cross_entropy_with_logits(labels=tf.cast(targets["buttons"], tf.float32), logits=logits["buttons"]),
-            axis=-1,
-        )
-    }
-    for head in controller.CLASS_HEADS:
-        per_head[head] = tf.nn.sparse_softmax_cross_entropy_with_logits(
-            labels=tf.cast(targets[head], tf.int32), logits=logits[head]
-        )
-    total = tf.add_n(list(per_head.values()))
-    return tf.reduce_mean(total), {h: tf.reduce_mean(v) for h, v in per_head.items()}
-
+from keras_lstm.model.losses import head_correct, policy_loss
+from keras_lstm.model.tbptt import chunk_bounds, stop_gradient
 
 MIXED_PRECISIONS = (None, "bfloat16", "float16")
 
@@ -56,35 +40,8 @@ def compile_optimizer(optimizer, mixed_precision: str | None):
     return optimizer
 
 
-def flatten_time(v):
-    """`[B, T, ...] -> [B*T, ...]`: per-frame logits or targets as frames."""
-    shape = tf.shape(v)
-    return tf.reshape(v, tf.concat([[shape[0] * shape[1]], shape[2:]], axis=0))
-
-
-def head_correct(targets: dict, logits: dict) -> dict:
-    """Per head, `[B]` float 1/0 for a correct prediction (buttons: the
-    fraction of the 8 buttons right)."""
-    correct = {
-        "buttons": tf.reduce_mean(
-            tf.cast(tf.equal(tf.cast(logits["buttons"] > 0, tf.float32), tf.cast(targets["buttons"], tf.float32)), tf.float32),
-            axis=-1,
-        )
-    }
-    for head in controller.CLASS_HEADS:
-        predicted = tf.argmax(logits[head], axis=-1, output_type=tf.int32)
-        correct[head] = tf.cast(tf.equal(predicted, tf.cast(targets[head], tf.int32)), tf.float32)
-    return correct
-
-
-def scaled_for_replicas(loss):
-    """Under a distribution strategy the optimizer sums the replicas'
-    gradients: scale each replica's loss so that the sum is the global
-    batch's mean."""
-    replica = tf.distribute.get_replica_context()
-    if replica is not None and replica.num_replicas_in_sync > 1:
-        return loss / replica.num_replicas_in_sync
-    return loss
+def _on_tensorflow() -> bool:
+    return keras.backend.backend() == "tensorflow"
 
 
 @keras.saving.register_keras_serializable(package="keras_lstm")
@@ -108,9 +65,10 @@ class BehaviorCloningPolicy(keras.Model):
         relative_features: the frame encoder also sees where the opponent is
             from the player and who faces whom (`encoder.relative_columns`);
             False is the seed's (and what a saved policy without it was).
-        recurrent_impl: how `train_step` runs the recurrence: "fused" (our
-            hand-written backward pass), "keras" (the Keras layers: cuDNN on a
-            GPU) or "auto" (`recurrent.resolve_recurrent_impl`).
+        recurrent_impl: how training runs the recurrence: "fused" (our
+            hand-written backward pass; TensorFlow only), "keras" (the Keras
+            layers: cuDNN on a GPU) or "auto"
+            (`backbone.resolve_recurrent_impl`).
         mixed_precision: None, "bfloat16" or "float16": `train_step` runs the
             recurrence in that dtype (Keras' `mixed_*` policy on the Keras
             layers, the matmuls on the fused path); variables, the carried
@@ -131,7 +89,7 @@ class BehaviorCloningPolicy(keras.Model):
         loss_frames: int = 1,
         previous_input_heads: bool = True,
         relative_features: bool = False,
-        recurrent_impl: str = "fused",
+        recurrent_impl: str = "auto",
         mixed_precision: str | None = None,
         **kwargs,
     ):
@@ -177,7 +135,6 @@ class BehaviorCloningPolicy(keras.Model):
         self.head_layers = head_layers
         self.previous_input = previous_input
 
-        self.loss_tracker = keras.metrics.Mean(name="loss")
         self.accuracy_trackers = {h: keras.metrics.Mean(name=f"acc_{h}") for h in controller.HEADS}
 
     # -- pieces shared by training, evaluation and stateful inference --------
@@ -220,101 +177,72 @@ class BehaviorCloningPolicy(keras.Model):
         mixed-precision dtype, `matmul_dtype`, or None (float32)."""
         return self.mixed_precision or self.matmul_dtype
 
-    def training_objective(self, loss):
-        """What a train step differentiates (inside its tape): the loss plus
-        any layer regularisation, scaled for the replicas
-        (`scaled_for_replicas`) and by the optimizer's loss scale (float16:
-        `compile_optimizer`; 1 otherwise)."""
-        return self.optimizer.scale_loss(scaled_for_replicas(loss + tf.add_n(self.losses) if self.losses else loss))
+    def call(self, inputs, training=None, mask=None):
+        """The last frame's logits from the zero state; while training, the
+        logits `training_logits` puts the loss on."""
+        if training:
+            return self.training_logits(inputs)
+        return super().call(inputs, training=training, mask=mask)
+
+    def training_logits(self, x) -> dict:
+        """Logits for the frames that carry the loss: the last frame
+        (`loss_frames` 1: `[B, ...]`) or the last `loss_frames` (`[B, N,
+        ...]`), the backbone run by its Keras layers chunk by chunk
+        (`truncate_bptt`), the state carried with its gradient stopped at
+        each boundary. Backend-neutral; TensorFlow's `train_step` computes
+        the same faster (`tf_training`)."""
+        window = x["numeric"].shape[1]
+        burn_in = window - self.loss_frames
+        frames_BxTxE = self.encode(x, training=True)
+        state = self.backbone.initial_state(keras.ops.shape(frames_BxTxE)[0])
+        parts = []
+        for start, end in chunk_bounds(window, self.truncate_bptt):
+            outputs_BxTxU, state = keras_layers_unroll(
+                self.backbone, frames_BxTxE[:, start:end], state, training=True, compute_dtype=self.mixed_precision
+            )
+            state = stop_gradient(state)
+            if end > burn_in:
+                first = max(start, burn_in)
+                parts.append(self.apply_heads(outputs_BxTxU[:, first - start :], x["numeric"][:, first:end]))
+        logits = {h: keras.ops.concatenate([p[h] for p in parts], axis=1) for h in controller.HEADS}
+        return {h: v[:, 0] for h, v in logits.items()} if self.loss_frames == 1 else logits
+
+    def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
+        loss, _ = policy_loss(y, y_pred)
+        return loss + keras.ops.sum(self.losses) if self.losses else loss
+
+    def compute_metrics(self, x, y, y_pred, sample_weight=None):
+        for head, correct in head_correct(y, y_pred).items():
+            self.accuracy_trackers[head].update_state(correct)
+        return self.get_metrics_result()
 
     @property
     def metrics(self):
-        return [self.loss_tracker, *self.accuracy_trackers.values()]
+        # The trainer's loss tracker (`loss`), made at compile: every
+        # backend's trainer updates it, and TensorFlow's steps (`record`).
+        tracker = [self._loss_tracker] if getattr(self, "_loss_tracker", None) is not None else []
+        return [*tracker, *self.accuracy_trackers.values()]
 
-    def _record(self, loss, targets, logits):
-        self.loss_tracker.update_state(loss)
+    def record(self, loss, targets, logits) -> dict:
+        """Update the loss and accuracy trackers; the logs of a step."""
+        self._loss_tracker.update_state(loss)
         for head, correct in head_correct(targets, logits).items():
             self.accuracy_trackers[head].update_state(correct)
         return {m.name: m.result() for m in self.metrics}
 
-    def _state_before_tape(self, x, end: int):
-        """The state after the first `end` frames of each window (the zero
-        state for 0). Those frames only set up the state: they run before the
-        gradient tape opens, so they cost no memory or backward pass."""
-        state = self.backbone.initial_state(tf.shape(x["numeric"])[0])
-        if end == 0:
-            return state
-        prefix = {k: v[:, :end] for k, v in x.items()}
-        return carry_state(
-            self.backbone, self.encode(prefix, training=True), state, self.truncate_bptt, True, self.training_dtype, self.recurrent_impl
-        )
+    def train_step(self, *args):
+        if _on_tensorflow():
+            from keras_lstm.model import tf_training
 
-    def _run_backbone(self, frames_BxTxE, state, training: bool, all_timesteps: bool = False):
-        """The backbone over a chunk with gradients: `(last output [B, U] or,
-        with `all_timesteps`, outputs [B, T, U]; new state)`, by the chosen
-        implementation (`recurrent_impl`): our hand-written backward pass, or
-        the Keras layers (cuDNN on a GPU). Training computes in
-        `training_dtype`; evaluation in float32."""
-        dtype = self.training_dtype if training else None
-        if self.recurrent_impl == "keras":
-            outputs_BxTxU, state = keras_layers_unroll(self.backbone, frames_BxTxE, state, training, dtype)
-            return (outputs_BxTxU if all_timesteps else outputs_BxTxU[:, -1]), state
-        frames_TxBxE = tf.transpose(frames_BxTxE, [1, 0, 2])
-        out, state = backbone_last_hidden(self.backbone, frames_TxBxE, state, training, dtype, all_timesteps=all_timesteps)
-        return (tf.transpose(out, [1, 0, 2]) if all_timesteps else out), state
+            return tf_training.train_step(self, *args)
+        return super().train_step(*args)
 
-    def train_step(self, data):
-        if self.loss_frames > 1:
-            return self._sequence_train_step(data)
-        x, targets = data[0], data[1]
-        last_start = last_chunk_start(x["numeric"].shape[1], self.truncate_bptt)
-        state = self._state_before_tape(x, last_start)  # everything before the last chunk
-        last_chunk = {k: v[:, last_start:] for k, v in x.items()}
-        with tf.GradientTape() as tape:
-            hidden, _ = self._run_backbone(self.encode(last_chunk, training=True), state, training=True)
-            logits = self.apply_heads(hidden, x["numeric"][:, -1])
-            loss, _ = policy_loss(targets, logits)
-            total = self.training_objective(loss)
-        grads = tape.gradient(total, self.trainable_variables)
-        self.optimizer.apply(grads, self.trainable_variables)
-        return self._record(loss, targets, logits)
+    def test_step(self, *args):
+        if _on_tensorflow():
+            from keras_lstm.model import tf_training
 
-    def _sequence_train_step(self, data):
-        """The loss on the last `loss_frames` frames of the window: chunk by
-        chunk (`truncate_bptt`), the state carried with the gradient stopped
-        at each boundary. The chunks wholly in the burn-in only set up the
-        state (`_state_before_tape`), as `train_step`'s prefix does."""
-        x, targets = data[0], data[1]
-        window = x["numeric"].shape[1]
-        burn_in = window - self.loss_frames
-        bounds = chunk_bounds(window, self.truncate_bptt)
-        prefix_end = max([end for _, end in bounds if end <= burn_in], default=0)
-        state = self._state_before_tape(x, prefix_end)  # the chunks wholly in the burn-in
-        parts = []
-        with tf.GradientTape() as tape:
-            frames_BxTxE = self.encode({k: v[:, prefix_end:] for k, v in x.items()}, training=True)
-            for start, end in (b for b in bounds if b[1] > prefix_end):
-                chunk_BxTxE = frames_BxTxE[:, start - prefix_end : end - prefix_end]
-                outputs_BxTxU, state = self._run_backbone(chunk_BxTxE, state, training=True, all_timesteps=True)
-                first = max(start, burn_in)
-                parts.append(self.apply_heads(outputs_BxTxU[:, first - start :], x["numeric"][:, first:end]))
-                state = tf.nest.map_structure(tf.stop_gradient, state)
-            logits = {h: flatten_time(tf.concat([p[h] for p in parts], axis=1)) for h in controller.HEADS}
-            targets = {h: flatten_time(v) for h, v in targets.items()}
-            loss, _ = policy_loss(targets, logits)
-            total = self.training_objective(loss)
-        grads = tape.gradient(total, self.trainable_variables)
-        self.optimizer.apply(grads, self.trainable_variables)
-        return self._record(loss, targets, logits)
-
-    def test_step(self, data):
-        x, targets = data[0], data[1]
-        frames_BxTxE = self.encode(x, training=False)
-        state = self.backbone.initial_state(tf.shape(frames_BxTxE)[0])
-        hidden, _ = self._run_backbone(frames_BxTxE, state, training=False)
-        logits = self.apply_heads(hidden, x["numeric"][:, -1])
-        loss, _ = policy_loss(targets, logits)
-        return self._record(loss, targets, logits)
+            return tf_training.validation_step(self, *args)
+        return super().test_step(*args)
 
     # -- serialisation -------------------------------------------------------
 
@@ -337,6 +265,11 @@ class BehaviorCloningPolicy(keras.Model):
         config.setdefault("previous_input_heads", False)  # saved before the option existed
         config.setdefault("relative_features", False)
         config["backbone"] = keras.saving.deserialize_keras_object(config["backbone"])
+        if not _on_tensorflow() and config.get("recurrent_impl") == "fused":
+            # Saved by TensorFlow's fast path: how it trained, not what it
+            # computes. Elsewhere the Keras layers train it (bfloat16 matmuls
+            # are that path's alone).
+            config.update(recurrent_impl="auto", matmul_dtype=None)
         return cls(**config)
 
 
@@ -351,7 +284,7 @@ def build_policy(
     previous_input_heads: bool = True,
     relative_features: bool = False,
     loss_frames: int = 1,
-    recurrent_impl: str = "fused",
+    recurrent_impl: str = "auto",
     mixed_precision: str | None = None,
 ) -> BehaviorCloningPolicy:
     from keras_lstm.model.backbone import build_backbone

@@ -1,4 +1,4 @@
-"""The recurrent math written out over a Keras layer's own weight variables.
+"""TensorFlow's forms of the recurrent math, written out over a Keras layer's own weight variables.
 
 Training (truncated BPTT carries the state from chunk to chunk) and stateful
 inference need to run a backbone from a given state and get the final state
@@ -47,11 +47,10 @@ gates and weights stay float32. The Keras-layers form takes a
 
 from __future__ import annotations
 
-import contextlib
-
 import numpy as np
 import tensorflow as tf
 
+from keras_lstm.model.backbone import zero_state  # noqa: F401 - the state's one layout
 # The numpy forms live with the rest of the policy's numpy math (no TensorFlow there).
 from keras_lstm.model.numpy_policy import fuse_cell, numpy_step  # noqa: F401
 from keras_lstm.model.numpy_policy import sigmoid as np_sigmoid  # noqa: F401
@@ -62,12 +61,6 @@ def _matmul(a, b, dtype):
     matmul throughput on CPUs with AVX512_BF16, products accumulated in
     float32 by oneDNN), result in float32. Nothing changes for float32."""
     return tf.cast(tf.matmul(tf.cast(a, dtype), tf.cast(b, dtype)), tf.float32)
-
-
-def zero_state(backbone, batch_size) -> tuple:
-    """The zero state: per layer `(h, c)` for LSTM, `(h,)` for GRU."""
-    zeros = tf.zeros([batch_size, backbone.hidden_size], dtype=tf.float32)
-    return tuple((zeros, zeros) if backbone.cell_type == "lstm" else (zeros,) for _ in range(backbone.num_layers))
 
 
 def _project_TxBxG(x_TxBxD, kernel_DxG, bias_G, dtype=tf.float32):
@@ -293,59 +286,6 @@ def backbone_unroll(backbone, x_BxTxE, state, training: bool = False, matmul_dty
             new_state.append((h,))
         x = dropout(x, training=training)
     return tf.transpose(x, [1, 0, 2]), tuple(new_state)
-
-
-RECURRENT_IMPLS = ("auto", "keras", "fused")
-
-
-def resolve_recurrent_impl(impl: str) -> str:
-    """`keras` or `fused` for `impl`; `auto` is `keras` when TensorFlow sees
-    a GPU (cuDNN's fused kernel) and `fused` otherwise (the hand-written
-    backward pass, faster on a CPU: docs/TRAINING_SPEED.md)."""
-    if impl not in RECURRENT_IMPLS:
-        raise ValueError(f"recurrent-impl must be one of {', '.join(RECURRENT_IMPLS)}, got {impl!r}")
-    if impl == "auto":
-        return "keras" if tf.config.list_physical_devices("GPU") else "fused"
-    return impl
-
-
-@contextlib.contextmanager
-def _calling_as(layer, compute_dtype=None):
-    """While inside, `layer` returns `[outputs, *final state]` (the
-    backbone's layers are built without `return_state`, which Keras reads at
-    each call) and, with `compute_dtype`, computes under Keras'
-    `mixed_<compute_dtype>` policy (variables stay float32; Keras casts them
-    at each call). Outside, the layer is as built: evaluation, export and
-    play run in float32."""
-    saved = layer.return_state, layer.dtype_policy, layer.cell.dtype_policy
-    layer.return_state = True
-    if compute_dtype is not None:
-        layer.dtype_policy = layer.cell.dtype_policy = f"mixed_{compute_dtype}"
-    try:
-        yield
-    finally:
-        layer.return_state, layer.dtype_policy, layer.cell.dtype_policy = saved
-
-
-def keras_layers_unroll(backbone, x_BxTxE, state, training: bool = False, compute_dtype=None):
-    """`backbone_unroll` run by the backbone's own Keras layers (cuDNN's
-    fused kernel on a GPU, autodiff for the gradient): `(y_BxTxU after the
-    last dropout, new_state)`, the same values and gradients
-    (`tests/model/test_recurrent_forms.py`). `compute_dtype` ("bfloat16" or
-    "float16"): the layers compute in it (mixed precision); the outputs and
-    the state come back float32."""
-    compute_dtype = None if _matmul_dtype(compute_dtype) == "float32" else compute_dtype
-    x, new_state = x_BxTxE, []
-    for layer, dropout, layer_state in zip(backbone.recurrent_layers, backbone.dropout_layers, state):
-        with _calling_as(layer, compute_dtype):
-            if compute_dtype is not None:
-                x = tf.cast(x, compute_dtype)
-                layer_state = tuple(tf.cast(s, compute_dtype) for s in layer_state)
-            result = layer(x, initial_state=list(layer_state), training=training)
-        result = [tf.cast(r, tf.float32) for r in result]
-        x = dropout(result[0], training=training)
-        new_state.append(tuple(result[1:]))
-    return x, tuple(new_state)
 
 
 def backbone_last_hidden(

@@ -68,7 +68,7 @@ from keras_lstm.data import controller, features
 from keras_lstm.files.atomic import disk_errors_name, fsync_dir, fsync_tree, read_json, remove_stale_temporaries, temporary_path, writer_gone
 from keras_lstm.files.lock import FolderBusyError, FolderLock
 from keras_lstm.model import recurrent
-from keras_lstm.model.encoder import encode_tf
+from keras_lstm.model.encoder_tf import encode_tf
 from keras_lstm.serving.decode import decode_controller_tf
 
 DEFAULT_BASE_DIR = "savedmodels"

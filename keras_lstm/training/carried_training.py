@@ -42,7 +42,9 @@ import tensorflow as tf
 from keras_lstm.data import features
 from keras_lstm.data.features import PolicyArrays
 from keras_lstm.config import DEFAULT_PIECE_FRAMES
-from keras_lstm.model.policy import BehaviorCloningPolicy, build_policy, flatten_time, policy_loss
+from keras_lstm.model import tf_training
+from keras_lstm.model.losses import flatten_time, policy_loss
+from keras_lstm.model.policy import BehaviorCloningPolicy, build_policy
 
 
 class _StateBox:
@@ -87,17 +89,16 @@ class CarriedStatePolicy(BehaviorCloningPolicy):
         state = tf.nest.map_structure(lambda v: v * keep_Bx1, self._carried.variables)
         with tf.GradientTape() as tape:
             frames_BxTxE = self.encode(x, training=True)
-            outputs_BxTxU, new_state = self._run_backbone(frames_BxTxE, state, training=True, all_timesteps=True)
+            outputs_BxTxU, new_state = tf_training.run_backbone(self, frames_BxTxE, state, training=True, all_timesteps=True)
             logits = self.apply_heads(outputs_BxTxU, x["numeric"])
             flat_logits = {h: flatten_time(v) for h, v in logits.items()}
             flat_targets = {h: flatten_time(v) for h, v in targets.items()}
             loss, _ = policy_loss(flat_targets, flat_logits)
-            total = self.training_objective(loss)
-        grads = tape.gradient(total, self.trainable_variables)
-        self.optimizer.apply(grads, self.trainable_variables)
+            total = tf_training.training_objective(self, loss)
+        tf_training.apply_gradients(self, tape, total)
         for var, value in zip(tf.nest.flatten(self._carried.variables), tf.nest.flatten(new_state)):
             var.assign(tf.stop_gradient(value))
-        return self._record(loss, flat_targets, flat_logits)
+        return self.record(loss, flat_targets, flat_logits)
 
     @property
     def carried_state_variables(self) -> list:

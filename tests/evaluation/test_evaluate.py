@@ -7,7 +7,7 @@ import tensorflow as tf
 
 from keras_lstm.data import controller
 from keras_lstm.evaluation.evaluate import frame_losses, head_accuracy, predictions
-from keras_lstm.model.policy import head_correct, policy_loss
+from keras_lstm.model.losses import head_correct, policy_loss
 
 
 def random_heads(n, seed):

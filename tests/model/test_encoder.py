@@ -7,7 +7,8 @@ import pytest
 import tensorflow as tf
 
 from keras_lstm.data import features
-from keras_lstm.model.encoder import FrameEncoder, NumpyEncoder, encode_tf, relative_columns
+from keras_lstm.model.encoder import FrameEncoder, NumpyEncoder, relative_columns
+from keras_lstm.model.encoder_tf import encode_tf
 
 B = 5
 

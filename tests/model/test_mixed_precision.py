@@ -17,6 +17,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from keras_lstm.model import tf_training
 from keras_lstm.model.policy import build_policy, compile_optimizer
 from test_recurrent_impl import batch, targets
 
@@ -38,8 +39,8 @@ def test_a_mixed_precision_step_is_close_to_float32_and_keeps_float32(impl, mixe
     x, rng = batch()
     y = targets(rng, loss_frames)
     frames, state = reference.encode(x), reference.initial_state(x["numeric"].shape[0])
-    want_out, _ = reference._run_backbone(frames, state, training=True, all_timesteps=True)
-    got_out, _ = mixed._run_backbone(frames, state, training=True, all_timesteps=True)
+    want_out, _ = tf_training.run_backbone(reference, frames, state, training=True, all_timesteps=True)
+    got_out, _ = tf_training.run_backbone(mixed, frames, state, training=True, all_timesteps=True)
     assert got_out.dtype == tf.float32
     assert 1e-5 < np.abs(got_out.numpy() - want_out.numpy()).max() < 2e-2  # the lower precision did run
     before = mixed.get_weights()

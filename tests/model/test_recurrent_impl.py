@@ -15,7 +15,7 @@ import tensorflow as tf
 
 from keras_lstm.data import controller, features
 from keras_lstm.model.policy import build_policy
-from keras_lstm.model.recurrent import resolve_recurrent_impl
+from keras_lstm.model.backbone import resolve_recurrent_impl
 
 B, W = 4, 10
 

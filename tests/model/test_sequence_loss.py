@@ -8,7 +8,8 @@ import pytest
 import tensorflow as tf
 
 from keras_lstm.data import controller, features
-from keras_lstm.model.policy import build_policy, flatten_time, policy_loss
+from keras_lstm.model.losses import flatten_time, policy_loss
+from keras_lstm.model.policy import build_policy
 
 B, T = 4, 12
 

@@ -10,8 +10,9 @@ import tensorflow as tf
 from keras_lstm.data import controller, features
 from keras_lstm.model.backbone import build_backbone
 from keras_lstm.model.policy import BehaviorCloningPolicy
-from keras_lstm.model.recurrent import zero_state
-from keras_lstm.model.tbptt import chunk_bounds, last_chunk_start, truncated_last_hidden
+from keras_lstm.model.backbone import zero_state
+from keras_lstm.model.tbptt import chunk_bounds, last_chunk_start
+from keras_lstm.model.tf_training import truncated_last_hidden
 
 B, T, E, U = 2, 8, 4, 5
 
@@ -147,7 +148,7 @@ def test_full_bptt_step_matches_stock_keras_step():
 def test_evaluate_matches_the_keras_forward_pass():
     """`test_step` runs the hand-written forward; its loss is the loss of the
     plain Keras model's outputs."""
-    from keras_lstm.model.policy import policy_loss
+    from keras_lstm.model.losses import policy_loss
 
     keras.utils.set_random_seed(0)
     policy = BehaviorCloningPolicy(build_backbone("lstm", embed_size=E, hidden_size=U, dropout=0.1))

@@ -33,7 +33,7 @@ def _worker(data_dir: str, output: str, report: str, crash_at: str | None) -> No
 
     from keras_lstm.data.pipeline import batched, window_dataset
     from keras_lstm.data.prepared import load_builder
-    from keras_lstm.model.policy import policy_loss
+    from keras_lstm.model.losses import policy_loss
     from keras_lstm.training.train import TrainConfig, train
 
     class Probe(keras.callbacks.Callback):

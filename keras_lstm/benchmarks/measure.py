@@ -20,7 +20,6 @@ from typing import Callable
 
 import keras
 import numpy as np
-import tensorflow as tf
 
 # The files the training numbers depend on: `code_version` names those with
 # uncommitted changes.
@@ -85,9 +84,10 @@ def cpu_features() -> list[str]:
 
 
 def machine_info() -> dict:
-    """The CPU, the software, TensorFlow's thread settings, the load average
-    and the code version, for a results file."""
-    return {
+    """The CPU, the software (Keras, its backend and the backend's version;
+    TensorFlow's thread settings under TensorFlow), the load average and the
+    code version, for a results file."""
+    info = {
         "code": code_version(),
         "cpu": cpu_name(),
         "cpu_features": cpu_features(),
@@ -95,11 +95,23 @@ def machine_info() -> dict:
         "python": platform.python_version(),
         "platform": platform.platform(),
         "load_average": load_average(),
-        "tensorflow": tf.__version__,
         "keras": keras.__version__,
-        "intra_op_threads": tf.config.threading.get_intra_op_parallelism_threads(),
-        "inter_op_threads": tf.config.threading.get_inter_op_parallelism_threads(),
+        "keras_backend": keras.backend.backend(),
     }
+    if keras.backend.backend() == "tensorflow":
+        import tensorflow as tf
+
+        info.update(
+            tensorflow=tf.__version__,
+            intra_op_threads=tf.config.threading.get_intra_op_parallelism_threads(),
+            inter_op_threads=tf.config.threading.get_inter_op_parallelism_threads(),
+        )
+    elif keras.backend.backend() == "jax":
+        import jax
+        import jaxlib
+
+        info.update(jax=jax.__version__, jaxlib=jaxlib.__version__)
+    return info
 
 
 # ---------------------------------------------------------------------------

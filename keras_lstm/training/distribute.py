@@ -150,7 +150,7 @@ def local_model(model: keras.Model) -> keras.Model:
     replica the whole batch and concatenates their outputs (N times the
     rows, and a collective op every worker must join); evaluating a local
     copy on the chief alone avoids both."""
-    strategy = model.distribute_strategy
+    strategy = getattr(model, "distribute_strategy", None)  # TensorFlow's trainer alone has one
     if strategy is None or (strategy.num_replicas_in_sync == 1 and num_workers(strategy) == 1):
         return model
     copy = model.__class__.from_config(model.get_config())

@@ -112,6 +112,7 @@ def train(
     process trains in the same folder.
     """
     config.validate()
+    check_backend(config)
     # First: a multi-worker strategy must exist before any other TF op runs.
     strategy = distribute.select_strategy(config.run.strategy)
     out = Path(config.run.output).expanduser()
@@ -119,6 +120,20 @@ def train(
     backup = distribute.backup_dir(out, strategy)
     with FolderLock(out, "run folder", lock_file=".lock" if chief else f".lock-{backup.name}"):
         return _train_locked(config, strategy, out, backup, on_skip, callbacks, verbose, on_warning)
+
+
+def check_backend(config) -> None:
+    """ValueError unless this Keras backend can run `config`: under another
+    backend than TensorFlow (`KERAS_BACKEND=jax`) the policy trains on
+    windows (`--temporal`) on one device; the state carried across segments
+    and `tf.distribute` are TensorFlow's."""
+    backend = keras.backend.backend()
+    if backend == "tensorflow":
+        return
+    if config.optim.carried_state:
+        raise ValueError(f"the corpus recipe (the state carried across segments) trains under TensorFlow; under KERAS_BACKEND={backend} add --temporal")
+    if config.run.strategy != "default":
+        raise ValueError(f"--strategy {config.run.strategy} is TensorFlow's tf.distribute; under KERAS_BACKEND={backend} train with --strategy default")
 
 
 def _train_locked(config, strategy, out, backup, on_skip, callbacks, verbose, on_warning) -> dict:

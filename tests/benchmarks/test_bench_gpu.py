@@ -1,10 +1,12 @@
 """`keras-lstm bench gpu`: exits 0 without a GPU, and the measurements it
 would make on one run (here on the CPU, tiny)."""
 
+import json
+
 import pytest
 from typer.testing import CliRunner
 
-from keras_lstm.benchmarks import gpu, train_speed
+from keras_lstm.benchmarks import fit_speed, gpu, train_speed
 
 
 def test_without_a_gpu_it_says_so_and_exits_0():
@@ -47,3 +49,29 @@ def test_a_variant_the_device_cannot_run_is_reported_and_left_out(monkeypatch):
     assert set(rounds) == {"ours_full"} and "CudnnRNNV3" in failed["ours_keras_full_mbf16"]
     with pytest.raises(RuntimeError, match="CudnnRNNV3"):  # without on_error the error is not swallowed
         train_speed.measure_speed(tiny, "lstm", log=lambda line: None, variants=("ours_keras_full_mbf16",))
+
+
+@pytest.mark.slow  # a JAX process tracing eight tiny variants: ~60 s
+def test_bench_gpu_under_jax_measures_ours_and_stock_keras_and_names_the_kernel(tmp_path):
+    from keras_lstm.cli.main import app
+
+    result = CliRunner().invoke(app, ["bench", "gpu", "--backend", "jax", "--quick", "--json"])
+    assert result.exit_code == 0, result.output
+    out = json.loads(result.stdout[result.stdout.index("{"):])
+    assert out["device"]["backend"] == "jax" and out["machine"]["keras_backend"] == "jax"
+    assert {row["dtype"] for row in out["shapes"]} == {"float32", "bfloat16"}
+    for row in out["shapes"]:
+        assert not row["failed"] and set(row["frames_per_s"]) == set(fit_speed.VARIANTS)
+        assert all(v > 0 for v in row["frames_per_s"].values())
+        # Every variant's LSTM layers were traced, by one kernel or the other (the CPU: the fallback).
+        assert all(k["cudnn"] + k["fallback"] > 0 for k in row["lstm_kernels"].values())
+    assert "stock Keras LSTM, fit" in fit_speed.format_report(out)
+
+
+def test_bench_gpu_options_are_checked():
+    from keras_lstm.cli.main import app
+
+    for args, message in ((["--backend", "torch"], "--backend must be one of"), (["--backend", "jax", "--batches", "64,x"], "--batches must be"),
+                          (["--quick"], "apply to --backend jax")):
+        result = CliRunner().invoke(app, ["bench", "gpu", *args])
+        assert result.exit_code != 0 and message in result.output, result.output

@@ -44,32 +44,30 @@ POSITION_EDGES = (0, 60, 600, 3600, 7200, 14400)
 _RUNNERS: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
 
 
-def _chunk_runner(policy, batch: int, chunk_frames: int, impl: str = "fused"):
+def _chunk_runner(policy, chunk_frames: int, impl: str = "fused"):
     """A `tf.function` `(numeric, categorical, state) -> (logits, state)` over
-    one `[batch, chunk_frames]` chunk, traced once per policy and shape (a
-    validation each epoch reuses it). `impl`: the backbone's recurrence by
-    our unroll (`fused`) or by its Keras layers (`keras`: TensorFlow's own
-    loop, faster over long chunks on a CPU); the same values
-    (`tests/model/test_recurrent_forms.py`)."""
+    one `[rows, chunk_frames]` chunk (any number of rows), traced once per
+    policy and chunk length (a validation each epoch reuses it). `impl`: the
+    backbone's recurrence by our unroll (`fused`) or by its Keras layers
+    (`keras`: TensorFlow's own loop, faster over long chunks on a CPU); the
+    same values (`tests/model/test_recurrent_forms.py`)."""
     runners = _RUNNERS.setdefault(policy, {})
-    key = (batch, chunk_frames, impl)
+    key = (chunk_frames, impl)
     if key not in runners:
-        runners[key] = _new_chunk_runner(policy, batch, chunk_frames, impl)
+        runners[key] = _new_chunk_runner(policy, chunk_frames, impl)
     return runners[key]
 
 
-def _new_chunk_runner(policy, batch: int, chunk_frames: int, impl: str):
+def _new_chunk_runner(policy, chunk_frames: int, impl: str):
     if impl not in ("fused", "keras"):
         raise ValueError(f"impl must be fused or keras, got {impl!r}")
     backbone = policy.backbone
-    state_spec = tf.nest.map_structure(
-        lambda _: tf.TensorSpec([batch, backbone.hidden_size], tf.float32), backbone.initial_state(batch)
-    )
+    state_spec = tf.nest.map_structure(lambda _: tf.TensorSpec([None, backbone.hidden_size], tf.float32), backbone.initial_state(1))
 
     @tf.function(
         input_signature=[
-            tf.TensorSpec([batch, chunk_frames, features.NUMERIC_SIZE], tf.float32),
-            tf.TensorSpec([batch, chunk_frames, features.CATEGORICAL_SIZE], tf.int32),
+            tf.TensorSpec([None, chunk_frames, features.NUMERIC_SIZE], tf.float32),
+            tf.TensorSpec([None, chunk_frames, features.CATEGORICAL_SIZE], tf.int32),
             state_spec,
         ],
     )
@@ -91,8 +89,10 @@ def deployed_logits(
     carried from the trajectory's first frame (the zero state) to its last.
 
     Trajectories run side by side, up to `max_batch` at a time (similar
-    lengths together), padded at the end to the longest of their batch; the
-    padding only follows real frames, so it changes nothing.
+    lengths together). Each chunk runs only the rows with frames left in
+    it: a row whose trajectory has ended drops out, so no time goes to
+    padding past a short game (only the last chunk of each is padded, and
+    padding only follows real frames, so it changes nothing).
     """
     if chunk_frames < 1 or max_batch < 1:
         raise ValueError(f"chunk_frames and max_batch must be positive, got {chunk_frames} and {max_batch}")
@@ -106,25 +106,31 @@ def deployed_logits(
 
 
 def _deployed_batch(policy, arrays: list[PolicyArrays], chunk_frames: int, impl: str = "fused") -> list[dict]:
-    batch = len(arrays)
-    longest = max(len(a) for a in arrays)
-    padded = max(chunk_frames, -(-longest // chunk_frames) * chunk_frames)
-    numeric = np.zeros((batch, padded, features.NUMERIC_SIZE), np.float32)
-    categorical = np.zeros((batch, padded, features.CATEGORICAL_SIZE), np.int32)
-    for i, a in enumerate(arrays):
-        numeric[i, : len(a)] = a.numeric
-        categorical[i, : len(a)] = a.categorical
-
-    run = _chunk_runner(policy, batch, chunk_frames, impl)
-    state = policy.initial_state(batch)
-    pieces = {h: [] for h in controller.HEADS}
-    for start in range(0, padded, chunk_frames):
-        end = start + chunk_frames
-        logits, state = run(tf.constant(numeric[:, start:end]), tf.constant(categorical[:, start:end]), state)
+    lengths = np.array([len(a) for a in arrays])
+    run = _chunk_runner(policy, chunk_frames, impl)
+    state = [[np.zeros_like(s.numpy()) for s in layer] for layer in policy.initial_state(len(arrays))]
+    out = [{} for _ in arrays]
+    for start in range(0, int(lengths.max()), chunk_frames):
+        rows = np.flatnonzero(lengths > start)  # the trajectories with frames in this chunk
+        numeric = np.zeros((len(rows), chunk_frames, features.NUMERIC_SIZE), np.float32)
+        categorical = np.zeros((len(rows), chunk_frames, features.CATEGORICAL_SIZE), np.int32)
+        for j, r in enumerate(rows):
+            piece = slice(start, min(start + chunk_frames, lengths[r]))
+            numeric[j, : piece.stop - start] = arrays[r].numeric[piece]
+            categorical[j, : piece.stop - start] = arrays[r].categorical[piece]
+        rows_state = tuple(tuple(tf.constant(part[rows]) for part in layer) for layer in state)
+        logits, new_state = run(tf.constant(numeric), tf.constant(categorical), rows_state)
+        for layer, new_layer in zip(state, new_state):
+            for part, new_part in zip(layer, new_layer):
+                part[rows] = new_part.numpy()
         for head, value in logits.items():
-            pieces[head].append(value.numpy())
-    full = {h: np.concatenate(v, axis=1) for h, v in pieces.items()}
-    return [{h: full[h][i, : len(a)] for h in controller.HEADS} for i, a in enumerate(arrays)]
+            value = value.numpy()
+            for j, r in enumerate(rows):
+                if head not in out[r]:
+                    out[r][head] = np.empty((lengths[r],) + value.shape[2:], np.float32)
+                n = min(chunk_frames, lengths[r] - start)
+                out[r][head][start : start + n] = value[j, :n]
+    return out
 
 
 def _summed(losses: dict) -> np.ndarray:

@@ -86,3 +86,18 @@ def test_bench_evaluate_times_both_forms_on_the_same_games(corpus_run):
     assert bench["one_pass"]["val_loss"] == pytest.approx(summary["val_loss"], rel=1e-5)
     assert 0 < bench["windows"]["frames"] <= 3000 and bench["one_pass_speedup"] > 0
     assert "cpu_features" in bench["machine"]
+
+
+def test_other_backends_train_windows_on_one_device_and_refuse_the_rest(monkeypatch):
+    import keras
+
+    from keras_lstm.config import TrainConfig
+    from keras_lstm.training.train import check_backend
+
+    check_backend(TrainConfig.from_flat(carried_state=True))  # TensorFlow runs everything
+    monkeypatch.setattr(keras.backend, "backend", lambda: "jax")
+    check_backend(TrainConfig.from_flat())  # windows, one device
+    with pytest.raises(ValueError, match="state carried across segments.*add --temporal"):
+        check_backend(TrainConfig.from_flat(carried_state=True))
+    with pytest.raises(ValueError, match="--strategy mirrored is TensorFlow's"):
+        check_backend(TrainConfig.from_flat(strategy="mirrored"))

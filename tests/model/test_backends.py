@@ -89,9 +89,8 @@ VARIANTS = [
 ]
 
 
-@pytest.mark.slow  # a JAX process per variant: ~10 s each
-@pytest.mark.parametrize("cell, truncate_bptt, loss_frames, impl, relative", VARIANTS)
-def test_a_jax_train_step_equals_tensorflows(tmp_path, cell, truncate_bptt, loss_frames, impl, relative):
+def _start(variant, folder):
+    cell, truncate_bptt, loss_frames, impl, relative = variant
     keras.utils.set_random_seed(7)
     policy = build_policy(
         cell, embed_size=16, hidden_size=16, num_layers=2, dropout=0.0, truncate_bptt=truncate_bptt,
@@ -99,26 +98,34 @@ def test_a_jax_train_step_equals_tensorflows(tmp_path, cell, truncate_bptt, loss
     )
     x, y = _batch(1, loss_frames)
     policy(x)
-    policy.save(tmp_path / "start.keras")
-    _save_batch(tmp_path / "batch.npz", x, y)
-    before = policy.get_weights()
+    folder.mkdir()
+    policy.save(folder / "start.keras")
+    _save_batch(folder / "batch.npz", x, y)
+    return policy, x, y
+
+
+@pytest.mark.slow  # one JAX process for every variant: ~30 s
+def test_a_jax_train_step_equals_tensorflows(tmp_path):
     learning_rate = 0.05
+    starts = {variant: _start(variant, tmp_path / f"v{n}") for n, variant in enumerate(VARIANTS)}
+    jobs = [str(tmp_path / f"v{n}" / name) for n in range(len(VARIANTS)) for name in ("start.keras", "batch.npz", "jax.npz")]
+    _run_under("jax", "step", str(learning_rate), *jobs)
 
-    _run_under("jax", "step", str(tmp_path / "start.keras"), str(tmp_path / "batch.npz"), str(learning_rate), str(tmp_path / "jax.npz"))
-
-    policy.compile(optimizer=keras.optimizers.SGD(learning_rate))
-    tf_loss = policy.train_on_batch(x, y, return_dict=True)["loss"]
-    after = policy.get_weights()
-    jax = np.load(tmp_path / "jax.npz")
-    assert float(jax["loss"]) == pytest.approx(tf_loss, rel=1e-5)
-    moved = 0
-    for i, (w0, w_tf) in enumerate(zip(before, after)):
-        update_tf, update_jax = w0 - w_tf, w0 - jax[f"w{i}"]
-        # An update far smaller than its weight is known to the weight's float32 spacing only.
-        atol = 1e-4 * max(np.abs(update_tf).max(), 1e-6) + 4 * np.finfo(np.float32).eps * np.abs(w0).max()
-        np.testing.assert_allclose(update_jax, update_tf, atol=atol, rtol=0, err_msg=f"weight {i}")
-        moved += np.abs(update_tf).max() > 0
-    assert moved >= len(before) - 3  # embeddings of ids not in the batch may not move; the rest do
+    for n, (variant, (policy, x, y)) in enumerate(starts.items()):
+        before = policy.get_weights()
+        policy.compile(optimizer=keras.optimizers.SGD(learning_rate))
+        tf_loss = policy.train_on_batch(x, y, return_dict=True)["loss"]
+        after = policy.get_weights()
+        jax = np.load(tmp_path / f"v{n}" / "jax.npz")
+        assert float(jax["loss"]) == pytest.approx(tf_loss, rel=1e-5), variant
+        moved = 0
+        for i, (w0, w_tf) in enumerate(zip(before, after)):
+            update_tf, update_jax = w0 - w_tf, w0 - jax[f"w{i}"]
+            # An update far smaller than its weight is known to the weight's float32 spacing only.
+            atol = 1e-4 * max(np.abs(update_tf).max(), 1e-6) + 4 * np.finfo(np.float32).eps * np.abs(w0).max()
+            np.testing.assert_allclose(update_jax, update_tf, atol=atol, rtol=0, err_msg=f"{variant}, weight {i}")
+            moved += np.abs(update_tf).max() > 0
+        assert moved >= len(before) - 3, variant  # embeddings of ids not in the batch may not move; the rest do
 
 
 @pytest.mark.slow  # a JAX process and a SavedModel export: ~20 s

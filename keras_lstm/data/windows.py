@@ -1,4 +1,6 @@
-"""Windows over aligned trajectories, and tf.data input over them.
+"""Windows over aligned trajectories, and input over them: `tf.data`
+(`Windows.dataset`, TensorFlow's) or a `keras.utils.PyDataset` of numpy
+batches (`WindowBatches`, any Keras backend, no TensorFlow).
 
 All trajectories are concatenated into one array per input; a window is named
 by the row of its last frame (`ends`), and only windows that lie wholly inside
@@ -9,8 +11,8 @@ from __future__ import annotations
 
 import dataclasses
 
+import keras
 import numpy as np
-import tensorflow as tf
 
 from keras_lstm.data import features
 from keras_lstm.data.features import PolicyArrays
@@ -53,6 +55,8 @@ class Windows:
     ) -> tf.data.Dataset:
         """`(x, y)` batches (`target_frames` as in `gather`). Shuffled with a
         fixed seed (reshuffled each epoch) so that runs repeat."""
+        import tensorflow as tf
+
         W = self.window_size
         F, C = self.numeric.shape[1], self.categorical.shape[1]
         heads = list(self.targets)
@@ -78,6 +82,45 @@ class Windows:
             ds = ds.shuffle(len(self.ends), seed=seed, reshuffle_each_iteration=True)
         ds = ds.batch(batch_size, drop_remainder=drop_remainder)
         return ds.map(gather_tf, num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE)
+
+
+class WindowBatches(keras.utils.PyDataset):
+    """`(x, y)` batches of `windows` as numpy arrays (`Windows.gather`), for
+    `fit` under any Keras backend: the input for JAX, where `tf.data` may not
+    be installed. Shuffled by `seed`, in a new order each epoch (epoch `e`'s
+    order is a function of `seed` and `e` alone, so runs repeat).
+
+    Example:
+    >>> batches = WindowBatches(make_windows(arrays, 60, stride=4), batch_size=64)
+    >>> policy.fit(batches, epochs=3)
+    """
+
+    def __init__(self, windows: Windows, batch_size: int, shuffle: bool = True, seed: int = 0, target_frames: int = 1,
+                 drop_remainder: bool = False, **kwargs):
+        super().__init__(**kwargs)
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be positive, got {batch_size}")
+        self.windows, self.batch_size, self.shuffle, self.seed = windows, batch_size, shuffle, seed
+        self.target_frames, self.drop_remainder = target_frames, drop_remainder
+        self.epoch = 0
+        self._order = self._epoch_order()
+
+    def _epoch_order(self) -> np.ndarray:
+        ends = self.windows.ends
+        return ends[np.random.default_rng([self.seed, self.epoch]).permutation(len(ends))] if self.shuffle else ends
+
+    def __len__(self) -> int:
+        n = len(self.windows)
+        return n // self.batch_size if self.drop_remainder else -(-n // self.batch_size)
+
+    def __getitem__(self, index: int):
+        if not 0 <= index < len(self):
+            raise IndexError(f"batch {index} of {len(self)}")
+        return self.windows.gather(self._order[index * self.batch_size : (index + 1) * self.batch_size], self.target_frames)
+
+    def on_epoch_end(self):
+        self.epoch += 1
+        self._order = self._epoch_order()
 
 
 def make_windows(arrays: list[PolicyArrays], window_size: int, stride: int = 1) -> Windows:

@@ -6,7 +6,7 @@ import pytest
 from keras_lstm.data import controller, features
 from keras_lstm.data.features import PolicyArrays
 from keras_lstm.data.split import split_by_game
-from keras_lstm.data.windows import make_windows
+from keras_lstm.data.windows import WindowBatches, make_windows
 
 
 def fake_arrays(n, start=0):
@@ -67,3 +67,27 @@ def test_split_takes_names_that_are_not_utf8_and_keeps_the_others_in_place():
     # Valid names hash as before (their UTF-8 bytes): adding odd names moves none of them.
     _, val_plain = split_by_game(files, 0.2, seed=0)
     assert set(val_plain) == {"/r/game_10.slp", "/r/game_16.slp", "/r/game_5.slp", "/r/game_6.slp"}  # as before this change
+
+
+def test_window_batches_are_the_windows_in_a_seeded_order_new_each_epoch():
+    w = make_windows([fake_arrays(50), fake_arrays(30, 100)], window_size=5, stride=2)
+    batches = WindowBatches(w, batch_size=8, seed=3)
+    assert len(batches) == -(-len(w) // 8) and len(WindowBatches(w, 8, drop_remainder=True)) == len(w) // 8
+
+    def epoch(b):
+        return np.concatenate([b[i][0]["numeric"][:, -1, 0] for i in range(len(b))])
+
+    first = epoch(batches)
+    # Every window exactly once, each batch what `gather` gives for its ends.
+    np.testing.assert_array_equal(np.sort(first), np.sort(w.numeric[w.ends, 0]))
+    x, y = batches[1]
+    ex, ey = w.gather(batches._order[8:16])
+    np.testing.assert_array_equal(x["numeric"], ex["numeric"]) and np.testing.assert_array_equal(y["main_x"], ey["main_x"])
+    assert not np.array_equal(first, np.sort(first))  # shuffled
+    np.testing.assert_array_equal(epoch(WindowBatches(w, batch_size=8, seed=3)), first)  # the same seed, the same order
+    batches.on_epoch_end()
+    second = epoch(batches)
+    assert not np.array_equal(second, first) and np.array_equal(np.sort(second), np.sort(first))
+    np.testing.assert_array_equal(epoch(WindowBatches(w, 8, shuffle=False)), w.numeric[w.ends, 0])
+    with pytest.raises(IndexError):
+        batches[len(batches)]

@@ -17,6 +17,7 @@ import keras
 import numpy as np
 import pytest
 
+from conftest import GAMES
 from keras_lstm.data import controller, features
 from keras_lstm.model.policy import build_policy
 
@@ -51,6 +52,7 @@ def _save_batch(path, x, y):
     np.savez(path, **{f"x_{k}": v for k, v in x.items()}, **{f"y_{k}": v for k, v in y.items()})
 
 
+@pytest.mark.slow  # a JAX process reading a replay and compiling a train step: ~15 s
 def test_model_layer_imports_and_trains_without_tensorflow():
     code = textwrap.dedent(
         """
@@ -68,12 +70,24 @@ def test_model_layer_imports_and_trains_without_tensorflow():
         import keras_lstm.model.heads, keras_lstm.model.losses, keras_lstm.model.tbptt, keras_lstm.model.numpy_policy
         from keras_lstm.data import features
         assert keras.backend.backend() == "jax"
-        policy = keras_lstm.model.policy.build_policy(embed_size=8, hidden_size=8, num_layers=1)
-        x = {"numeric": np.zeros((2, 5, features.NUMERIC_SIZE), "float32"), "categorical": np.zeros((2, 5, features.CATEGORICAL_SIZE), "int32")}
-        assert policy.predict(x, verbose=0)["main_x"].shape == (2, 17)
+        from keras_lstm.data.replays import read_game
+        from keras_lstm.data.windows import WindowBatches, make_windows
+
+        # A JAX-only machine's whole path: a replay, its windows as numpy batches, fit, predict.
+        replay = sys.argv[1]
+        trajectories, _ = features.game_to_trajectories(read_game(replay), replay)
+        windows = make_windows([features.align(t, 0) for t in trajectories], 10, stride=50)
+        policy = keras_lstm.model.policy.build_policy(embed_size=8, hidden_size=8, num_layers=1, truncate_bptt=4)
+        policy.compile(optimizer=keras.optimizers.Adam(1e-3))
+        history = policy.fit(WindowBatches(windows, batch_size=32), epochs=2, verbose=0)
+        assert len(history.history["loss"]) == 2 and np.isfinite(history.history["loss"]).all()
+        x, _ = windows.gather(windows.ends[:3])
+        assert policy.predict(x, verbose=0)["main_x"].shape == (3, 17)
+        tf_modules = [m for m in sys.modules if m == "tensorflow" or m.startswith("tensorflow.")]
+        assert not tf_modules, tf_modules
         """
     )
-    _run_under("jax", code=code)
+    _run_under("jax", str(GAMES / "py-slippi_v3.14.0.slp"), code=code)
 
 
 # (cell, truncate_bptt, loss_frames, recurrent_impl, relative_features): the

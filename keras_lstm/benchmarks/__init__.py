@@ -9,7 +9,8 @@
 - `inference`: `bench inference`;
 - `serve`, `serve_worker`: `bench serve` (the worker times an export in a
   process without project code);
-- `gpu`: `bench gpu`;
+- `gpu`: `bench gpu` (TensorFlow);
+- `fit_speed`: `bench gpu --backend jax` (any Keras backend, no TensorFlow; `docs/benchmarks/gpu/run_jax.sh` runs it on the GPU machine);
 - `data`, `scale`: `bench data` and `bench data --copies`;
 - `umi`, `umi_bots`: `bench umi`;
 - `evaluation`: `bench evaluate` (one pass against windows);

@@ -22,6 +22,7 @@ BACKENDS = ("tensorflow", "jax")
 def gpu(
     backend: Annotated[str, typer.Option(help="The Keras backend to measure: tensorflow (where TensorFlow sees a GPU) or jax.")] = "tensorflow",
     batches: Annotated[Optional[str], typer.Option(help="jax: comma-separated batch sizes (default 64,256,1024,4096).")] = None,
+    dtypes: Annotated[Optional[str], typer.Option(help="jax: comma-separated compute dtypes, float32 and/or bfloat16 (default both).")] = None,
     quick: Annotated[bool, typer.Option(help="jax: tiny sizes and few steps, to check that it runs.")] = False,
     json_output: Annotated[bool, typer.Option("--json", help="Print the result as one JSON object.")] = False,
 ):
@@ -33,11 +34,11 @@ def gpu(
     if backend not in BACKENDS:
         raise ValueError(f"--backend must be one of {', '.join(BACKENDS)}, got {backend!r}")
     if backend == "jax":
-        result = _run_jax(batches, quick)
+        result = _run_jax(batches, dtypes, quick)
         from keras_lstm.benchmarks.fit_speed import format_report
     else:
-        if batches is not None or quick:
-            raise ValueError("--batches and --quick apply to --backend jax")
+        if batches is not None or dtypes is not None or quick:
+            raise ValueError("--batches, --dtypes and --quick apply to --backend jax")
         from keras_lstm.benchmarks.gpu import GpuBenchConfig, format_report, run
 
         result = run(GpuBenchConfig(), log=lambda line: typer.echo(line, err=True))
@@ -47,7 +48,7 @@ def gpu(
         typer.echo(format_report(result))
 
 
-def _run_jax(batches: str | None, quick: bool) -> dict:
+def _run_jax(batches: str | None, dtypes: str | None, quick: bool) -> dict:
     """`keras_lstm.benchmarks.fit_speed` in a process of its own under
     `KERAS_BACKEND=jax` (a process picks its backend once, at import)."""
     if importlib.util.find_spec("jax") is None:
@@ -59,10 +60,17 @@ def _run_jax(batches: str | None, quick: bool) -> dict:
             sizes = []
         if not sizes or min(sizes) <= 0:
             raise ValueError(f"--batches must be positive whole numbers separated by commas, got {batches!r}")
+    if dtypes is not None:
+        from keras_lstm.benchmarks.fit_speed import DTYPES
+
+        bad = [d for d in dtypes.split(",") if d not in DTYPES]
+        if bad or not dtypes:
+            raise ValueError(f"--dtypes must be among {', '.join(DTYPES)}, separated by commas, got {dtypes!r}")
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "result.json"
         command = [sys.executable, "-m", "keras_lstm.benchmarks.fit_speed", "--json", str(out)]
         command += ["--batches", batches] if batches else []
+        command += ["--dtypes", dtypes] if dtypes else []
         command += ["--quick"] if quick else []
         env = {**os.environ, "KERAS_BACKEND": "jax"}
         last = ""

@@ -15,7 +15,7 @@ from keras_lstm.data.players import read_player_keys
 from conftest import GAMES
 
 runner = CliRunner()
-TINY = ["--embed-size", "8", "--hidden-size", "8", "--num-layers", "1", "--window-size", "30", "--carried-streams", "4", "--epochs", "1"]
+TINY = ["--embed-size", "8", "--hidden-size", "8", "--num-layers", "1", "--window-size", "30", "--carried-streams", "4", "--epochs", "1", "--max-replays", "12"]
 
 
 def test_train_defaults_to_segments_and_temporal_keeps_windows(tmp_path):

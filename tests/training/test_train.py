@@ -122,7 +122,7 @@ def test_cli_errors_are_one_line(tmp_path):
 @pytest.mark.slow
 def test_cli_train_then_evaluate_json(tmp_path):
     out = tmp_path / "run"
-    args = ["train", "--temporal", "--backbone", "gru", "--replays", str(GAMES), "--output", str(out), "--epochs", "1", "--max-frames", "6000"]
+    args = ["train", "--temporal", "--backbone", "gru", "--replays", str(GAMES), "--output", str(out), "--epochs", "1", "--max-frames", "6000", "--max-replays", "8"]
     for key, value in TINY.items():
         args += [f"--{key.replace('_', '-')}", str(value)]
     result = runner.invoke(app, args + ["--json"])

@@ -83,6 +83,11 @@ def test_model_layer_imports_and_trains_without_tensorflow():
         assert len(history.history["loss"]) == 2 and np.isfinite(history.history["loss"]).all()
         x, _ = windows.gather(windows.ends[:3])
         assert policy.predict(x, verbose=0)["main_x"].shape == (3, 17)
+        try:  # TensorFlow's hand-written backward pass is refused here, in words
+            keras_lstm.model.policy.build_policy(embed_size=8, hidden_size=8, num_layers=1, recurrent_impl="fused")
+            raise AssertionError("fused was accepted under JAX")
+        except ValueError as err:
+            assert "fused is TensorFlow's" in str(err), err
         tf_modules = [m for m in sys.modules if m == "tensorflow" or m.startswith("tensorflow.")]
         assert not tf_modules, tf_modules
         """

@@ -147,19 +147,7 @@ def build_variant(variant: str, dtype: str, config: FitSpeedConfig) -> keras.Mod
     keras.utils.set_random_seed(config.seed)
     sizes = dict(embed_size=config.embed_size, hidden_size=config.hidden_size, num_layers=config.num_layers)
     if variant == "keras_fit":
-        saved = keras.config.dtype_policy()
-        keras.config.set_dtype_policy(f"mixed_{mixed}" if mixed else "float32")
-        try:  # Keras' own way: every layer built under the policy
-            policy = build_policy("lstm", recurrent_impl="keras", **sizes)
-        finally:
-            keras.config.set_dtype_policy(saved)
-        model = keras.Model(inputs=policy.input, outputs=policy.output, name="keras_lstm_fit")
-        # Keras' mean binary cross-entropy over the 8 buttons, times 8, is their sum: the total equals `policy_loss`.
-        losses = {"buttons": keras.losses.BinaryCrossentropy(from_logits=True)}
-        losses.update({h: keras.losses.SparseCategoricalCrossentropy(from_logits=True) for h in controller.CLASS_HEADS})
-        weights = {h: (float(len(controller.BUTTONS)) if h == "buttons" else 1.0) for h in controller.HEADS}
-        model.compile(optimizer=keras.optimizers.Adam(1e-3), loss=losses, loss_weights=weights)
-        return model
+        return stock_keras_model(lambda: build_policy("lstm", recurrent_impl="keras", **sizes), mixed, keras.optimizers.Adam(1e-3), "keras_lstm_fit")
     if variant not in VARIANTS:
         raise ValueError(f"variant must be one of {VARIANTS}, got {variant!r}")
     policy = build_policy(
@@ -167,6 +155,27 @@ def build_variant(variant: str, dtype: str, config: FitSpeedConfig) -> keras.Mod
     )
     policy.compile(optimizer=keras.optimizers.Adam(1e-3))
     return policy
+
+
+def stock_keras_model(build: Callable[[], keras.Model], mixed_precision: str | None, optimizer, name: str) -> keras.Model:
+    """Stock Keras, the reference: a plain functional model over the layers
+    of the policy `build()` makes (under Keras' `mixed_<dtype>` policy when
+    given, every layer built so), compiled with Keras' losses summed as
+    `policy_loss` sums its heads, to train by Keras' own `train_step`.
+    `bench train-speed` and `bench gpu` measure against it."""
+    saved = keras.config.dtype_policy()
+    keras.config.set_dtype_policy(f"mixed_{mixed_precision}" if mixed_precision else "float32")
+    try:
+        policy = build()
+    finally:
+        keras.config.set_dtype_policy(saved)
+    model = keras.Model(inputs=policy.input, outputs=policy.output, name=name)
+    # Keras' mean binary cross-entropy over the 8 buttons, times 8, is their sum: the total equals `policy_loss`.
+    losses = {"buttons": keras.losses.BinaryCrossentropy(from_logits=True)}
+    losses.update({h: keras.losses.SparseCategoricalCrossentropy(from_logits=True) for h in controller.CLASS_HEADS})
+    weights = {h: (float(len(controller.BUTTONS)) if h == "buttons" else 1.0) for h in controller.HEADS}
+    model.compile(optimizer=optimizer, loss=losses, loss_weights=weights)
+    return model
 
 
 class _StepTimes(keras.callbacks.Callback):

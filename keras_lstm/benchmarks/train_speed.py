@@ -33,6 +33,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from keras_lstm.benchmarks.fit_speed import stock_keras_model
 from keras_lstm.benchmarks.measure import StepTimer, machine_info, peak_rss_mb, rss_mb
 from keras_lstm.config import CELL_TYPES, FIELD_CONCERN, TrainConfig, flat_settings
 from keras_lstm.data import controller, features
@@ -170,22 +171,13 @@ def build_variant(variant: str, cell: str, config: TrainSpeedConfig, dropout: fl
     reference_weights = _policy(config, cell, None, dropout).get_weights()
     mixed_precision = mixed_precision_of(variant)
     if variant in ("keras_fit", "keras_fit_f16"):
-        saved = keras.config.dtype_policy()
-        keras.config.set_dtype_policy(f"mixed_{mixed_precision}" if mixed_precision else "float32")
-        try:  # Keras' own way: every layer built under the policy
+        def build():
             policy = _policy(config, cell, None, dropout)
-        finally:
-            keras.config.set_dtype_policy(saved)
-        policy.set_weights(reference_weights)
-        model = keras.Model(inputs=policy.input, outputs=policy.output, name=f"keras_{cell}")
-        # Keras' mean binary cross-entropy over the 8 buttons, times 8, is their
-        # sum: the total equals `policy_loss`.
-        losses = {"buttons": keras.losses.BinaryCrossentropy(from_logits=True)}
-        losses.update({h: keras.losses.SparseCategoricalCrossentropy(from_logits=True) for h in controller.CLASS_HEADS})
-        weights = {h: (float(len(controller.BUTTONS)) if h == "buttons" else 1.0) for h in controller.HEADS}
+            policy.set_weights(reference_weights)
+            return policy
+
         optimizer = compile_optimizer(keras.optimizers.Adam(config.training.optim.learning_rate), mixed_precision)
-        model.compile(optimizer=optimizer, loss=losses, loss_weights=weights)
-        return model
+        return stock_keras_model(build, mixed_precision, optimizer, f"keras_{cell}")
     if variant not in VARIANTS + KERAS_IMPL_VARIANTS + MIXED_VARIANTS:
         raise ValueError(f"variant must be one of {VARIANTS + KERAS_IMPL_VARIANTS + MIXED_VARIANTS}, got {variant!r}")
     truncate = config.training.optim.truncate_bptt if "truncated" in variant else None

@@ -41,7 +41,7 @@ from keras_lstm.benchmarks.measure import StepTimer, default_replays, time_calls
 from keras_lstm.data import pipeline, prepared, tfds_dataset
 from keras_lstm.data.replays import find_replays, iter_games
 from keras_lstm.data.trajectories import load_trajectories
-from keras_lstm.model.policy import build_policy
+from keras_lstm.model.policy import build_policy, compile_for_fit
 
 FRAMES_PER_S = 60
 PARSE_TARGET_FRAMES_PER_S = 300_000
@@ -143,7 +143,7 @@ def bench_training(data_dir: str | Path, window_size: int, batch_size: int, repe
     batches = pipeline.batched(pipeline.window_dataset(builder, prepared.TRAIN, window_size, 4, shuffle=True), batch_size)
     in_memory = batches.take(8).cache().repeat()
     policy = build_policy()  # the defaults: LSTM 2 x 256, embed 128
-    policy.compile(optimizer=keras.optimizers.Adam(1e-3))
+    compile_for_fit(policy, keras.optimizers.Adam(1e-3))
     timer = StepTimer()
     policy.fit(in_memory, steps_per_epoch=steps, epochs=repeats + 1, callbacks=[timer], verbose=0, shuffle=False)
     seconds = statistics.median(timer.epoch_s[1:])  # the first epoch traces the step

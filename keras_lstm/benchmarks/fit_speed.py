@@ -73,7 +73,7 @@ class FitSpeedConfig:
     @classmethod
     def quick(cls, **overrides) -> "FitSpeedConfig":
         """Tiny sizes and few steps: checks that everything runs (CI)."""
-        tiny = dict(batches=(4,), window_size=6, truncate_bptt=2, embed_size=8, hidden_size=8, warmup_steps=1, rounds=2, steps=2)
+        tiny = dict(batches=(4,), window_size=6, truncate_bptt=2, embed_size=8, hidden_size=8, num_layers=1, warmup_steps=1, rounds=2, steps=2)
         return cls(**{**tiny, **overrides})
 
     def validate(self) -> None:

@@ -46,6 +46,7 @@ class GpuBenchConfig:
     serve_batches: tuple[int, ...] = (1, 64, 256, 1024, 4096)
     serve_seconds: float = 1.0
     sizes: dict = dataclasses.field(default_factory=dict)  # embed/hidden/layers overrides (tests: tiny)
+    variants: tuple[str, ...] = GPU_VARIANTS  # the training variants run, in this order
 
 
 def gpu_names() -> list[str]:
@@ -76,7 +77,7 @@ def measure(config: GpuBenchConfig, log: Callable[[str], None] = lambda line: No
             failed[variant] = f"{type(error).__name__}: {str(error).strip().splitlines()[0] if str(error).strip() else ''}"[:300]
             log(f"  {variant} failed: {failed[variant]}")
 
-        rounds = train_speed.measure_speed(speed, "lstm", log=log, variants=GPU_VARIANTS, on_error=on_error)
+        rounds = train_speed.measure_speed(speed, "lstm", log=log, variants=config.variants, on_error=on_error)
         training.append({
             "batch": batch,
             "frames_per_s": {v: float(speed.frames_per_step / np.median(np.concatenate(r))) for v, r in rounds.items()},
@@ -89,7 +90,7 @@ def measure(config: GpuBenchConfig, log: Callable[[str], None] = lambda line: No
 
         serving = serve.run(serve.ServeBenchConfig(training=TrainConfig.from_flat(**config.sizes), batches=config.serve_batches,
                                                    budget_s=config.serve_seconds), log=log)
-    return {"training": training, "serving": serving, "seconds": time.perf_counter() - start}
+    return {"training": training, "variants": list(config.variants), "serving": serving, "seconds": time.perf_counter() - start}
 
 
 def run(config: GpuBenchConfig, log: Callable[[str], None] = lambda line: None) -> dict:
@@ -105,12 +106,13 @@ def run(config: GpuBenchConfig, log: Callable[[str], None] = lambda line: None) 
 def format_report(result: dict) -> str:
     if not result["gpus"]:
         return result["message"]
+    variants = result.get("variants", GPU_VARIANTS)
     lines = [f"GPU: {', '.join(result['gpus'])}; {result['seconds']:.0f} s", "",
              "training frames/s (window 60; LSTM 2x256 unless sized otherwise)",
-             "| batch | " + " | ".join(train_speed.VARIANT_LABELS[v] for v in GPU_VARIANTS) + " |",
-             "|---:|" + "---:|" * len(GPU_VARIANTS)]
+             "| batch | " + " | ".join(train_speed.VARIANT_LABELS[v] for v in variants) + " |",
+             "|---:|" + "---:|" * len(variants)]
     for row in result["training"]:
-        cells = (f"{row['frames_per_s'][v]:,.0f}" if v in row["frames_per_s"] else "failed" for v in GPU_VARIANTS)
+        cells = (f"{row['frames_per_s'][v]:,.0f}" if v in row["frames_per_s"] else "failed" for v in variants)
         lines.append(f"| {row['batch']} | " + " | ".join(cells) + " |")
     for row in result["training"]:
         lines += [f"batch {row['batch']}, {v} failed: {error}" for v, error in row.get("failed", {}).items()]

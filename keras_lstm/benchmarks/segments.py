@@ -24,6 +24,7 @@ from keras_lstm.benchmarks.measure import StepTimer, machine_info
 from keras_lstm.data import controller, features
 from keras_lstm.data.features import PolicyArrays
 from keras_lstm.model.backbone import build_backbone
+from keras_lstm.model.policy import compile_for_fit
 from keras_lstm.training import carried_training
 
 CORPUS_TRAIN_FRAMES = 4_110_000  # player-frames of the corpus's training games split by player (85 % of 4.83 M)
@@ -77,7 +78,7 @@ def run(config: SegmentsBenchConfig, log=print) -> dict:
         keras.utils.set_random_seed(config.seed)
         backbone = build_backbone("lstm", config.embed_size, config.hidden_size, config.num_layers, 0.1)
         policy = carried_training.CarriedStatePolicy(backbone, streams=streams)
-        policy.compile(optimizer=keras.optimizers.Adam(1e-3))
+        compile_for_fit(policy, keras.optimizers.Adam(1e-3))
         data = carried_training.segment_dataset(games, segment, streams, seed=config.seed)
         policy.fit(data, epochs=1, steps_per_epoch=config.warmup_steps, verbose=0)
         models[(streams, segment)], datasets[(streams, segment)] = policy, data

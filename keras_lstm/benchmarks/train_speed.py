@@ -37,7 +37,7 @@ from keras_lstm.benchmarks.fit_speed import stock_keras_model
 from keras_lstm.benchmarks.measure import StepTimer, machine_info, peak_rss_mb, rss_mb
 from keras_lstm.config import CELL_TYPES, FIELD_CONCERN, TrainConfig, flat_settings
 from keras_lstm.data import controller, features
-from keras_lstm.model.policy import build_policy, compile_optimizer
+from keras_lstm.model.policy import build_policy, compile_for_fit, compile_optimizer
 
 VARIANTS = ("keras_fit", "ours_full", "ours_truncated", "ours_full_bf16", "ours_truncated_bf16")
 VARIANT_LABELS = {
@@ -188,7 +188,7 @@ def build_variant(variant: str, cell: str, config: TrainSpeedConfig, dropout: fl
     if variant in KERAS_IMPL_VARIANTS + MIXED_VARIANTS:
         policy.recurrent_impl = "keras"  # read when the train step is traced
     policy.mixed_precision = mixed_precision
-    policy.compile(optimizer=compile_optimizer(keras.optimizers.Adam(config.training.optim.learning_rate), mixed_precision))
+    compile_for_fit(policy, compile_optimizer(keras.optimizers.Adam(config.training.optim.learning_rate), mixed_precision))
     return policy
 
 

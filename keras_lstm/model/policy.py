@@ -40,6 +40,14 @@ def compile_optimizer(optimizer, mixed_precision: str | None):
     return optimizer
 
 
+def compile_for_fit(model: keras.Model, optimizer) -> None:
+    """`model.compile(optimizer=optimizer)`, the optimizer's slots made at
+    once (the model is built at construction). Made inside the first
+    training step instead, they would have TensorFlow trace that step twice."""
+    model.compile(optimizer=optimizer)
+    model.optimizer.build(model.trainable_variables)
+
+
 def _on_tensorflow() -> bool:
     return keras.backend.backend() == "tensorflow"
 

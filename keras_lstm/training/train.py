@@ -39,7 +39,7 @@ from keras_lstm.evaluation.reliability_plot import check_plot_destination, write
 from keras_lstm.files import atomic
 from keras_lstm.files.lock import FolderLock
 from keras_lstm.model.backbone import build_backbone, check_positive
-from keras_lstm.model.policy import build_policy, compile_optimizer
+from keras_lstm.model.policy import build_policy, compile_for_fit, compile_optimizer
 from keras_lstm.training import carried_training, distribute, run_backup
 from keras_lstm.training.inputs import carried_inputs, carried_prepared_inputs, data_source, prepared_inputs, replay_inputs
 from keras_lstm.training.run_folder import BEST_FILE, HISTORY_FILE, METRICS_FILE, MODEL_FILE, RUN_FILE, check_reuse, load_run
@@ -167,7 +167,7 @@ def _train_locked(config, strategy, out, backup, on_skip, callbacks, verbose, on
             )
         else:
             policy = build_policy(**model.policy_args(), truncate_bptt=optim.truncate_bptt, loss_frames=config.loss_frames)
-        policy.compile(optimizer=compile_optimizer(keras.optimizers.Adam(learning_rate(config, steps)), model.mixed_precision))
+        compile_for_fit(policy, compile_optimizer(keras.optimizers.Adam(learning_rate(config, steps)), model.mixed_precision))
         progress = run_backup.load_latest(backup, policy, on_warning) or run_backup.Progress()
         metric_state = [v.numpy() for m in policy.metrics for v in m.variables] if progress.step else None
     distribute.prepare_for_fit(policy, strategy)

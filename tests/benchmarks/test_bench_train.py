@@ -131,7 +131,7 @@ def test_quick_protocol_runs_end_to_end(tmp_path):
     assert "## Backbones" in result.output and "## Train/deploy gap" in result.output
     results = json.loads((out / "results.json").read_text())
     names = [r["name"] for r in results["runs"]]
-    assert names == ["lstm_full", "gru_full", "lstm_k10", "lstm_carried"]
+    assert names == ["lstm_full", "lstm_k10", "lstm_carried"]
     for run in results["runs"]:
         assert "error" not in run, run
         assert run["backbone_parameters"] == run["backbone_parameters_arithmetic"]

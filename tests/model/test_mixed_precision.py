@@ -18,7 +18,7 @@ import pytest
 import tensorflow as tf
 
 from keras_lstm.model import tf_training
-from keras_lstm.model.policy import build_policy, compile_optimizer
+from keras_lstm.model.policy import build_policy, compile_for_fit, compile_optimizer
 from test_recurrent_impl import batch, targets
 
 TOLERANCE = {"bfloat16": 1e-2, "float16": 2e-3}
@@ -28,7 +28,7 @@ def policy(impl, mixed_precision, truncate_bptt=None, loss_frames=1):
     keras.utils.set_random_seed(7)
     p = build_policy("lstm", embed_size=8, hidden_size=12, num_layers=2, dropout=0.0, truncate_bptt=truncate_bptt,
                      loss_frames=loss_frames, recurrent_impl=impl, mixed_precision=mixed_precision)
-    p.compile(optimizer=compile_optimizer(keras.optimizers.Adam(1e-3), mixed_precision))
+    compile_for_fit(p, compile_optimizer(keras.optimizers.Adam(1e-3), mixed_precision))
     return p
 
 

@@ -112,11 +112,11 @@ def test_training_path_equals_keras_output(cell_type):
 def test_weights_round_trip_through_plain_keras_backbone(cell_type):
     """Trained weights are the plain Keras layers' variables: they load into
     a freshly built Keras backbone and back with identical outputs."""
-    from keras_lstm.model.policy import BehaviorCloningPolicy
+    from keras_lstm.model.policy import BehaviorCloningPolicy, compile_for_fit
 
     backbone = _backbone(cell_type, seed=5)
     policy = BehaviorCloningPolicy(backbone)
-    policy.compile(optimizer=keras.optimizers.Adam(1e-2))
+    compile_for_fit(policy, keras.optimizers.Adam(1e-2))
     x = _frames(6)
     hidden_before = backbone(x).numpy()
     policy.fit(_policy_batch(), epochs=1, verbose=0)

@@ -14,7 +14,7 @@ import pytest
 import tensorflow as tf
 
 from keras_lstm.data import controller, features
-from keras_lstm.model.policy import build_policy
+from keras_lstm.model.policy import build_policy, compile_for_fit
 from keras_lstm.model.backbone import resolve_recurrent_impl
 
 B, W = 4, 10
@@ -43,7 +43,7 @@ def twins(cell_type, truncate_bptt, loss_frames):
     other = build_policy(cell_type, recurrent_impl="keras", **kwargs)
     other.set_weights(fused.get_weights())
     for policy in (fused, other):
-        policy.compile(optimizer=keras.optimizers.SGD(learning_rate=1.0))
+        compile_for_fit(policy, keras.optimizers.SGD(learning_rate=1.0))
     return fused, other
 
 

@@ -9,7 +9,7 @@ import tensorflow as tf
 
 from keras_lstm.data import controller, features
 from keras_lstm.model.losses import flatten_time, policy_loss
-from keras_lstm.model.policy import build_policy
+from keras_lstm.model.policy import build_policy, compile_for_fit
 
 B, T = 4, 12
 
@@ -55,7 +55,7 @@ def test_sequence_step_matches_autodiff_through_unroll(cell_type, truncate_bptt)
         want_loss = _reference_loss(reference, x, y, loss_frames, truncate_bptt)
     want = tape.gradient(want_loss, reference.trainable_variables)
     lr = 2.0**-4
-    ours.compile(optimizer=keras.optimizers.SGD(lr))
+    compile_for_fit(ours, keras.optimizers.SGD(lr))
     start = [v.numpy() for v in ours.trainable_variables]
     logs = ours.train_on_batch(x, y, return_dict=True)
     np.testing.assert_allclose(logs["loss"], float(want_loss), rtol=1e-5)

@@ -9,7 +9,7 @@ import tensorflow as tf
 
 from keras_lstm.data import controller, features
 from keras_lstm.model.backbone import build_backbone
-from keras_lstm.model.policy import BehaviorCloningPolicy
+from keras_lstm.model.policy import BehaviorCloningPolicy, compile_for_fit
 from keras_lstm.model.backbone import zero_state
 from keras_lstm.model.tbptt import chunk_bounds, last_chunk_start
 from keras_lstm.model.tf_training import truncated_last_hidden
@@ -86,7 +86,7 @@ def _batches(batch=4, window=T, steps=2):
 def test_fit_runs_with_truncation(cell_type):
     keras.utils.set_random_seed(0)
     policy = BehaviorCloningPolicy(build_backbone(cell_type, embed_size=E, hidden_size=U, dropout=0.1), truncate_bptt=3)
-    policy.compile(optimizer=keras.optimizers.Adam(1e-2))
+    compile_for_fit(policy, keras.optimizers.Adam(1e-2))
     before = [w.copy() for w in policy.backbone.get_weights()]
     history = policy.fit(_batches(), validation_data=_batches(), epochs=2, verbose=0, shuffle=False)
     assert np.all(np.isfinite(history.history["loss"])) and np.all(np.isfinite(history.history["val_loss"]))
@@ -164,7 +164,7 @@ def test_bfloat16_option_fits_and_round_trips_config():
     keras.utils.set_random_seed(0)
     policy = BehaviorCloningPolicy(build_backbone("gru", embed_size=E, hidden_size=U), truncate_bptt=3, matmul_dtype="bfloat16")
     assert BehaviorCloningPolicy.from_config(policy.get_config()).matmul_dtype == "bfloat16"
-    policy.compile(optimizer=keras.optimizers.Adam(1e-2))
+    compile_for_fit(policy, keras.optimizers.Adam(1e-2))
     history = policy.fit(_batches(), epochs=1, verbose=0, shuffle=False)
     assert np.isfinite(history.history["loss"][0])
     with pytest.raises(ValueError, match="matmul_dtype"):

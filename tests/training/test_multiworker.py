@@ -20,7 +20,7 @@ import pytest
 
 TIMEOUT_S = 300  # per cluster run; a hung collective fails the test instead of hanging CI
 TINY = dict(
-    hidden_size=8, embed_size=8, num_layers=1, window_size=8, stride=64, batch_size=16,
+    hidden_size=8, embed_size=8, num_layers=1, window_size=8, stride=256, batch_size=16,
     learning_rate=3e-3, epochs=2, backup_every_steps=5,
 )
 

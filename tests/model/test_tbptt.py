@@ -82,6 +82,21 @@ def _batches(batch=4, window=T, steps=2):
     return tf.data.Dataset.from_tensor_slices((x, y)).batch(batch)
 
 
+def test_the_first_training_step_is_traced_once(monkeypatch):
+    """`compile_for_fit` makes Adam's slots before `fit`: a tf.function whose
+    first call makes variables is traced again, so the step would be traced
+    twice (Python runs `train_step` only while tracing)."""
+    from keras_lstm.model import tf_training
+
+    traces = []
+    step = tf_training.train_step
+    monkeypatch.setattr(tf_training, "train_step", lambda *args, **kwargs: traces.append(1) or step(*args, **kwargs))
+    policy = BehaviorCloningPolicy(build_backbone("lstm", embed_size=E, hidden_size=U), truncate_bptt=3)
+    compile_for_fit(policy, keras.optimizers.Adam(1e-2))
+    policy.fit(_batches(), epochs=2, verbose=0, shuffle=False)
+    assert len(traces) == 1  # Keras 3.15 with a plain compile: 2
+
+
 @pytest.mark.parametrize("cell_type", ["lstm", "gru"])
 def test_fit_runs_with_truncation(cell_type):
     keras.utils.set_random_seed(0)

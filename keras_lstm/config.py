@@ -248,8 +248,8 @@ class DataConfig(_Concern):
     )
     augment: str | None = option(
         None,
-        f"Training windows also drawn mirrored and with X/Y and L/R swapped, each at random (comma-separated from {', '.join(AUGMENTATIONS)}, "
-        f"or none; default: {DEFAULT_AUGMENT}, none with --carried-state; docs/QUALITY.md).",
+        f"Training windows (or, for segments, whole pieces of games) also drawn mirrored and with X/Y and L/R swapped, each at random "
+        f"(comma-separated from {', '.join(AUGMENTATIONS)}, or none; default: {DEFAULT_AUGMENT} for windows, none for segments; docs/QUALITY.md).",
         augmentations,
     )
 
@@ -317,8 +317,6 @@ class TrainConfig:
             )
         if optim.carried_state and optim.steps_per_epoch is not None:
             raise ValueError("--steps-per-epoch applies to window training; --carried-state walks each game once an epoch" + windows_only)
-        if optim.carried_state and augmentations("augment", data.augment):
-            raise ValueError("--augment applies to window training; --carried-state carries each game's state and takes none" + windows_only)
         if data.data_dir and (data.split_by != "game" or data.train_games is not None):
             raise ValueError("--split-by player and --train-games apply to --replays (a prepared dataset is split by game when prepared)")
         if self.model.recurrent_impl == "keras" and self.model.matmul_dtype == "bfloat16":
@@ -386,9 +384,9 @@ class TrainConfig:
 
     @property
     def augmentations(self) -> tuple[str, ...]:
-        """The augmentations of the training windows: `data.augment`, or by
-        default `DEFAULT_AUGMENT` (none for carried-state training, whose
-        segments carry a game's state from one to the next)."""
+        """The augmentations of the training windows or segments:
+        `data.augment`, or by default `DEFAULT_AUGMENT` for windows and none
+        for segments (the corpus recipe was measured without)."""
         if self.data.augment is not None:
             return augmentations("augment", self.data.augment)
         return () if self.optim.carried_state else augmentations("augment", DEFAULT_AUGMENT)

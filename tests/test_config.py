@@ -156,6 +156,8 @@ def test_each_recipe_has_its_defaults():
     windows, segments = TrainConfig.from_flat(replays="/r"), TrainConfig.from_flat(replays="/r", carried_state=True)
     assert (windows.epochs, segments.epochs) == (3, 5)
     assert (windows.val_max_frames, segments.val_max_frames) == (200_000, None)  # one pass scores every validation frame
+    assert (windows.augmentations, segments.augmentations) == (("mirror", "swap-buttons"), ())
+    assert TrainConfig.from_flat(replays="/r", carried_state=True, augment="mirror").augmentations == ("mirror",)
     assert TrainConfig.from_flat(replays="/r", carried_state=True, epochs=2, val_max_frames=9_000).epochs == 2
 
 
@@ -165,7 +167,6 @@ def test_each_recipe_has_its_defaults():
         ({"split_by": "team"}, "split-by must be one of"),
         ({"train_games": 0}, "train-games must be positive"),
         ({"data_dir": "/d", "split_by": "player"}, "--split-by player and --train-games apply to --replays"),
-        ({"carried_state": True, "augment": "mirror"}, "add --temporal"),
     ],
 )
 def test_the_corpus_options_are_checked(options, message):

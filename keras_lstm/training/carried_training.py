@@ -39,9 +39,9 @@ from __future__ import annotations
 import numpy as np
 import tensorflow as tf
 
-from keras_lstm.data import features
+from keras_lstm.config import AUGMENTATIONS, DEFAULT_PIECE_FRAMES
+from keras_lstm.data import augment, features
 from keras_lstm.data.features import PolicyArrays
-from keras_lstm.config import DEFAULT_PIECE_FRAMES
 from keras_lstm.model import tf_training
 from keras_lstm.model.losses import flatten_time, policy_loss
 from keras_lstm.model.policy import BehaviorCloningPolicy, build_policy
@@ -133,14 +133,27 @@ def cut_pieces(arrays: list[PolicyArrays], segment_frames: int, piece_frames: in
     return pieces
 
 
-def segment_batches(arrays: list[PolicyArrays], segment_frames: int, streams: int, piece_frames: int = DEFAULT_PIECE_FRAMES, seed: int = 0):
+def segment_batches(
+    arrays: list[PolicyArrays], segment_frames: int, streams: int, piece_frames: int = DEFAULT_PIECE_FRAMES, seed: int = 0,
+    augmentations: tuple[str, ...] = (),
+):
     """An endless generator of `(x, targets, reset)` numpy batches (see
     `CarriedStatePolicy`): `streams` rows, each walking through pieces of
-    games in order, a new piece from a seeded shuffled queue when one ends."""
+    games in order, a new piece from a seeded shuffled queue when one ends.
+
+    With `augmentations` (`keras_lstm.data.augment`), each piece draws its
+    transformations when a row takes it (each listed one with probability
+    1/2) and keeps them to its end, so the carried state sees one consistent
+    game; each batch then comes with the rows' draws as a fourth element,
+    `[streams, len(AUGMENTATIONS)]` bools in `AUGMENTATIONS`' order. The
+    draws have a generator of their own, so the pieces' order is the same
+    with or without them."""
     pieces = cut_pieces(arrays, segment_frames, piece_frames)
     if not pieces:
         raise ValueError(f"no game has {segment_frames} frames to train on")
     rng = np.random.default_rng(seed)
+    draw_rng = np.random.default_rng([seed, 1])
+    listed = np.array([name in augmentations for name in AUGMENTATIONS])
     queue: list = []
 
     def next_piece():
@@ -151,12 +164,21 @@ def segment_batches(arrays: list[PolicyArrays], segment_frames: int, streams: in
     # Per row: (trajectory, next start frame, segments left).
     rows = [list(next_piece()) for _ in range(streams)]
     fresh = [True] * streams
+    draws = np.zeros((streams, len(AUGMENTATIONS)), bool)
+
+    def draw(row):
+        if listed.any():
+            draws[row] = (draw_rng.random(len(AUGMENTATIONS)) < 0.5) & listed
+
+    for r in range(streams):
+        draw(r)
     heads = list(arrays[0].targets)
     while True:
         numeric = np.empty((streams, segment_frames, features.NUMERIC_SIZE), np.float32)
         categorical = np.empty((streams, segment_frames, features.CATEGORICAL_SIZE), np.int32)
         targets = {h: np.empty((streams, segment_frames) + arrays[0].targets[h].shape[1:], arrays[0].targets[h].dtype) for h in heads}
         reset = np.asarray(fresh, np.float32)
+        batch_draws = draws.copy()
         for r, (traj, start, left) in enumerate(rows):
             a, end = arrays[traj], start + segment_frames
             numeric[r] = a.numeric[start:end]
@@ -167,12 +189,19 @@ def segment_batches(arrays: list[PolicyArrays], segment_frames: int, streams: in
                 rows[r], fresh[r] = [traj, end, left - 1], False
             else:
                 rows[r], fresh[r] = list(next_piece()), True
-        yield {"numeric": numeric, "categorical": categorical}, targets, reset
+                draw(r)
+        x = {"numeric": numeric, "categorical": categorical}
+        yield (x, targets, reset, batch_draws) if listed.any() else (x, targets, reset)
 
 
-def segment_dataset(arrays: list[PolicyArrays], segment_frames: int, streams: int, piece_frames: int = DEFAULT_PIECE_FRAMES, seed: int = 0) -> tf.data.Dataset:
-    """`segment_batches` as an endless, ordered `tf.data.Dataset` (never
-    shuffle or interleave it: the rows' order is what carries the state)."""
+def segment_dataset(
+    arrays: list[PolicyArrays], segment_frames: int, streams: int, piece_frames: int = DEFAULT_PIECE_FRAMES, seed: int = 0,
+    augmentations: tuple[str, ...] = (),
+) -> tf.data.Dataset:
+    """`segment_batches` as an endless, ordered `tf.data.Dataset` of
+    `(x, targets, reset)`, each row transformed as its piece drew
+    (`augment.transform`). Never shuffle or interleave it: the rows' order
+    is what carries the state."""
     sample = arrays[0]
     signature = (
         {
@@ -182,9 +211,20 @@ def segment_dataset(arrays: list[PolicyArrays], segment_frames: int, streams: in
         {h: tf.TensorSpec([streams, segment_frames] + list(v.shape[1:]), tf.as_dtype(v.dtype)) for h, v in sample.targets.items()},
         tf.TensorSpec([streams], tf.float32),
     )
-    return tf.data.Dataset.from_generator(
-        lambda: segment_batches(arrays, segment_frames, streams, piece_frames, seed), output_signature=signature
-    ).prefetch(2)
+    augmenting = any(name in augmentations for name in AUGMENTATIONS)
+    if augmenting:
+        signature += (tf.TensorSpec([streams, len(AUGMENTATIONS)], tf.bool),)
+    batches = tf.data.Dataset.from_generator(
+        lambda: segment_batches(arrays, segment_frames, streams, piece_frames, seed, augmentations), output_signature=signature
+    )
+    if augmenting:
+        mirror, swap = AUGMENTATIONS.index("mirror"), AUGMENTATIONS.index("swap-buttons")
+
+        def apply(x, targets, reset, draws):
+            return (*augment.transform(x, targets, draws[:, mirror], draws[:, swap]), reset)
+
+        batches = batches.map(apply)  # in order: no parallel calls
+    return batches.prefetch(2)
 
 
 def steps_per_epoch(arrays: list[PolicyArrays], segment_frames: int, streams: int, piece_frames: int = DEFAULT_PIECE_FRAMES) -> int:

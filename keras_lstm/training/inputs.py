@@ -371,7 +371,7 @@ def _segment_inputs(config, train_trajectories: list, val_trajectories: list, tr
             accumulator.add({h: v[1:] for h, v in a.targets.items()}, {h: v[:-1] for h, v in a.targets.items()})
 
     def make_train_dataset(skip_steps: int = 0):
-        batches = carried_training.segment_dataset(arrays, W, streams, piece, config.run.seed)
+        batches = carried_training.segment_dataset(arrays, W, streams, piece, config.run.seed, config.augmentations)
         return batches.skip(skip_steps) if skip_steps else batches
 
     return TrainInputs(

@@ -14,7 +14,7 @@ from keras_lstm.data.features import PolicyArrays
 from keras_lstm.model.backbone import build_backbone
 from keras_lstm.model.policy import BehaviorCloningPolicy
 from keras_lstm.model.recurrent import backbone_unroll, zero_state
-from keras_lstm.training.carried_training import CarriedStatePolicy, cut_pieces, segment_batches, steps_per_epoch
+from keras_lstm.training.carried_training import CarriedStatePolicy, cut_pieces, segment_batches, segment_dataset, steps_per_epoch
 from keras_lstm.training.train import TrainConfig, train
 
 from conftest import GAMES
@@ -57,6 +57,33 @@ def test_rows_walk_pieces_in_order_and_reset_at_piece_starts():
             else:
                 assert ids[0] % 10 == 0  # a piece starts on a piece boundary
             previous_last[row] = ids[-1]
+
+
+def test_augmented_segments_transform_whole_pieces_and_keep_the_order():
+    from keras_lstm.data import augment
+
+    arrays = [_arrays(30, 1), _arrays(20, 2), _arrays(25, 3)]
+    plain = segment_batches(arrays, S, streams=2, piece_frames=10, seed=4)
+    drawn = segment_batches(arrays, S, streams=2, piece_frames=10, seed=4, augmentations=("mirror", "swap-buttons"))
+    augmented = segment_dataset(arrays, S, streams=2, piece_frames=10, seed=4, augmentations=("mirror", "swap-buttons")).as_numpy_iterator()
+    seen, previous = set(), None
+    for _ in range(30):
+        (x, targets, reset), (x2, _, reset2, draws), (xa, targets_a, reset_a) = next(plain), next(drawn), next(augmented)
+        np.testing.assert_array_equal(x["numeric"], x2["numeric"])  # the same pieces in the same order
+        np.testing.assert_array_equal(reset, reset2)
+        np.testing.assert_array_equal(reset, reset_a)
+        if previous is not None:  # a row keeps its draws until it starts a new piece
+            np.testing.assert_array_equal(draws[reset == 0], previous[reset == 0])
+        previous = draws
+        seen.update(map(tuple, draws))
+        want_x, want_y = augment.transform(x, targets, draws[:, 0], draws[:, 1])
+        np.testing.assert_array_equal(xa["numeric"], want_x["numeric"])
+        np.testing.assert_array_equal(xa["categorical"], x["categorical"])
+        for head in targets:
+            np.testing.assert_array_equal(targets_a[head], want_y[head])
+    assert len(seen) == 4  # every combination drawn, including none
+    only_mirror = segment_batches(arrays, S, streams=2, piece_frames=10, seed=4, augmentations=("mirror",))
+    assert not any(next(only_mirror)[3][:, 1].any() for _ in range(30))
 
 
 def _tiny_policy(streams, **kwargs):

@@ -53,19 +53,9 @@ def _run_jax(batches: str | None, dtypes: str | None, quick: bool) -> dict:
     `KERAS_BACKEND=jax` (a process picks its backend once, at import)."""
     if importlib.util.find_spec("jax") is None:
         raise ValueError("--backend jax needs JAX: pip install -e '.[jax]' (CPU), or a CUDA build of JAX for a GPU (docs/GPU.md)")
-    if batches is not None:
-        try:
-            sizes = [int(b) for b in batches.split(",")]
-        except ValueError:
-            sizes = []
-        if not sizes or min(sizes) <= 0:
-            raise ValueError(f"--batches must be positive whole numbers separated by commas, got {batches!r}")
-    if dtypes is not None:
-        from keras_lstm.benchmarks.fit_speed import DTYPES
+    from keras_lstm.benchmarks.fit_speed import FitSpeedConfig
 
-        bad = [d for d in dtypes.split(",") if d not in DTYPES]
-        if bad or not dtypes:
-            raise ValueError(f"--dtypes must be among {', '.join(DTYPES)}, separated by commas, got {dtypes!r}")
+    FitSpeedConfig.from_options(batches, dtypes, quick)  # bad options: one line here, before a process starts
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "result.json"
         command = [sys.executable, "-m", "keras_lstm.benchmarks.fit_speed", "--json", str(out)]

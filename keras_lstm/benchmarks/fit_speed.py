@@ -2,7 +2,7 @@
 
 Backend-neutral: it imports no TensorFlow, so it runs where only JAX is
 installed (the GPU machine: `python -m keras_lstm.benchmarks.fit_speed`,
-which `docs/benchmarks/gpu_jax.sh` runs). On the same random batches, for
+which `docs/benchmarks/gpu/run_jax.sh` runs). On the same random batches, for
 each batch size and compute dtype (float32, and bfloat16 through Keras'
 `mixed_bfloat16` policy):
 
@@ -76,15 +76,29 @@ class FitSpeedConfig:
         tiny = dict(batches=(4,), window_size=6, truncate_bptt=2, embed_size=8, hidden_size=8, num_layers=1, warmup_steps=1, rounds=2, steps=2)
         return cls(**{**tiny, **overrides})
 
+    @classmethod
+    def from_options(cls, batches: str | None = None, dtypes: str | None = None, quick: bool = False, **overrides) -> "FitSpeedConfig":
+        """The config of `bench gpu --backend jax`'s options (`--batches` and
+        `--dtypes` as comma-separated text, None for the default), validated."""
+        if batches is not None:
+            try:
+                overrides["batches"] = tuple(int(b) for b in batches.split(","))
+            except ValueError:
+                raise ValueError(f"--batches must be positive whole numbers separated by commas, got {batches!r}") from None
+        if dtypes is not None:
+            overrides["dtypes"] = tuple(dtypes.split(","))
+        config = cls.quick(**overrides) if quick else cls(**overrides)
+        config.validate()
+        return config
+
     def validate(self) -> None:
         for name in ("window_size", "truncate_bptt", "embed_size", "hidden_size", "num_layers", "warmup_steps", "rounds", "steps"):
             if int(getattr(self, name)) <= 0:
                 raise ValueError(f"{name.replace('_', '-')} must be positive, got {getattr(self, name)}")
         if not self.batches or any(int(b) <= 0 for b in self.batches):
-            raise ValueError(f"batches must be positive, got {self.batches}")
-        bad = [d for d in self.dtypes if d not in DTYPES]
-        if bad:
-            raise ValueError(f"dtypes must be among {DTYPES}, got {bad}")
+            raise ValueError(f"--batches must be positive whole numbers separated by commas, got {','.join(map(str, self.batches))!r}")
+        if not self.dtypes or any(d not in DTYPES for d in self.dtypes):
+            raise ValueError(f"--dtypes must be among {', '.join(DTYPES)}, separated by commas, got {','.join(self.dtypes)!r}")
 
 
 # --- which LSTM kernel ran ------------------------------------------------------
@@ -316,14 +330,8 @@ def main(argv=None) -> int:
     parser.add_argument("--quick", action="store_true", help="tiny sizes: checks that it runs")
     parser.add_argument("--json", dest="json_path", default=None, help="also write the result to this file")
     args = parser.parse_args(argv)
-    overrides = {}
-    if args.batches:
-        overrides["batches"] = tuple(int(b) for b in args.batches.split(","))
-    if args.dtypes:
-        overrides["dtypes"] = tuple(args.dtypes.split(","))
-    if args.budget_s is not None:
-        overrides["budget_s"] = args.budget_s
-    config = FitSpeedConfig.quick(**overrides) if args.quick else FitSpeedConfig(**overrides)
+    overrides = {} if args.budget_s is None else {"budget_s": args.budget_s}
+    config = FitSpeedConfig.from_options(args.batches, args.dtypes, args.quick, **overrides)
     result = run(config, log=lambda line: print(line, file=sys.stderr, flush=True))
     if args.json_path:
         with open(args.json_path, "w") as f:

@@ -66,12 +66,13 @@ def test_evaluate_on_the_held_out_games_gives_the_trained_summary(corpus_run):
 @pytest.mark.slow
 def test_the_blind_ablation_and_a_smaller_training_sample(tmp_path, corpus_run):
     full_out, full = corpus_run
-    # Both in one run: the blind policy, trained on a sample of 3 games.
-    out, blind = _train(tmp_path, "blind", "--hide-game-state", "--train-games", "3")
+    # All in one run: the blind policy, trained on a sample of 3 games, each piece of a game augmented.
+    out, blind = _train(tmp_path, "blind", "--hide-game-state", "--train-games", "3", "--augment", "mirror,swap-buttons")
     assert blind["frames"] == full["frames"]  # the same validation frames
     run = json.loads((out / "run.json").read_text())
     all_train_files = json.loads((full_out / "run.json").read_text())["train_files"]
     assert len(run["train_files"]) == 3 and set(run["train_files"]) < set(all_train_files)
+    assert run["config"]["augment"] == "mirror,swap-buttons"
     again = json.loads(runner.invoke(app, ["evaluate", "--model", str(out), "--held-out", "--json"]).stdout)
     assert again["val_loss"] == pytest.approx(blind["val_loss"], rel=1e-5)  # evaluate hides the state too
     refused = runner.invoke(app, ["export", "--model", str(out), "--name", "blind", "--base-dir", str(tmp_path / "savedmodels")])

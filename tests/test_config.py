@@ -156,8 +156,6 @@ def test_each_recipe_has_its_defaults():
     windows, segments = TrainConfig.from_flat(replays="/r"), TrainConfig.from_flat(replays="/r", carried_state=True)
     assert (windows.epochs, segments.epochs) == (3, 5)
     assert (windows.val_max_frames, segments.val_max_frames) == (200_000, None)  # one pass scores every validation frame
-    assert (windows.augmentations, segments.augmentations) == (("mirror", "swap-buttons"), ())
-    assert TrainConfig.from_flat(replays="/r", carried_state=True, augment="mirror").augmentations == ("mirror",)
     assert TrainConfig.from_flat(replays="/r", carried_state=True, epochs=2, val_max_frames=9_000).epochs == 2
 
 

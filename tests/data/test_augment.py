@@ -116,8 +116,10 @@ def test_a_resumed_run_draws_what_the_uninterrupted_run_drew(windows):
 def test_the_option_is_checked_and_defaults_off_for_carried_state():
     with pytest.raises(ValueError, match="augment"):
         TrainConfig.from_flat(augment="mirror,flip").validate()
-    with pytest.raises(ValueError, match="--augment"):
-        TrainConfig.from_flat(augment="mirror", carried_state=True).validate()
+    assert TrainConfig.from_flat().augmentations == ("mirror", "swap-buttons")
     assert TrainConfig.from_flat(carried_state=True).augmentations == ()
+    segments = TrainConfig.from_flat(augment="mirror", carried_state=True)
+    segments.validate()  # segments take it too, a piece of a game at a time
+    assert segments.augmentations == ("mirror",)
     assert TrainConfig.from_flat(augment="none").augmentations == ()
     assert TrainConfig.from_flat(augment="swap-buttons, mirror").augmentations == ("swap-buttons", "mirror")

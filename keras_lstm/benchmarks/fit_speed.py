@@ -331,7 +331,10 @@ def main(argv=None) -> int:
     parser.add_argument("--json", dest="json_path", default=None, help="also write the result to this file")
     args = parser.parse_args(argv)
     overrides = {} if args.budget_s is None else {"budget_s": args.budget_s}
-    config = FitSpeedConfig.from_options(args.batches, args.dtypes, args.quick, **overrides)
+    try:
+        config = FitSpeedConfig.from_options(args.batches, args.dtypes, args.quick, **overrides)
+    except ValueError as err:
+        parser.error(str(err))  # one line and exit 2, as the CLI does
     result = run(config, log=lambda line: print(line, file=sys.stderr, flush=True))
     if args.json_path:
         with open(args.json_path, "w") as f:

@@ -71,6 +71,15 @@ def test_bench_gpu_under_jax_measures_ours_and_stock_keras_and_names_the_kernel(
     assert "stock Keras LSTM, fit" in fit_speed.format_report(out)
 
 
+def test_the_jax_process_refuses_bad_options_in_one_line(capsys):
+    for args, message in ((["--batches", "4,x"], "--batches must be positive whole numbers"), (["--dtypes", "float8"], "--dtypes must be among")):
+        with pytest.raises(SystemExit) as exit_info:
+            fit_speed.main(args)
+        assert exit_info.value.code == 2
+        err = capsys.readouterr().err
+        assert message in err and "Traceback" not in err, err
+
+
 def test_bench_gpu_options_are_checked():
     from keras_lstm.cli.main import app
 

@@ -81,15 +81,19 @@ def transform(x: dict, y: dict, mirror, swap_buttons) -> tuple[dict, dict]:
     return {**x, "numeric": numeric}, y
 
 
+def transform_drawn(x: dict, y: dict, draws) -> tuple[dict, dict]:
+    """`transform` by each row's draws: `[B, len(AUGMENTATIONS)]` bools, a
+    column per augmentation in `AUGMENTATIONS`' order."""
+    return transform(x, y, draws[:, AUGMENTATIONS.index("mirror")], draws[:, AUGMENTATIONS.index("swap-buttons")])
+
+
 def augment_batch(x: dict, y: dict, seed, augmentations: tuple[str, ...]) -> tuple[dict, dict]:
     """`transform` with each window's choices drawn from the stateless
     `seed` (shape [2]): each listed augmentation with probability 1/2."""
     batch = tf.shape(x["numeric"])[0]
     draws = tf.random.stateless_uniform([batch, len(AUGMENTATIONS)], seed=seed) < 0.5
-    on = [name in augmentations for name in AUGMENTATIONS]
-    mirror = tf.logical_and(draws[:, 0], on[0])
-    swap_buttons = tf.logical_and(draws[:, 1], on[1])
-    return transform(x, y, mirror, swap_buttons)
+    on = tf.constant([name in augmentations for name in AUGMENTATIONS])
+    return transform_drawn(x, y, tf.logical_and(draws, on))
 
 
 def augmented(batches: tf.data.Dataset, augmentations: tuple[str, ...], seed: int, first_index: int = 0) -> tf.data.Dataset:

@@ -154,6 +154,7 @@ def segment_batches(
     rng = np.random.default_rng(seed)
     draw_rng = np.random.default_rng([seed, 1])
     listed = np.array([name in augmentations for name in AUGMENTATIONS])
+    augmenting = bool(listed.any())
     queue: list = []
 
     def next_piece():
@@ -167,7 +168,7 @@ def segment_batches(
     draws = np.zeros((streams, len(AUGMENTATIONS)), bool)
 
     def draw(row):
-        if listed.any():
+        if augmenting:
             draws[row] = (draw_rng.random(len(AUGMENTATIONS)) < 0.5) & listed
 
     for r in range(streams):
@@ -191,7 +192,7 @@ def segment_batches(
                 rows[r], fresh[r] = list(next_piece()), True
                 draw(r)
         x = {"numeric": numeric, "categorical": categorical}
-        yield (x, targets, reset, batch_draws) if listed.any() else (x, targets, reset)
+        yield (x, targets, reset, batch_draws) if augmenting else (x, targets, reset)
 
 
 def segment_dataset(
@@ -218,12 +219,7 @@ def segment_dataset(
         lambda: segment_batches(arrays, segment_frames, streams, piece_frames, seed, augmentations), output_signature=signature
     )
     if augmenting:
-        mirror, swap = AUGMENTATIONS.index("mirror"), AUGMENTATIONS.index("swap-buttons")
-
-        def apply(x, targets, reset, draws):
-            return (*augment.transform(x, targets, draws[:, mirror], draws[:, swap]), reset)
-
-        batches = batches.map(apply)  # in order: no parallel calls
+        batches = batches.map(lambda x, targets, reset, draws: (*augment.transform_drawn(x, targets, draws), reset))  # in order
     return batches.prefetch(2)
 
 

@@ -41,6 +41,8 @@ SPLITS = ("game", "player")  # keras_lstm.data.split
 # (the corpus recipe, `keras-lstm train`'s default; docs/QUALITY.md measured it).
 WINDOW_EPOCHS = 3
 SEGMENT_EPOCHS = 5
+WINDOW_LEARNING_RATE = 1e-3
+SEGMENT_LEARNING_RATE = 2e-3
 SEGMENT_STREAMS = 64
 # What the numbers the options give are held in, so bounded by:
 MAX_DIMENSION = 2**31 - 1  # a tensor's dimensions (sizes, batches, windows) and a replay's frame numbers: int32
@@ -94,6 +96,11 @@ def non_negative(name: str, value) -> None:
         raise ValueError(f"{name} must be >= 0, got {value}")
     if value > MAX_DIMENSION:
         raise ValueError(f"{name} must be at most {MAX_DIMENSION:,} (frames of a game), got {value:,}")
+
+
+def float32_positive_or_none(name: str, value) -> None:
+    if value is not None:
+        float32_positive(name, value)
 
 
 def float32_positive(name: str, value) -> None:
@@ -261,7 +268,11 @@ class OptimConfig(_Concern):
         None, "Batches per epoch (default: one pass over the training windows); for large data, epochs of a chosen length.", positive_or_none
     )
     batch_size: int = option(64, "Windows per batch.", dimension)
-    learning_rate: float = option(1e-3, "Adam learning rate (the peak, with a schedule).", float32_positive)
+    learning_rate: float | None = option(
+        None,
+        f"Adam learning rate, the peak with a schedule (default: {WINDOW_LEARNING_RATE:g} for windows, {SEGMENT_LEARNING_RATE:g} for segments; docs/QUALITY.md).",
+        float32_positive_or_none,
+    )
     lr_schedule: str = option(
         "constant", "Learning rate over the run: constant, or cosine (decays to 0 by the last step).", one_of(*LR_SCHEDULES)
     )
@@ -340,6 +351,14 @@ class TrainConfig:
         if self.optim.epochs is not None:
             return self.optim.epochs
         return SEGMENT_EPOCHS if self.optim.carried_state else WINDOW_EPOCHS
+
+    @property
+    def learning_rate(self) -> float:
+        """`optim.learning_rate`, or the recipe's default (segments were
+        measured short of updates at the windows' rate: docs/QUALITY.md)."""
+        if self.optim.learning_rate is not None:
+            return self.optim.learning_rate
+        return SEGMENT_LEARNING_RATE if self.optim.carried_state else WINDOW_LEARNING_RATE
 
     @property
     def val_max_frames(self) -> int | None:

@@ -157,6 +157,9 @@ def test_each_recipe_has_its_defaults():
     assert (windows.epochs, segments.epochs) == (3, 5)
     assert (windows.val_max_frames, segments.val_max_frames) == (200_000, None)  # one pass scores every validation frame
     assert TrainConfig.from_flat(replays="/r", carried_state=True, epochs=2, val_max_frames=9_000).epochs == 2
+    assert (windows.learning_rate, segments.learning_rate) == (1e-3, 2e-3)  # the seed's, and the corpus recipe's (docs/QUALITY.md)
+    assert TrainConfig.from_flat(replays="/r", carried_state=True, learning_rate=5e-4).learning_rate == 5e-4
+    assert windows.flat()["learning_rate"] is None  # run.json records what was asked: a resumed run keeps the recipe's
 
 
 @pytest.mark.parametrize(

@@ -176,7 +176,7 @@ def build_variant(variant: str, cell: str, config: TrainSpeedConfig, dropout: fl
             policy.set_weights(reference_weights)
             return policy
 
-        optimizer = compile_optimizer(keras.optimizers.Adam(config.training.optim.learning_rate), mixed_precision)
+        optimizer = compile_optimizer(keras.optimizers.Adam(config.training.learning_rate), mixed_precision)
         return stock_keras_model(build, mixed_precision, optimizer, f"keras_{cell}")
     if variant not in VARIANTS + KERAS_IMPL_VARIANTS + MIXED_VARIANTS:
         raise ValueError(f"variant must be one of {VARIANTS + KERAS_IMPL_VARIANTS + MIXED_VARIANTS}, got {variant!r}")
@@ -188,7 +188,7 @@ def build_variant(variant: str, cell: str, config: TrainSpeedConfig, dropout: fl
     if variant in KERAS_IMPL_VARIANTS + MIXED_VARIANTS:
         policy.recurrent_impl = "keras"  # read when the train step is traced
     policy.mixed_precision = mixed_precision
-    compile_for_fit(policy, compile_optimizer(keras.optimizers.Adam(config.training.optim.learning_rate), mixed_precision))
+    compile_for_fit(policy, compile_optimizer(keras.optimizers.Adam(config.training.learning_rate), mixed_precision))
     return policy
 
 

@@ -85,8 +85,8 @@ def learning_rate(config: TrainConfig, steps_per_epoch: int):
     (which a resumed run restores, so the schedule goes on where it was)."""
     optim = config.optim
     if optim.lr_schedule == "cosine":
-        return keras.optimizers.schedules.CosineDecay(optim.learning_rate, decay_steps=max(1, steps_per_epoch * config.epochs))
-    return optim.learning_rate
+        return keras.optimizers.schedules.CosineDecay(config.learning_rate, decay_steps=max(1, steps_per_epoch * config.epochs))
+    return config.learning_rate
 
 
 class TrainingDiverged(ValueError):

@@ -62,6 +62,10 @@ class TrainInputs:
     counts: dict
     skipped: list
     release: Callable[[], None] = lambda: None  # let go of what the source holds (a prepared dataset's parts), once trained
+    # Free the training frames once trained, before the final evaluation takes
+    # its memory: a `from_generator` dataset keeps its generator, and so the
+    # frames, alive after `fit` has let it go.
+    forget_training_frames: Callable[[], None] = lambda: None
     split_counts: dict = dataclasses.field(default_factory=lambda: {"split_by": "game"})
     train_players: list = dataclasses.field(default_factory=list)  # by player: every player of a training game
     listed_files: list = dataclasses.field(default_factory=list)  # every file the split saw (--train-games trains on some); [] if train + val
@@ -381,6 +385,7 @@ def _segment_inputs(config, train_trajectories: list, val_trajectories: list, tr
         val=val,
         stats=accumulator.stats(),
         train_files=[], val_files=[], train_counts={}, counts={}, skipped=[],
+        forget_training_frames=arrays.clear,  # the list the generator reads
     )
 
 

@@ -224,6 +224,7 @@ def _train_locked(config, strategy, out, backup, on_skip, callbacks, verbose, on
             fit(progress.epoch, config.epochs, steps)
     finally:
         data.release()  # a prepare may now remove the parts this run read
+        data.forget_training_frames()
     losses = progress.history.get("loss", [])
     if losses and not math.isfinite(losses[-1]):  # TerminateOnNaN stopped it
         raise TrainingDiverged(

@@ -4,6 +4,9 @@ policy."""
 
 from __future__ import annotations
 
+import gc
+import weakref
+
 import keras
 import numpy as np
 import pytest
@@ -11,9 +14,11 @@ import tensorflow as tf
 
 from keras_lstm.data import controller, features
 from keras_lstm.data.features import PolicyArrays
+from keras_lstm.evaluation import one_pass
 from keras_lstm.model.backbone import build_backbone
 from keras_lstm.model.policy import BehaviorCloningPolicy
 from keras_lstm.model.recurrent import backbone_unroll, zero_state
+from keras_lstm.training import carried_training
 from keras_lstm.training.carried_training import CarriedStatePolicy, cut_pieces, segment_batches, segment_dataset, steps_per_epoch
 from keras_lstm.training.train import TrainConfig, train
 
@@ -140,7 +145,23 @@ def test_to_policy_is_a_plain_policy_with_the_same_outputs():
 
 
 @pytest.mark.slow
-def test_train_with_carried_state_on_real_replays(tmp_path):
+def test_train_with_carried_state_on_real_replays(tmp_path, monkeypatch):
+    # The training frames must be freed before the final evaluation takes its
+    # memory (the corpus run's peak): watch them from the dataset to that point.
+    watched, alive_at_evaluation = [], []
+    make_dataset, evaluate_games = carried_training.segment_dataset, one_pass.evaluate_games
+
+    def watching_dataset(arrays, *args, **kwargs):
+        watched.extend(weakref.ref(a.numeric) for a in arrays)
+        return make_dataset(arrays, *args, **kwargs)
+
+    def evaluating(*args, **kwargs):
+        gc.collect()
+        alive_at_evaluation.append(sum(ref() is not None for ref in watched))
+        return evaluate_games(*args, **kwargs)
+
+    monkeypatch.setattr(carried_training, "segment_dataset", watching_dataset)
+    monkeypatch.setattr(one_pass, "evaluate_games", evaluating)
     config = TrainConfig.from_flat(
         replays=str(GAMES), output=str(tmp_path), embed_size=8, hidden_size=8, num_layers=1,
         window_size=12, stride=12, batch_size=8, epochs=2, max_frames=3000,
@@ -151,5 +172,6 @@ def test_train_with_carried_state_on_real_replays(tmp_path):
         assert (tmp_path / name).is_file(), name
     assert not (tmp_path / "backup").exists() and summary["epochs_run"] == 2
     assert np.isfinite(summary["val_loss"])
+    assert watched and alive_at_evaluation == [0]
     loaded = keras.models.load_model(tmp_path / "model.keras")
     assert type(loaded) is BehaviorCloningPolicy

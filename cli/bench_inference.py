@@ -9,10 +9,11 @@ import typer
 
 from keras_lstm.cli.common import one_line_errors, print_json
 from keras_lstm.cli.options import config_options
+from keras_lstm.config import WINDOW_FRAMES
 
 
 @one_line_errors
-@config_options(("backbone", "embed_size", "hidden_size", "num_layers", "window_size"))
+@config_options(("backbone", "embed_size", "hidden_size", "num_layers", "window_size"), defaults={"window_size": WINDOW_FRAMES})
 def inference(
     options: dict,
     iterations: Annotated[int, typer.Option(help="Timed calls per per-frame path.")] = 2000,

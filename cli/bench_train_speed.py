@@ -10,11 +10,12 @@ import typer
 
 from keras_lstm.cli.common import one_line_errors, print_json
 from keras_lstm.cli.options import config_options
+from keras_lstm.config import WINDOW_FRAMES
 from keras_lstm.files import atomic
 
 
 @one_line_errors
-@config_options(("embed_size", "hidden_size", "num_layers", "window_size", "batch_size", "truncate_bptt"), defaults={"truncate_bptt": 15})
+@config_options(("embed_size", "hidden_size", "num_layers", "window_size", "batch_size", "truncate_bptt"), defaults={"truncate_bptt": 15, "window_size": WINDOW_FRAMES})
 def train_speed(
     options: dict,
     cells: Annotated[str, typer.Option(help="Comma-separated cell types to measure: lstm, gru.")] = "lstm,gru",

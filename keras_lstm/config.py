@@ -39,6 +39,8 @@ SPLITS = ("game", "player")  # keras_lstm.data.split
 # The two recipes (`TrainConfig.carried_state`): windows from the zero state
 # (--temporal, the seed's), and segments of whole games with the state carried
 # (the corpus recipe, `keras-lstm train`'s default; docs/QUALITY.md measured it).
+WINDOW_FRAMES = 60
+SEGMENT_FRAMES = 30  # twice the updates of 60 at the same frames an epoch (docs/QUALITY.md)
 WINDOW_EPOCHS = 3
 SEGMENT_EPOCHS = 5
 WINDOW_LEARNING_RATE = 1e-3
@@ -216,7 +218,10 @@ class ModelConfig(_Concern):
 class DataConfig(_Concern):
     replays: str = option("", "Folder of .slp replays (searched recursively).", cli=False)
     data_dir: str | None = option(None, "A dataset made by `keras-lstm prepare`, instead of replays.", cli=False)
-    window_size: int = option(60, "Frames per training window.", dimension)
+    window_size: int | None = option(
+        None, f"Frames per training window (default: {WINDOW_FRAMES}), or per step for segments (default: {SEGMENT_FRAMES}; docs/QUALITY.md).",
+        dimension_or_none,
+    )
     stride: int = option(4, "Frames between consecutive window starts.", dimension)
     delay: int = option(0, "Frames of reaction delay: the game state seen is from t-1-delay.", non_negative)
     val_fraction: float = option(0.15, "Fraction of replay files held out for validation.", fraction)
@@ -310,6 +315,13 @@ class TrainConfig:
     data: DataConfig = dataclasses.field(default_factory=DataConfig)
     optim: OptimConfig = dataclasses.field(default_factory=OptimConfig)
     run: RunConfig = dataclasses.field(default_factory=RunConfig)
+
+    def __post_init__(self):
+        # Resolved once, not by a property as the other recipe defaults: run.json,
+        # evaluate, export and the benchmarks all read the window from here.
+        if self.data.window_size is None:
+            frames = SEGMENT_FRAMES if self.optim.carried_state else WINDOW_FRAMES
+            self.data = dataclasses.replace(self.data, window_size=frames)
 
     def validate(self) -> None:
         """Raise ValueError naming the first bad option."""

@@ -160,6 +160,10 @@ def test_each_recipe_has_its_defaults():
     assert (windows.learning_rate, segments.learning_rate) == (1e-3, 2e-3)  # the seed's, and the corpus recipe's (docs/QUALITY.md)
     assert TrainConfig.from_flat(replays="/r", carried_state=True, learning_rate=5e-4).learning_rate == 5e-4
     assert windows.flat()["learning_rate"] is None  # run.json records what was asked: a resumed run keeps the recipe's
+    # The window is resolved once (evaluate and export read it from run.json): 60 for windows, 30 a segment.
+    assert (windows.data.window_size, segments.data.window_size) == (60, 30)
+    assert segments.flat()["window_size"] == 30 and TrainConfig.from_flat(**segments.flat()).data.window_size == 30
+    assert TrainConfig.from_flat(replays="/r", carried_state=True, window_size=60).data.window_size == 60
 
 
 @pytest.mark.parametrize(

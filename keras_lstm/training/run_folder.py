@@ -124,6 +124,12 @@ def _is_a(value, hint) -> bool:
     return any(fits.get(kind, False) for kind in typing.get_args(hint) or (hint,))
 
 
+def _not_null(hint):
+    """`X | None` -> `X`; any other hint as it is."""
+    kinds = [kind for kind in typing.get_args(hint) if kind is not type(None)]
+    return kinds[0] if len(kinds) == 1 and len(typing.get_args(hint)) == 2 else hint
+
+
 def _type_name(hint) -> str:
     names = {int: "an integer", float: "a number", str: "a string", bool: "true or false", type(None): "null"}
     return " or ".join(names.get(kind, str(kind)) for kind in typing.get_args(hint) or (hint,))
@@ -134,13 +140,14 @@ def run_config(run_file: Path, run_info: dict, required: tuple = REQUIRED_CONFIG
     field's type and passing its checks (`keras_lstm.config`), the
     `required` ones present; else ValueError naming run.json and the key."""
     cfg = run_info["config"]
-    missing = [key for key in required if key not in cfg]
+    missing = [key for key in required if cfg.get(key) is None]  # null would take today's default, not the run's
     if missing:
         raise ValueError(f"{run_file}: config.{missing[0]} is missing (hand-edited?); restore the run's own {RUN_FILE} or train again")
     known = {key: value for key, value in cfg.items() if key in _FIELD_TYPES}  # options of older versions are ignored
     for key, value in known.items():
-        if not _is_a(value, _FIELD_TYPES[key]):
-            raise ValueError(f"{run_file}: config.{key} must be {_type_name(_FIELD_TYPES[key])}, got {value!r}")
+        hint = _not_null(_FIELD_TYPES[key]) if key in required else _FIELD_TYPES[key]
+        if not _is_a(value, hint):
+            raise ValueError(f"{run_file}: config.{key} must be {_type_name(hint)}, got {value!r}")
     try:
         config = TrainConfig.from_flat(**known)
         config.validate()

@@ -195,6 +195,7 @@ def _set(value, *keys):
         (_delete("config", "stride"), "config.stride is missing"),
         (_set("16", "config", "hidden_size"), "config.hidden_size must be an integer, got '16'"),
         (_set(12.5, "config", "window_size"), "config.window_size must be an integer, got 12.5"),
+        (_set(None, "config", "window_size"), "config.window_size is missing"),  # null would be today's default, not the run's
         (_set(None, "config", "dropout"), "config.dropout must be a number, got None"),
         (_set(0, "config", "hidden_size"), "config: hidden-size must be positive, got 0"),
         (_set([1], "config"), "config must be an object of options"),

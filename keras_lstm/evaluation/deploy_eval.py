@@ -44,13 +44,15 @@ POSITION_EDGES = (0, 60, 600, 3600, 7200, 14400)
 _RUNNERS: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
 
 
-def _chunk_runner(policy, chunk_frames: int, impl: str = "fused"):
+def _chunk_runner(policy, chunk_frames: int, impl: str = "keras"):
     """A `tf.function` `(numeric, categorical, state) -> (logits, state)` over
     one `[rows, chunk_frames]` chunk (any number of rows), traced once per
     policy and chunk length (a validation each epoch reuses it). `impl`: the
-    backbone's recurrence by our unroll (`fused`) or by its Keras layers
-    (`keras`: TensorFlow's own loop, faster over long chunks on a CPU); the
-    same values (`tests/model/test_recurrent_forms.py`)."""
+    backbone's recurrence by its Keras layers (`keras`, the default:
+    TensorFlow's own loop, traced in well under a second and faster over
+    long chunks on a CPU) or by our unroll (`fused`: one graph node per
+    frame, several seconds to trace at 256 frames); the same values
+    (`tests/model/test_recurrent_forms.py`)."""
     runners = _RUNNERS.setdefault(policy, {})
     key = (chunk_frames, impl)
     if key not in runners:
@@ -83,7 +85,7 @@ def _new_chunk_runner(policy, chunk_frames: int, impl: str):
 
 
 def deployed_logits(
-    policy, arrays: list[PolicyArrays], chunk_frames: int = DEFAULT_CHUNK_FRAMES, max_batch: int = 64, impl: str = "fused"
+    policy, arrays: list[PolicyArrays], chunk_frames: int = DEFAULT_CHUNK_FRAMES, max_batch: int = 64, impl: str = "keras"
 ) -> list[dict]:
     """Per trajectory, `{head: [T, classes]}` logits of every frame, the state
     carried from the trajectory's first frame (the zero state) to its last.
@@ -105,7 +107,7 @@ def deployed_logits(
     return out
 
 
-def _deployed_batch(policy, arrays: list[PolicyArrays], chunk_frames: int, impl: str = "fused") -> list[dict]:
+def _deployed_batch(policy, arrays: list[PolicyArrays], chunk_frames: int, impl: str) -> list[dict]:
     lengths = np.array([len(a) for a in arrays])
     run = _chunk_runner(policy, chunk_frames, impl)
     state = [[np.zeros_like(s.numpy()) for s in layer] for layer in policy.initial_state(len(arrays))]

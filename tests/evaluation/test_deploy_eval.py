@@ -65,12 +65,12 @@ def test_a_model_with_long_memory_shows_a_gap():
     np.testing.assert_allclose(deployed["main_x"][W - 1], windowed["main_x"][0], atol=TOL)
 
 
-def test_chunk_size_and_batching_do_not_change_outputs():
+def test_chunk_size_batching_and_the_recurrence_do_not_change_outputs():
     policy = _policy()
     a, b = _arrays(37, seed=2), _arrays(90, seed=3)
     alone = deployed_logits(policy, [a], chunk_frames=64)[0]
     together = deployed_logits(policy, [b, a], chunk_frames=7)
-    one_at_a_time = deployed_logits(policy, [b, a], chunk_frames=7, max_batch=1)
+    one_at_a_time = deployed_logits(policy, [b, a], chunk_frames=7, max_batch=1, impl="fused")
     assert together[0]["buttons"].shape == (90, len(controller.BUTTONS))
     assert together[1]["main_x"].shape == (37, controller.STICK_CLASSES)
     for head in controller.HEADS:

@@ -79,49 +79,58 @@ FRESH_PROCESS = textwrap.dedent(
     import numpy as np
     import tensorflow as tf
 
-    path, inputs, outputs = sys.argv[1:4]
-    data = np.load(inputs)
-    numeric, categorical = data["numeric"], data["categorical"]
-    model = tf.saved_model.load(path)
-    serve, reset, step, window = (model.signatures[k] for k in ("serving_default", "reset", "step", "window"))
-    results = {}
-    for game in range(2):  # the second game checks that reset() clears the held state
-        reset()
+    def serve_one(path, inputs, outputs):
+        data = np.load(inputs)
+        numeric, categorical = data["numeric"], data["categorical"]
+        model = tf.saved_model.load(path)
+        serve, reset, step, window = (model.signatures[k] for k in ("serving_default", "reset", "step", "window"))
+        results = {}
+        for game in range(2):  # the second game checks that reset() clears the held state
+            reset()
+            for t in range(len(numeric)):
+                out = serve(numeric=tf.constant(numeric[t : t + 1]), categorical=tf.constant(categorical[t : t + 1]))
+            results.update({f"held{game}_{k}": v.numpy() for k, v in out.items()})
+        state = {k: tf.zeros([1, data["layers"], data["hidden"]]) for k in data["state_keys"]}
         for t in range(len(numeric)):
-            out = serve(numeric=tf.constant(numeric[t : t + 1]), categorical=tf.constant(categorical[t : t + 1]))
-        results.update({f"held{game}_{k}": v.numpy() for k, v in out.items()})
-    state = {k: tf.zeros([1, data["layers"], data["hidden"]]) for k in data["state_keys"]}
-    for t in range(len(numeric)):
-        out = step(numeric=tf.constant(numeric[t : t + 1]), categorical=tf.constant(categorical[t : t + 1]), **state)
-        state = {k: out[k] for k in state}
-    results.update({f"step_{k}": v.numpy() for k, v in out.items()})
-    out = window(numeric=tf.constant(numeric[None]), categorical=tf.constant(categorical[None]))
-    results.update({f"window_{k}": v.numpy() for k, v in out.items()})
-    assert not any(name.startswith("keras_lstm") for name in sys.modules), "project code was imported"
-    np.savez(outputs, **results)
+            out = step(numeric=tf.constant(numeric[t : t + 1]), categorical=tf.constant(categorical[t : t + 1]), **state)
+            state = {k: out[k] for k in state}
+        results.update({f"step_{k}": v.numpy() for k, v in out.items()})
+        out = window(numeric=tf.constant(numeric[None]), categorical=tf.constant(categorical[None]))
+        results.update({f"window_{k}": v.numpy() for k, v in out.items()})
+        assert not any(name.startswith("keras_lstm") for name in sys.modules), "project code was imported"
+        np.savez(outputs, **results)
+
+    args = sys.argv[1:]
+    for i in range(0, len(args), 3):  # one process for every export: TensorFlow starts once
+        serve_one(*args[i : i + 3])
     """
 )
 
 
-@pytest.mark.slow  # a second TensorFlow process: ~10 s, more on a busy machine
-@pytest.mark.parametrize("cell_type,xla", [("lstm", False), ("gru", False), ("lstm", True)])
-def test_fresh_process_load_steps_replay_like_in_process(tmp_path, cell_type, xla):
-    policy = make_run(tmp_path / "run", cell_type)
-    path = export.export_run(tmp_path / "run", base_dir=tmp_path / "savedmodels", name="bot", jit_compile=xla)
-    assert export.read_metadata(path)["xla"] == xla
+VARIANTS = [("lstm", False), ("gru", False), ("lstm", True)]  # (cell_type, xla)
+
+
+@pytest.mark.slow  # a second TensorFlow process for all three exports: ~10 s, more on a busy machine
+def test_fresh_process_load_steps_replay_like_in_process(tmp_path):
     numeric, categorical = replay_inputs()
-    state_keys = ["h", "c"] if cell_type == "lstm" else ["h"]
-    np.savez(tmp_path / "in.npz", numeric=numeric, categorical=categorical, layers=2, hidden=16, state_keys=state_keys)
+    policies, args = [], []
+    for n, (cell_type, xla) in enumerate(VARIANTS):
+        policies.append(make_run(tmp_path / f"run{n}", cell_type))
+        path = export.export_run(tmp_path / f"run{n}", base_dir=tmp_path / "savedmodels", name=f"bot{n}", jit_compile=xla)
+        assert export.read_metadata(path)["xla"] == xla
+        state_keys = ["h", "c"] if cell_type == "lstm" else ["h"]
+        np.savez(tmp_path / f"in{n}.npz", numeric=numeric, categorical=categorical, layers=2, hidden=16, state_keys=state_keys)
+        args += [str(path), str(tmp_path / f"in{n}.npz"), str(tmp_path / f"out{n}.npz")]
     script = tmp_path / "serve.py"
     script.write_text(FRESH_PROCESS)
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
-    done = subprocess.run(
-        [sys.executable, str(script), str(path), str(tmp_path / "in.npz"), str(tmp_path / "out.npz")],
-        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300,
-    )
+    done = subprocess.run([sys.executable, str(script), *args], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
-    got = dict(np.load(tmp_path / "out.npz"))
+    for n, ((cell_type, xla), policy) in enumerate(zip(VARIANTS, policies)):
+        _assert_serves_like(policy, cell_type, dict(np.load(tmp_path / f"out{n}.npz")), numeric, categorical, variant=(cell_type, xla))
 
+
+def _assert_serves_like(policy, cell_type, got, numeric, categorical, variant):
     stepper = inference.PolicyStepper(policy)
     for t in range(len(numeric)):
         expected = stepper.act(numeric[t : t + 1], categorical[t : t + 1])
@@ -132,14 +141,14 @@ def test_fresh_process_load_steps_replay_like_in_process(tmp_path, cell_type, xl
     for key in keys:
         for prefix in ("held0", "held1", "step", "window"):
             reference = window[key] if prefix == "window" else expected[key]
-            assert got[f"{prefix}_{key}"].shape == np.shape(reference), (prefix, key)
-            np.testing.assert_allclose(got[f"{prefix}_{key}"], reference, atol=1e-5, err_msg=f"{prefix}_{key}")
+            assert got[f"{prefix}_{key}"].shape == np.shape(reference), (variant, prefix, key)
+            np.testing.assert_allclose(got[f"{prefix}_{key}"], reference, atol=1e-5, err_msg=f"{variant}: {prefix}_{key}")
     # The explicit state it returns is the stepper's state.
     for i, layer in enumerate(stepper.hidden):
-        np.testing.assert_allclose(got["step_h"][:, i], layer[0], atol=1e-5)
+        np.testing.assert_allclose(got["step_h"][:, i], layer[0], atol=1e-5, err_msg=str(variant))
         if cell_type == "lstm":
-            np.testing.assert_allclose(got["step_c"][:, i], layer[1], atol=1e-5)
-    assert ("step_c" in got) == (cell_type == "lstm")
+            np.testing.assert_allclose(got["step_c"][:, i], layer[1], atol=1e-5, err_msg=str(variant))
+    assert ("step_c" in got) == (cell_type == "lstm"), variant
 
 
 def test_cli_export(tmp_path):
